@@ -1,0 +1,245 @@
+"""A campaign is a folder: campaign.toml plus one Markdown file per email.
+
+    kap-benefits/
+      campaign.toml           slug, name, kind, trigger, [schedule], [sender], [footer]
+      00-welcome.md           +++ TOML front matter +++ then the body (Markdown + Jinja)
+      01-rapid-relief.md
+      ...
+
+Emails go out in file-name order. A step's key (stable across edits and renames) is its
+front matter's `key`, or the file name without the leading number: `01-rapid-relief.md` is
+`rapid-relief`. This module only reads and checks the folder; it knows no database.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tidings.campaigns.schedule import SendWindow, parse_delay
+from tidings.errors import CampaignError
+
+KINDS = ("sequence", "broadcast")
+TRIGGERS = ("confirm", "manual")
+SENDER_FIELDS = ("organization", "postal_address", "from_name", "from_address", "reply_to")
+FOOTER_FIELDS = ("reason", "crisis", "crisis_line", "disclaimer", "risk")
+STEP_FIELDS = {"key", "subject", "preheader", "delay", "crisis_at_top"}
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# Words that must never reach a subject or preheader: they show on lock screens.
+LOCK_SCREEN_WORDS = re.compile(r"suicid", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    key: str
+    file: str
+    subject: str
+    preheader: str
+    delay_seconds: int
+    crisis_at_top: bool
+    body: str  # Markdown with Jinja, after the front matter
+    body_line: int  # 1-based line of the file where `body` starts
+    source: str  # the whole file, as written
+
+
+@dataclass(frozen=True)
+class CampaignDefinition:
+    slug: str
+    name: str
+    kind: str
+    trigger: str
+    window: SendWindow
+    every_seconds: int
+    sender: dict[str, str] = field(default_factory=dict)
+    footer: dict[str, str] = field(default_factory=dict)
+    steps: list[StepDefinition] = field(default_factory=list)
+    folder: str | None = None
+    raw_toml: str = ""
+
+    def as_stored(self) -> dict[str, Any]:
+        """What Campaign.definition keeps: everything but the steps."""
+        window = {
+            "start": self.window.start.isoformat(),
+            "end": self.window.end.isoformat(),
+            "days": sorted(self.window.days),
+        }
+        return {
+            "window": window,
+            "every_seconds": self.every_seconds,
+            "sender": self.sender,
+            "footer": self.footer,
+        }
+
+
+def read_campaign(folder: str | Path) -> CampaignDefinition:
+    """Read and check a campaign folder. Raises CampaignError listing every problem found."""
+    folder = Path(folder)
+    toml_path = folder / "campaign.toml"
+    if not toml_path.is_file():
+        raise CampaignError([f"{folder}: no campaign.toml here (is this a campaign folder?)"])
+    problems: list[str] = []
+    raw = toml_path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError([f"campaign.toml: {exc}"]) from exc
+
+    def problem(key: str, message: str) -> None:
+        problems.append(f"campaign.toml:{_line_of(raw, key)}: {message}")
+
+    slug = str(data.get("slug", ""))
+    if not SLUG.match(slug):
+        problem("slug", f"slug {slug!r} must be lower-case letters, digits and dashes")
+    name = str(data.get("name") or slug)
+    kind = data.get("kind", "sequence")
+    if kind not in KINDS:
+        problem("kind", f"kind {kind!r} must be one of {', '.join(KINDS)}")
+    trigger = data.get("trigger", "confirm" if kind == "sequence" else "manual")
+    if trigger not in TRIGGERS:
+        problem("trigger", f"trigger {trigger!r} must be one of {', '.join(TRIGGERS)}")
+
+    schedule = data.get("schedule", {})
+    window = SendWindow()
+    every = 0
+    try:
+        window = SendWindow.parse(schedule.get("window"), schedule.get("days"))
+    except ValueError as exc:
+        problem("window" if "window" in str(exc) else "days", str(exc))
+    try:
+        every = parse_delay(schedule.get("every", "1d"))
+    except ValueError as exc:
+        problem("every", str(exc))
+
+    sender = {k: str(v) for k, v in data.get("sender", {}).items()}
+    unknown_sender = set(sender) - set(SENDER_FIELDS)
+    if unknown_sender:
+        problem(sorted(unknown_sender)[0], f"unknown [sender] field(s): {sorted(unknown_sender)}")
+    footer = {k: str(v) for k, v in data.get("footer", {}).items()}
+    unknown_footer = set(footer) - set(FOOTER_FIELDS)
+    if unknown_footer:
+        problem(sorted(unknown_footer)[0], f"unknown [footer] field(s): {sorted(unknown_footer)}")
+
+    steps: list[StepDefinition] = []
+    files = sorted(p for p in folder.glob("*.md") if not p.name.startswith(("_", ".")))
+    if not files:
+        problems.append(f"{folder}: no step files (*.md)")
+    for number, path in enumerate(files):
+        step = read_step_file(path, default_delay=0 if number == 0 else every, problems=problems)
+        if step is not None:
+            steps.append(step)
+    seen: dict[str, str] = {}
+    for step in steps:
+        if step.key in seen:
+            problems.append(f"{step.file}:1: key {step.key!r} is also used by {seen[step.key]}")
+        seen[step.key] = step.file
+    if kind == "broadcast" and len(files) > 1:
+        problems.append(f"{folder}: a broadcast has exactly one email, found {len(files)}")
+
+    if problems:
+        raise CampaignError(problems)
+    return CampaignDefinition(
+        slug=slug,
+        name=name,
+        kind=kind,
+        trigger=trigger,
+        window=window,
+        every_seconds=every,
+        sender=sender,
+        footer=footer,
+        steps=steps,
+        folder=str(folder.resolve()),
+        raw_toml=raw,
+    )
+
+
+def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepDefinition | None:
+    name = path.name
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{name}:1: not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return None
+    lines = source.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "+++":
+        problems.append(f"{name}:1: must start with a +++ line opening the TOML front matter")
+        return None
+    try:
+        close = next(i for i in range(1, len(lines)) if lines[i].strip() == "+++")
+    except StopIteration:
+        problems.append(f"{name}:1: the front matter opened by +++ is never closed")
+        return None
+    front_text = "".join(lines[1:close])
+    try:
+        front = tomllib.loads(front_text)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"{name}:{_toml_error_line(exc) + 1}: front matter: {exc}")
+        return None
+
+    def problem(key: str, message: str) -> None:
+        problems.append(f"{name}:{_line_of(front_text, key) + 1}: {message}")
+
+    before = len(problems)
+    for unknown in sorted(set(front) - STEP_FIELDS):
+        problem(unknown, f"unknown front matter field {unknown!r}")
+    key = str(front.get("key") or re.sub(r"^\d+[a-z]?[-_]", "", path.stem))
+    if not SLUG.match(key):
+        problem("key", f"step key {key!r} must be lower-case letters, digits and dashes")
+    subject = front.get("subject")
+    if not isinstance(subject, str) or not subject.strip():
+        problem("subject", 'missing subject (add: subject = "...")')
+        subject = ""
+    preheader = front.get("preheader", "")
+    if not isinstance(preheader, str):
+        problem("preheader", "preheader must be a string")
+        preheader = ""
+    for field_name, value in (("subject", subject), ("preheader", preheader)):
+        if "\n" in value or "\r" in value:
+            problem(field_name, f"{field_name} must be one line")
+        if LOCK_SCREEN_WORDS.search(value):
+            problem(
+                field_name,
+                f"{field_name} mentions suicide; it shows on lock screens: use a discreet one "
+                "and keep the heading in the body",
+            )
+    delay = default_delay
+    if "delay" in front:
+        try:
+            delay = parse_delay(front["delay"])
+        except ValueError as exc:
+            problem("delay", str(exc))
+    crisis_at_top = front.get("crisis_at_top", False)
+    if not isinstance(crisis_at_top, bool):
+        problem("crisis_at_top", "crisis_at_top must be true or false")
+    if len(problems) > before:
+        return None
+    return StepDefinition(
+        key=key,
+        file=name,
+        subject=subject.strip(),
+        preheader=preheader.strip(),
+        delay_seconds=delay,
+        crisis_at_top=bool(crisis_at_top),
+        body="".join(lines[close + 1 :]),
+        body_line=close + 2,
+        source=source,
+    )
+
+
+def _line_of(text: str, key: str) -> int:
+    """1-based line where `key = ...` is set in TOML text, or 1 when it is absent."""
+    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else 1
+
+
+def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int:
+    match = re.search(r"line (\d+)", str(exc))
+    return int(match.group(1)) if match else 1
+
+
+def definition_summary(definition: CampaignDefinition) -> dict[str, Any]:
+    data = asdict(definition)
+    data["steps"] = [step.key for step in definition.steps]
+    return data

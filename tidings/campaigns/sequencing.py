@@ -1,0 +1,290 @@
+"""Drip sequencing: enrolling subscribers, planning what is due, advancing after each send.
+
+An enrollment holds the position of the next step and when to plan it. Planning turns a due
+enrollment into a delivery row (the ledger) and then waits: the next step's due time is set
+only when that delivery has an outcome, counted from the moment it was really sent. So steps
+go out in order, at least their delay apart, and an engine that was down catches up at the
+next open send window, one email at a time, never in a burst.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from tidings.campaigns.schedule import SendWindow
+from tidings.models import (
+    Campaign,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Step,
+    Subscriber,
+    SubscriberStatus,
+)
+
+
+def campaign_window(campaign: Campaign) -> SendWindow:
+    window = campaign.definition.get("window")
+    if not window:
+        return SendWindow()
+    return _window(window["start"], window["end"], tuple(window["days"]))
+
+
+@lru_cache(maxsize=256)
+def _window(start: str, end: str, days: tuple[int, ...]) -> SendWindow:
+    return SendWindow(time.fromisoformat(start), time.fromisoformat(end), frozenset(days))
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def message_id(domain: str) -> str:
+    return f"{uuid.uuid4().hex}@{domain}"
+
+
+def active_steps(session: Session, campaign_id: int) -> list[Step]:
+    return list(
+        session.scalars(
+            select(Step)
+            .where(Step.campaign_id == campaign_id, Step.position.is_not(None))
+            .order_by(Step.position)
+        )
+    )
+
+
+def enroll(
+    session: Session, subscriber: Subscriber, campaign: Campaign, now: datetime
+) -> Enrollment | None:
+    """Put an active subscriber at the start of a sequence. Returns None if already enrolled."""
+    existing = session.scalar(
+        select(Enrollment).where(
+            Enrollment.subscriber_id == subscriber.id, Enrollment.campaign_id == campaign.id
+        )
+    )
+    if existing is not None:
+        return None
+    first = session.scalar(select(Step).where(Step.campaign_id == campaign.id, Step.position == 1))
+    enrollment = Enrollment(
+        subscriber_id=subscriber.id,
+        campaign_id=campaign.id,
+        status=EnrollmentStatus.ACTIVE,
+        next_position=1,
+        next_due_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+    if first is None:
+        enrollment.status = EnrollmentStatus.COMPLETED
+        enrollment.ended_at = now
+    else:
+        enrollment.next_due_at = campaign_window(campaign).next_open(
+            now + timedelta(seconds=first.delay_seconds), zone(subscriber.timezone)
+        )
+    session.add(enrollment)
+    return enrollment
+
+
+def enroll_on_confirm(session: Session, subscriber: Subscriber, now: datetime) -> list[str]:
+    """Enroll a newly confirmed subscriber in every sequence triggered by confirmation."""
+    campaigns = session.scalars(
+        select(Campaign)
+        .where(Campaign.kind == "sequence", Campaign.trigger == "confirm")
+        .order_by(Campaign.id)
+    )
+    return [c.slug for c in campaigns if enroll(session, subscriber, c, now) is not None]
+
+
+@dataclass
+class PlanResult:
+    planned: int = 0
+    deferred: int = 0  # due, but the subscriber's send window is closed: moved to its opening
+    completed: int = 0
+
+    def __iadd__(self, other: PlanResult) -> PlanResult:
+        self.planned += other.planned
+        self.deferred += other.deferred
+        self.completed += other.completed
+        return self
+
+
+def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) -> PlanResult:
+    """One planning batch: turn up to `limit` due enrollments into queued deliveries.
+
+    Reads only due rows (indexed on next_due_at), so its cost follows what is due, not the
+    size of the list. On PostgreSQL the rows are locked (SKIP LOCKED) so planners on several
+    machines never plan the same enrollment.
+    """
+    rows = session.execute(
+        select(Enrollment, Subscriber.timezone, Subscriber.status, Campaign)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .join(Campaign, Campaign.id == Enrollment.campaign_id)
+        .where(
+            Enrollment.next_due_at <= now,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Campaign.status == "active",
+            Campaign.kind == "sequence",
+        )
+        .order_by(Enrollment.next_due_at)
+        .limit(limit)
+        .with_for_update(of=Enrollment, skip_locked=True)
+    ).all()
+    result = PlanResult()
+    if not rows:
+        return result
+    steps = _steps_by_position(session, {campaign.id for _, _, _, campaign in rows})
+    wanted = []
+    for enrollment, tz_name, sub_status, campaign in rows:
+        step = steps.get((campaign.id, enrollment.next_position))
+        if sub_status != SubscriberStatus.ACTIVE:
+            _end(enrollment, EnrollmentStatus.EXITED, now)
+            continue
+        if step is None:
+            _end(enrollment, EnrollmentStatus.COMPLETED, now)
+            result.completed += 1
+            continue
+        window = campaign_window(campaign)
+        tz = zone(tz_name)
+        if not window.contains(now, tz):
+            enrollment.next_due_at = window.next_open(now, tz)
+            enrollment.updated_at = now
+            result.deferred += 1
+            continue
+        wanted.append((enrollment, step))
+    already = _already_delivered(session, [(e.subscriber_id, s.id) for e, s in wanted])
+    for enrollment, step in wanted:
+        enrollment.next_position += 1
+        enrollment.updated_at = now
+        if (enrollment.subscriber_id, step.id) in already:
+            # Sent before (a reload moved it after this subscriber's position): never twice.
+            enrollment.next_due_at = now
+            continue
+        enrollment.next_due_at = None  # set again when this delivery has an outcome
+        session.add(
+            Delivery(
+                kind="step",
+                subscriber_id=enrollment.subscriber_id,
+                campaign_id=step.campaign_id,
+                step_id=step.id,
+                status=DeliveryStatus.QUEUED,
+                next_attempt_at=now,
+                message_id=message_id(sender_domain),
+                content_sha256=step.content_sha256,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        result.planned += 1
+    session.flush()
+    return result
+
+
+def _steps_by_position(
+    session: Session, campaign_ids: Iterable[int]
+) -> dict[tuple[int, int], Step]:
+    steps = session.scalars(
+        select(Step).where(Step.campaign_id.in_(list(campaign_ids)), Step.position.is_not(None))
+    )
+    return {(s.campaign_id, s.position): s for s in steps if s.position is not None}
+
+
+def _already_delivered(session: Session, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    if not pairs:
+        return set()
+    subscriber_ids = {s for s, _ in pairs}
+    step_ids = {t for _, t in pairs}
+    found = session.execute(
+        select(Delivery.subscriber_id, Delivery.step_id).where(
+            Delivery.subscriber_id.in_(subscriber_ids), Delivery.step_id.in_(step_ids)
+        )
+    )
+    wanted = set(pairs)
+    return {(s, t) for s, t in found if (s, t) in wanted}
+
+
+def _end(enrollment: Enrollment, status: str, now: datetime) -> None:
+    enrollment.status = status
+    enrollment.next_due_at = None
+    enrollment.ended_at = now
+    enrollment.updated_at = now
+
+
+def advance_after_delivery(
+    session: Session, subscriber_id: int, campaign_id: int, finished_at: datetime
+) -> None:
+    """A step's delivery has its outcome: schedule the next step, or finish the sequence."""
+    row = session.execute(
+        select(Enrollment, Subscriber.timezone, Campaign)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .join(Campaign, Campaign.id == Enrollment.campaign_id)
+        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.campaign_id == campaign_id)
+    ).first()
+    if row is None:
+        return
+    enrollment, tz_name, campaign = row
+    if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.next_due_at is not None:
+        return
+    step = session.scalar(
+        select(Step).where(
+            Step.campaign_id == campaign_id, Step.position == enrollment.next_position
+        )
+    )
+    if step is None:
+        _end(enrollment, EnrollmentStatus.COMPLETED, finished_at)
+        return
+    enrollment.next_due_at = campaign_window(campaign).next_open(
+        finished_at + timedelta(seconds=step.delay_seconds), zone(tz_name)
+    )
+    enrollment.updated_at = finished_at
+
+
+def exit_enrollments(session: Session, subscriber_id: int, now: datetime) -> int:
+    result = session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.subscriber_id == subscriber_id, Enrollment.status == EnrollmentStatus.ACTIVE
+        )
+        .values(status=EnrollmentStatus.EXITED, next_due_at=None, ended_at=now, updated_at=now)
+    )
+    return result.rowcount or 0
+
+
+def remap_positions(
+    session: Session, campaign_id: int, old_keys: list[str], new_keys: list[str], now: datetime
+) -> int:
+    """After a reload, keep every active subscriber where they were in the sequence.
+
+    A subscriber whose next step was old position p has received (or been planned) the old
+    steps before p. In the new order, everything up to the last of those is behind them, so
+    a step inserted before their place is never sent to them, and every step after it is.
+    """
+    mapping: dict[int, int] = {}
+    for p in range(1, len(old_keys) + 2):
+        done = set(old_keys[: p - 1])
+        last_done = max((i for i, key in enumerate(new_keys, start=1) if key in done), default=0)
+        if last_done + 1 != p:
+            mapping[p] = last_done + 1
+    if not mapping:
+        return 0
+    new_position = case(mapping, value=Enrollment.next_position, else_=Enrollment.next_position)
+    result = session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.campaign_id == campaign_id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_position.in_(list(mapping)),
+        )
+        .values(next_position=new_position, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

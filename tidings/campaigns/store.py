@@ -1,0 +1,213 @@
+"""Campaigns in the database: load (validate, compile, store), find, pause and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tidings.campaigns import shipped_campaign_dir
+from tidings.campaigns.definition import CampaignDefinition, read_campaign
+from tidings.campaigns.sequencing import active_steps, remap_positions
+from tidings.config import Settings
+from tidings.errors import CampaignError, Conflict, NotFound
+from tidings.models import Campaign, Step
+from tidings.rendering import (
+    CampaignContext,
+    CompiledStep,
+    Sender,
+    StepSource,
+    TemplateProblem,
+    compile_step,
+)
+
+
+def resolve_campaign_dir(dir_or_slug: str) -> Path:
+    """A folder path, or the slug of a campaign shipped with tidings."""
+    path = Path(dir_or_slug)
+    if path.is_dir():
+        return path
+    shipped = shipped_campaign_dir(dir_or_slug)
+    if shipped is not None:
+        return shipped
+    raise NotFound(f"{dir_or_slug!r} is neither a campaign folder nor a shipped campaign")
+
+
+def campaign_sender(settings: Settings, overrides: dict[str, str]) -> Sender:
+    return Sender(
+        organization=overrides.get("organization", settings.organization),
+        postal_address=overrides.get("postal_address", settings.postal_address),
+        from_name=overrides.get("from_name", settings.from_name),
+        from_address=overrides.get("from_address", settings.from_address),
+        reply_to=overrides.get("reply_to", settings.reply_to),
+    )
+
+
+def compile_campaign(
+    definition: CampaignDefinition, settings: Settings
+) -> list[tuple[StepSource, CompiledStep]]:
+    """Compile every step. Raises CampaignError listing every template problem found."""
+    sender = campaign_sender(settings, definition.sender)
+    context = CampaignContext(
+        slug=definition.slug,
+        name=definition.name,
+        footer=definition.footer,
+        footer_lines={k: _toml_line(definition.raw_toml, k) for k in definition.footer},
+        base_url=settings.public_base_url,
+    )
+    problems: list[str] = []
+    compiled = []
+    total = len(definition.steps)
+    for number, step in enumerate(definition.steps, start=1):
+        source = StepSource(
+            step.key,
+            step.file,
+            step.subject,
+            step.preheader,
+            step.body,
+            step.body_line,
+            step.crisis_at_top,
+            number,
+            total,
+        )
+        try:
+            compiled.append((source, compile_step(source, context, sender)))
+        except TemplateProblem as exc:
+            problems.append(str(exc))
+    if problems:
+        raise CampaignError(sorted(set(problems), key=problems.index))
+    return compiled
+
+
+def _toml_line(raw: str, key: str) -> int:
+    match = re.search(rf"^\s*{re.escape(key)}\s*=", raw, re.MULTILINE)
+    return raw.count("\n", 0, match.start()) + 1 if match else 1
+
+
+@dataclass
+class LoadReport:
+    slug: str
+    created: bool
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    enrollments_moved: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_campaign(session: Session, folder: Path, settings: Settings, now: datetime) -> LoadReport:
+    """Validate, compile and store a campaign folder, in the caller's transaction.
+
+    Nothing is written unless every step compiles. Reloading keeps each enrolled subscriber
+    at their place in the sequence (see sequencing.remap_positions).
+    """
+    definition = read_campaign(folder)
+    compiled = compile_campaign(definition, settings)
+    sender = campaign_sender(settings, definition.sender)
+    stored_definition = definition.as_stored()
+    stored_definition["sender"] = sender.__dict__
+    digest = hashlib.sha256(definition.raw_toml.encode())
+    for _, step in compiled:
+        digest.update(step.content_sha256.encode())
+
+    campaign = session.scalar(select(Campaign).where(Campaign.slug == definition.slug))
+    report = LoadReport(slug=definition.slug, created=campaign is None)
+    if not sender.postal_address:
+        report.warnings.append(
+            "no postal address: set TIDINGS_POSTAL_ADDRESS (the law requires one in "
+            "marketing email), then load the campaign again"
+        )
+    if campaign is None:
+        campaign = Campaign(slug=definition.slug, status="active", created_at=now)
+        session.add(campaign)
+    elif campaign.kind != definition.kind:
+        raise Conflict(
+            f"campaign {definition.slug!r} is a {campaign.kind}; it cannot become a "
+            f"{definition.kind} (use a new slug)"
+        )
+    campaign.name = definition.name
+    campaign.kind = definition.kind
+    campaign.trigger = definition.trigger
+    campaign.definition = stored_definition
+    campaign.content_sha256 = digest.hexdigest()
+    campaign.source_path = definition.folder
+    campaign.loaded_at = now
+    session.flush()
+
+    existing = {
+        s.key: s for s in session.scalars(select(Step).where(Step.campaign_id == campaign.id))
+    }
+    old_keys = [
+        s.key
+        for s in sorted(
+            (s for s in existing.values() if s.position is not None), key=lambda s: s.position or 0
+        )
+    ]
+    new_keys = [source.key for source, _ in compiled]
+    for position, (source, step_compiled) in enumerate(compiled, start=1):
+        definition_step = definition.steps[position - 1]
+        row = existing.get(source.key)
+        if row is None:
+            row = Step(campaign_id=campaign.id, key=source.key, created_at=now)
+            session.add(row)
+            report.added.append(source.key)
+        elif row.content_sha256 != step_compiled.content_sha256 or row.position is None:
+            report.changed.append(source.key)
+        else:
+            report.unchanged.append(source.key)
+        row.position = position
+        row.delay_seconds = definition_step.delay_seconds
+        row.subject = step_compiled.subject
+        row.preheader = step_compiled.preheader
+        row.source = definition_step.source
+        row.source_file = definition_step.file
+        row.compiled = step_compiled.as_stored()
+        row.content_sha256 = step_compiled.content_sha256
+        row.updated_at = now
+    for key, row in existing.items():
+        if key not in new_keys and row.position is not None:
+            row.position = None  # kept: the ledger refers to it
+            row.updated_at = now
+            report.removed.append(key)
+    session.flush()
+    if not report.created:
+        report.enrollments_moved = remap_positions(session, campaign.id, old_keys, new_keys, now)
+    return report
+
+
+def get_campaign(session: Session, slug: str) -> Campaign:
+    campaign = session.scalar(select(Campaign).where(Campaign.slug == slug))
+    if campaign is None:
+        known = ", ".join(session.scalars(select(Campaign.slug).order_by(Campaign.slug))) or "none"
+        raise NotFound(f"no campaign {slug!r} (loaded campaigns: {known})")
+    return campaign
+
+
+def list_campaigns(session: Session) -> list[Campaign]:
+    return list(session.scalars(select(Campaign).order_by(Campaign.slug)))
+
+
+def set_status(session: Session, slug: str, status: str, reason: str | None = None) -> Campaign:
+    campaign = get_campaign(session, slug)
+    campaign.status = status
+    campaign.status_reason = reason
+    return campaign
+
+
+def find_step(session: Session, campaign: Campaign, key: str | None) -> Step:
+    steps = active_steps(session, campaign.id)
+    if not steps:
+        raise NotFound(f"campaign {campaign.slug!r} has no steps")
+    if key is None:
+        return steps[0]
+    for step in steps:
+        if step.key == key or str(step.position) == key:
+            return step
+    keys = ", ".join(s.key for s in steps)
+    raise NotFound(f"campaign {campaign.slug!r} has no step {key!r} (steps: {keys})")

@@ -1,0 +1,111 @@
+"""All "now" in tidings comes from here.
+
+- RealClock: wall time.
+- FixedClock: stands still until a test moves it (`set`, `advance`).
+- ScaledClock: starts at a chosen instant and runs `factor` times faster than real time;
+  the demo and rehearsals use it to run weeks of a drip series in minutes.
+
+Durations that are about the real world (a lease on a claimed message, a retry backoff)
+go through `Clock.span(real_seconds)`, so a scaled clock scales them too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from tidings.errors import ConfigError
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, timezone-aware, in UTC."""
+        ...
+
+    def span(self, real_seconds: float) -> timedelta:
+        """How much clock time passes while `real_seconds` of real time pass."""
+        ...
+
+
+class RealClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def span(self, real_seconds: float) -> timedelta:
+        return timedelta(seconds=real_seconds)
+
+
+class FixedClock:
+    """A clock for tests: time moves only when told to."""
+
+    def __init__(self, at: datetime):
+        self._at = _as_utc(at)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._at
+
+    def set(self, at: datetime) -> None:
+        with self._lock:
+            self._at = _as_utc(at)
+
+    def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
+        step = delta if delta is not None else timedelta(**kwargs)
+        with self._lock:
+            self._at += step
+            return self._at
+
+    def span(self, real_seconds: float) -> timedelta:
+        return timedelta(seconds=real_seconds)
+
+
+class ScaledClock:
+    """Simulated time: `start` at creation, then `factor` simulated seconds per real second."""
+
+    def __init__(self, start: datetime, factor: float):
+        if factor <= 0:
+            raise ValueError("factor must be positive")
+        self.start = _as_utc(start)
+        self.factor = factor
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+
+    def span(self, real_seconds: float) -> timedelta:
+        return timedelta(seconds=real_seconds * self.factor)
+
+    def real_seconds_until(self, at: datetime) -> float:
+        return max(0.0, (at - self.now()).total_seconds() / self.factor)
+
+
+def clock_from_spec(spec: str | None) -> Clock:
+    """Parse TIDINGS_CLOCK: unset, 'fixed:<ISO8601>' or 'scaled:<ISO8601 start>:<factor>'."""
+    if not spec:
+        return RealClock()
+    kind, _, rest = spec.partition(":")
+    try:
+        if kind == "fixed":
+            return FixedClock(_parse_instant(rest))
+        if kind == "scaled":
+            start, _, factor = rest.rpartition(":")
+            return ScaledClock(_parse_instant(start), float(factor))
+    except ValueError as exc:
+        raise ConfigError(f"TIDINGS_CLOCK: {exc} in {spec!r}") from exc
+    raise ConfigError(
+        f"TIDINGS_CLOCK: expected 'fixed:<ISO8601>' or 'scaled:<ISO8601>:<factor>', got {spec!r}"
+    )
+
+
+def _parse_instant(text: str) -> datetime:
+    return _as_utc(datetime.fromisoformat(text))
+
+
+def _as_utc(at: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted."""
+    if at.tzinfo is None:
+        return at.replace(tzinfo=UTC)
+    return at.astimezone(UTC)

@@ -1,0 +1,259 @@
+"""Transports: how a finished message leaves. One small interface, several implementations.
+
+    with transport:                      # open() once, close() at the end
+        results = transport.send_messages(messages)
+
+Every message gets its own SendResult (sent / retry / bounced / failed, with the server's
+reply), so one bad recipient never hides the others. Transports never touch the database:
+the dispatcher records what they report.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import queue
+import re
+import smtplib
+import ssl
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tidings.config import Settings, SmtpServer
+
+Outcome = Literal["sent", "retry", "bounced", "failed"]
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    delivery_id: int
+    sender: str  # envelope sender (MAIL FROM)
+    recipient: str  # envelope recipient (RCPT TO)
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SendResult:
+    delivery_id: int
+    outcome: Outcome
+    reply: str
+
+
+class Transport:
+    """Base class. Subclasses implement `_send_one`, and `open`/`close` if they hold a resource."""
+
+    def open(self) -> bool:
+        """Open what the transport needs. Returns True if this call opened it."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return [self._send_one(m) for m in messages]
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        raise NotImplementedError
+
+    def __enter__(self) -> Transport:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MemoryTransport(Transport):
+    """Keeps messages in `self.outbox` (for tests and previews)."""
+
+    def __init__(self) -> None:
+        self.outbox: list[OutgoingMessage] = []
+        self._lock = threading.Lock()
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        with self._lock:
+            self.outbox.append(message)
+        return SendResult(message.delivery_id, "sent", "250 stored in memory")
+
+
+class MaildirTransport(Transport):
+    """Writes each message as a file in a Maildir (new/), where any mail client can open it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._maildir: mailbox.Maildir | None = None
+
+    def open(self) -> bool:
+        if self._maildir is not None:
+            return False
+        self._maildir = mailbox.Maildir(self.path, create=True)
+        return True
+
+    def close(self) -> None:
+        self._maildir = None
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        opened = self.open()
+        try:
+            assert self._maildir is not None
+            key = self._maildir.add(message.data)
+        except OSError as exc:
+            return SendResult(message.delivery_id, "retry", f"maildir: {exc}")
+        finally:
+            if opened:
+                self.close()
+        return SendResult(message.delivery_id, "sent", f"250 stored as {key}")
+
+
+# Permanent failures that are about the recipient's address: the address is bounced and
+# suppressed. Other 5xx replies (content refused, policy) fail the message only.
+_ADDRESS_STATUS = re.compile(r"^5\.(1\.\d+|2\.1|2\.2)\b")
+
+
+def classify(code: int, reply: str, stage: str) -> Outcome:
+    """Map an SMTP reply code at a stage (mail, rcpt, data) to an outcome."""
+    if 200 <= code < 300:
+        return "sent"
+    if 400 <= code < 500 or code < 200:
+        return "retry"
+    if stage == "mail":
+        return "retry"  # our sender was refused: a configuration problem, not the recipient's
+    if stage == "rcpt" or _ADDRESS_STATUS.match(reply):
+        return "bounced"
+    return "failed"
+
+
+class _Connection:
+    def __init__(self, server: SmtpServer, local_hostname: str | None):
+        self.server = server
+        self.local_hostname = local_hostname
+        self.smtp: smtplib.SMTP | None = None
+
+    def ensure_open(self) -> smtplib.SMTP:
+        if self.smtp is not None:
+            return self.smtp
+        s = self.server
+        context = ssl.create_default_context()
+        if s.ssl:
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.host,
+                s.port,
+                local_hostname=self.local_hostname,
+                timeout=s.timeout,
+                context=context,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                s.host, s.port, local_hostname=self.local_hostname, timeout=s.timeout
+            )
+        try:
+            smtp.ehlo()
+            if s.starttls:
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if s.username:
+                smtp.login(s.username, s.password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        self.smtp = smtp  # counts as open only once TLS and login succeeded
+        return smtp
+
+    def close(self) -> None:
+        if self.smtp is None:
+            return
+        try:
+            self.smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self.smtp.close()
+        self.smtp = None
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        try:
+            smtp = self.ensure_open()
+            code, reply = smtp.mail(message.sender)
+            if code != 250:
+                smtp.rset()
+                return self._result(message, code, reply, "mail")
+            code, reply = smtp.rcpt(message.recipient)
+            if code not in (250, 251):
+                smtp.rset()
+                return self._result(message, code, reply, "rcpt")
+            code, reply = smtp.data(message.data)
+            return self._result(message, code, reply, "data")
+        except smtplib.SMTPResponseException as exc:
+            # data() raises for a bad reply to DATA itself; the connection may be unusable.
+            self.close()
+            return self._result(message, exc.smtp_code, exc.smtp_error, "data")
+        except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            self.close()
+            return SendResult(
+                message.delivery_id,
+                "retry",
+                f"connection to {self.server.host}:{self.server.port} failed: "
+                f"{type(exc).__name__}: {exc}",
+            )
+
+    @staticmethod
+    def _result(message: OutgoingMessage, code: int, reply: bytes | str, stage: str) -> SendResult:
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        text = " ".join(text.split())
+        return SendResult(message.delivery_id, classify(code, text, stage), f"{code} {text}")
+
+
+class SMTPTransport(Transport):
+    """A pool of `pool_size` SMTP connections, kept open across batches until close()."""
+
+    def __init__(self, server: SmtpServer, pool_size: int = 4, local_hostname: str | None = None):
+        self.server = server
+        self.pool_size = pool_size
+        self.local_hostname = local_hostname
+        self._idle: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
+        self._all: list[_Connection] = []
+        self._executor: ThreadPoolExecutor | None = None
+
+    def open(self) -> bool:
+        if self._executor is not None:
+            return False
+        self._all = [_Connection(self.server, self.local_hostname) for _ in range(self.pool_size)]
+        for connection in self._all:
+            self._idle.put(connection)
+        self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="smtp")
+        return True
+
+    def close(self) -> None:
+        if self._executor is None:
+            return
+        self._executor.shutdown(wait=True)
+        self._executor = None
+        for connection in self._all:
+            connection.close()
+        self._all = []
+        self._idle = queue.SimpleQueue()
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        connection = self._idle.get()
+        try:
+            return connection.send(message)
+        finally:
+            self._idle.put(connection)
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        opened = self.open()
+        try:
+            assert self._executor is not None
+            return list(self._executor.map(self._send_one, messages))
+        finally:
+            if opened:
+                self.close()
+
+
+def make_transport(settings: Settings) -> Transport:
+    if settings.transport == "maildir":
+        return MaildirTransport(settings.maildir)
+    return SMTPTransport(
+        settings.smtp, pool_size=settings.smtp_pool_size, local_hostname=settings.sender_domain
+    )

@@ -1,0 +1,400 @@
+"""Dispatch: claim due deliveries, check them again, render, send, record the outcome.
+
+    claim (lease)  ->  re-check (status, suppression, enrollment, window)  ->  render
+        ->  transport.send_messages  ->  record (sent / retry / bounced / failed / skipped)
+
+A claimed delivery is `sending` with a lease: if this process dies, the lease expires and
+`reap_expired_leases` puts it back in the queue, so nothing is lost (a hard crash can repeat
+at most the chunk that was in flight). A graceful stop (the `stop` event) finishes the chunk
+in flight and gives the rest of the claim back before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from tidings.campaigns.sequencing import advance_after_delivery, campaign_window, zone
+from tidings.clock import Clock
+from tidings.config import Settings
+from tidings.db import signing_key
+from tidings.delivery import OutgoingMessage, SendResult, Transport
+from tidings.messages import Addressee, MessageBuilder, stored_sender
+from tidings.models import (
+    Campaign,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Step,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+from tidings.rendering import CompiledStep
+from tidings.subscribers.service import exit_enrollments, skip_waiting_deliveries, suppress
+from tidings.subscribers.tokens import Links
+from tidings.subscribers.validation import email_sha256, mask_email
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 60.0
+RETRY_MAX_DELAY_SECONDS = 3600.0
+
+
+@dataclass
+class DispatchResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    bounced: int = 0
+    skipped: int = 0
+    deferred: int = 0  # claimed, but not to be sent yet (window closed, campaign paused)
+
+    def __iadd__(self, other: DispatchResult) -> DispatchResult:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.retried + self.failed + self.bounced + self.skipped
+
+
+@dataclass
+class _Job:
+    delivery_id: int
+    subscriber_id: int
+    campaign_id: int | None
+    email: str
+    created_at: datetime
+    attempts: int
+    message: OutgoingMessage | None = None
+
+
+@dataclass
+class _Claimed:
+    jobs: list[_Job] = field(default_factory=list)
+    result: DispatchResult = field(default_factory=DispatchResult)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        settings: Settings,
+        transport: Transport,
+        owner: str | None = None,
+    ):
+        self.sessions = sessions
+        self.clock = clock
+        self.settings = settings
+        self.transport = transport
+        self.owner = owner or worker_id()
+        self._builder: MessageBuilder | None = None
+        self.chunk_size = max(1, settings.smtp_pool_size * 4)
+
+    # ----------------------------------------------------------------- public
+
+    def run_pass(
+        self, stop: threading.Event | None = None, only_ids: list[int] | None = None
+    ) -> DispatchResult:
+        """Send everything due now, batch after batch, until nothing is due or `stop` is set."""
+        total = DispatchResult()
+        while not (stop and stop.is_set()):
+            claimed = self._claim(only_ids)
+            if not claimed:
+                break
+            total += self._process(claimed, stop)
+            if only_ids is not None:
+                break
+        return total
+
+    # ----------------------------------------------------------------- stages
+
+    def _claim(self, only_ids: list[int] | None) -> list[int]:
+        now = self.clock.now()
+        with self.sessions.begin() as session:
+            query = (
+                select(Delivery.id)
+                .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
+                .where(
+                    Delivery.status.in_(DeliveryStatus.WAITING),
+                    Delivery.next_attempt_at <= now,
+                    or_(Delivery.campaign_id.is_(None), Campaign.status == "active"),
+                )
+                .order_by(Delivery.next_attempt_at, Delivery.id)
+                .limit(self.settings.batch_size)
+                .with_for_update(of=Delivery, skip_locked=True)
+            )
+            if only_ids is not None:
+                query = query.where(Delivery.id.in_(only_ids))
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(ids))
+                    .values(
+                        status=DeliveryStatus.SENDING,
+                        lease_owner=self.owner,
+                        lease_expires_at=now + self.clock.span(self.settings.lease_seconds),
+                        attempts=Delivery.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+        return ids
+
+    def _process(self, ids: list[int], stop: threading.Event | None) -> DispatchResult:
+        claimed = self._prepare(ids)
+        result = claimed.result
+        jobs = claimed.jobs
+        for start in range(0, len(jobs), self.chunk_size):
+            if stop is not None and stop.is_set():
+                self._release(jobs[start:])
+                break
+            chunk = jobs[start : start + self.chunk_size]
+            outcomes = self.transport.send_messages([j.message for j in chunk if j.message])
+            result += self._record(chunk, outcomes)
+        return result
+
+    def _prepare(self, ids: list[int]) -> _Claimed:
+        """Re-check each claimed delivery and render the ones still to send."""
+        now = self.clock.now()
+        claimed = _Claimed()
+        with self.sessions.begin() as session:
+            builder = self._get_builder(session)
+            rows = session.execute(
+                select(Delivery, Subscriber, Step, Campaign)
+                .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .outerjoin(Step, Step.id == Delivery.step_id)
+                .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
+                .where(
+                    Delivery.id.in_(ids),
+                    Delivery.lease_owner == self.owner,
+                    Delivery.status == DeliveryStatus.SENDING,
+                )
+                .order_by(Delivery.id)
+            ).all()
+            suppressed = set(
+                session.scalars(
+                    select(Suppression.email_sha256).where(
+                        Suppression.email_sha256.in_([email_sha256(s.email) for _, s, _, _ in rows])
+                    )
+                )
+            )
+            ended = {
+                (e.subscriber_id, e.campaign_id)
+                for e in session.scalars(
+                    select(Enrollment).where(
+                        Enrollment.subscriber_id.in_([s.id for _, s, _, _ in rows]),
+                        Enrollment.status != EnrollmentStatus.ACTIVE,
+                    )
+                )
+            }
+            for delivery, subscriber, step, campaign in rows:
+                why_not = self._reason_not_to_send(
+                    delivery, subscriber, campaign, suppressed, ended
+                )
+                if why_not:
+                    self._skip(session, delivery, why_not, now)
+                    claimed.result.skipped += 1
+                    continue
+                if campaign is not None:
+                    window = campaign_window(campaign)
+                    tz = zone(subscriber.timezone)
+                    if campaign.status != "active" or not window.contains(now, tz):
+                        later = now if campaign.status != "active" else window.next_open(now, tz)
+                        self._requeue(delivery, later, now)
+                        claimed.result.deferred += 1
+                        continue
+                job = _Job(
+                    delivery.id,
+                    subscriber.id,
+                    delivery.campaign_id,
+                    subscriber.email,
+                    delivery.created_at,
+                    delivery.attempts,
+                )
+                job.message = OutgoingMessage(
+                    delivery_id=delivery.id,
+                    sender=stored_sender(self.settings, campaign).from_address,
+                    recipient=subscriber.email,
+                    data=self._render(delivery, subscriber, step, campaign, builder, now),
+                )
+                claimed.jobs.append(job)
+        return claimed
+
+    def _reason_not_to_send(
+        self,
+        delivery: Delivery,
+        subscriber: Subscriber,
+        campaign: Campaign | None,
+        suppressed: set[str],
+        ended: set[tuple[int, int]],
+    ) -> str | None:
+        if email_sha256(subscriber.email) in suppressed:
+            return "skipped: address is suppressed"
+        if delivery.kind == "confirmation":
+            if subscriber.status != SubscriberStatus.PENDING:
+                return f"skipped: subscriber is {subscriber.status}, no confirmation needed"
+            return None
+        if subscriber.status != SubscriberStatus.ACTIVE:
+            return f"skipped: subscriber is {subscriber.status}"
+        if campaign is not None and (subscriber.id, campaign.id) in ended:
+            return "skipped: subscriber left the campaign"
+        return None
+
+    def _render(
+        self,
+        delivery: Delivery,
+        subscriber: Subscriber,
+        step: Step | None,
+        campaign: Campaign | None,
+        builder: MessageBuilder,
+        now: datetime,
+    ) -> bytes:
+        to = Addressee(subscriber.email, subscriber.name, subscriber.key)
+        if step is not None and campaign is not None:
+            compiled = CompiledStep.from_stored(step.compiled)
+            return builder.step_message(campaign, compiled, to, delivery.message_id, now)
+        return builder.confirmation_message(to, delivery.message_id, now)
+
+    def _record(self, jobs: list[_Job], outcomes: list[SendResult]) -> DispatchResult:
+        by_id = {o.delivery_id: o for o in outcomes}
+        result = DispatchResult()
+        now = self.clock.now()
+        max_age = self.clock.span(self.settings.retry_max_age_seconds)
+        with self.sessions.begin() as session:
+            for job in jobs:
+                outcome = by_id[job.delivery_id]
+                values: dict[str, object] = {
+                    "outcome": outcome.reply[:1000],
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "updated_at": now,
+                }
+                status = outcome.outcome
+                if status == "retry" and now - job.created_at >= max_age:
+                    status = "failed"
+                    values["outcome"] = f"gave up after {job.attempts} attempts: {outcome.reply}"
+                if status == "sent":
+                    values.update(status=DeliveryStatus.SENT, sent_at=now)
+                    result.sent += 1
+                elif status == "retry":
+                    values.update(
+                        status=DeliveryStatus.RETRY,
+                        next_attempt_at=now + self._backoff(job.attempts),
+                    )
+                    result.retried += 1
+                    log.info("retry %s later: %s", mask_email(job.email), outcome.reply)
+                elif status == "bounced":
+                    values.update(status=DeliveryStatus.BOUNCED)
+                    result.bounced += 1
+                    self._bounce(session, job, outcome.reply, now)
+                else:
+                    values.update(status=DeliveryStatus.FAILED)
+                    result.failed += 1
+                    log.warning("failed %s: %s", mask_email(job.email), outcome.reply)
+                session.execute(
+                    update(Delivery).where(Delivery.id == job.delivery_id).values(**values)
+                )
+                if status != "retry" and status != "bounced" and job.campaign_id is not None:
+                    advance_after_delivery(session, job.subscriber_id, job.campaign_id, now)
+        return result
+
+    def _bounce(self, session: Session, job: _Job, reply: str, now: datetime) -> None:
+        log.warning("bounced %s: %s", mask_email(job.email), reply)
+        suppress(session, job.email, "hard-bounce", reply[:500], now)
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.id == job.subscriber_id)
+            .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+        )
+        exit_enrollments(session, job.subscriber_id, now)
+        skip_waiting_deliveries(session, job.subscriber_id, "skipped: address bounced", now)
+
+    def _release(self, jobs: list[_Job]) -> None:
+        """Give claimed, unsent deliveries back to the queue (graceful stop)."""
+        if not jobs:
+            return
+        now = self.clock.now()
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_([j.delivery_id for j in jobs]),
+                    Delivery.lease_owner == self.owner,
+                )
+                .values(
+                    status=DeliveryStatus.QUEUED,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    attempts=Delivery.attempts - 1,
+                    updated_at=now,
+                )
+            )
+
+    @staticmethod
+    def _requeue(delivery: Delivery, at: datetime, now: datetime) -> None:
+        delivery.status = DeliveryStatus.QUEUED
+        delivery.next_attempt_at = at
+        delivery.attempts -= 1  # not an attempt: it was never offered to a server
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        delivery.updated_at = now
+
+    @staticmethod
+    def _skip(session: Session, delivery: Delivery, why: str, now: datetime) -> None:
+        delivery.status = DeliveryStatus.SKIPPED
+        delivery.outcome = why
+        delivery.lease_owner = None
+        delivery.lease_expires_at = None
+        delivery.updated_at = now
+
+    # ----------------------------------------------------------------- helpers
+
+    def _backoff(self, attempts: int) -> timedelta:
+        delay = min(RETRY_MAX_DELAY_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
+        return self.clock.span(delay * random.uniform(0.8, 1.2))
+
+    def _get_builder(self, session: Session) -> MessageBuilder:
+        if self._builder is None:
+            links = Links(
+                self.settings.public_base_url, signing_key(session, self.settings.secret_key)
+            )
+            self._builder = MessageBuilder(self.settings, links)
+        return self._builder
+
+
+def reap_expired_leases(sessions: sessionmaker[Session], clock: Clock) -> int:
+    """Put deliveries whose worker died (lease expired) back in the queue."""
+    now = clock.now()
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Delivery)
+            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_expires_at < now)
+            .values(
+                status=DeliveryStatus.QUEUED,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+    count = result.rowcount or 0
+    if count:
+        log.warning("reclaimed %d deliveries whose worker stopped before finishing", count)
+    return count

@@ -1,0 +1,507 @@
+"""Rendering: compile a step once per version, personalize it per recipient, build MIME bytes.
+
+Compile (once per step version, at `campaigns load`):
+    Markdown body -> Jinja (autoescape, StrictUndefined) -> HTML -> Jinja layout -> premailer
+    inlines the CSS; the text part comes from the same HTML through html2text.
+    Personal values (name, email, links) are rendered as plain-word placeholders such as
+    TIDINGSVARFIRSTNAMEX: premailer would URL-quote Jinja syntax left in an href, and running
+    premailer per recipient is far too slow.
+
+Personalize (per recipient, at send time):
+    the placeholders are replaced by the recipient's values (HTML-escaped in the html part,
+    raw in the text part) and the message is assembled from a MIME skeleton the stdlib built
+    once for the step; only the per-message headers and the two encoded parts are new.
+
+Nothing here touches the database or the network.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import hashlib
+import html
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email import policy as email_policy
+from email.header import Header
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from pathlib import Path
+from typing import Any
+
+import html2text
+import jinja2
+import jinja2.meta
+import markdown
+import premailer
+from jinja2 import nodes
+from markupsafe import Markup
+
+from tidings import __version__
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+
+# Values that differ per recipient. Everything else is fixed when the step is compiled.
+PERSONAL_FIELDS = (
+    "first_name",
+    "name",
+    "email",
+    "unsubscribe_url",
+    "preferences_url",
+    "confirm_url",
+)
+_PLACEHOLDER = re.compile(r"TIDINGSVAR([A-Z]+)X")
+_PLACEHOLDER_ANY_CASE = re.compile(r"tidingsvar[a-z]*x?", re.IGNORECASE)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def placeholder(field_name: str) -> str:
+    return f"TIDINGSVAR{field_name.replace('_', '').upper()}X"
+
+
+_FIELD_BY_TAG = {placeholder(f)[len("TIDINGSVAR") : -1]: f for f in PERSONAL_FIELDS}
+
+
+class TemplateProblem(Exception):
+    """A template cannot be compiled. `where` is 'file:line'."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Sender:
+    organization: str
+    postal_address: str
+    from_name: str
+    from_address: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class StepSource:
+    """What compile_step needs to know about one email (a subset of StepDefinition)."""
+
+    key: str
+    file: str
+    subject: str
+    preheader: str
+    body: str
+    body_line: int
+    crisis_at_top: bool = False
+    number: int = 1
+    total: int = 1
+
+
+@dataclass(frozen=True)
+class CampaignContext:
+    slug: str
+    name: str
+    footer: Mapping[str, str] = field(default_factory=dict)
+    footer_lines: Mapping[str, int] = field(default_factory=dict)  # for error messages
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    """A step ready to personalize. `html` and `text` contain placeholders."""
+
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    content_sha256: str
+
+    def as_stored(self) -> dict[str, str]:
+        return {
+            "subject": self.subject,
+            "preheader": self.preheader,
+            "html": self.html,
+            "text": self.text,
+            "content_sha256": self.content_sha256,
+        }
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, str]) -> CompiledStep:
+        return cls(
+            **{k: data[k] for k in ("subject", "preheader", "html", "text", "content_sha256")}
+        )
+
+
+# --------------------------------------------------------------------------- compile
+
+
+class _PersonalValue:
+    """Stands for a personal value while compiling: prints as its placeholder.
+
+    A condition on it (`{% if subscriber.name %}`) could only test the placeholder, never the
+    recipient's value, so it is refused at compile time instead of misbehaving at send time.
+    """
+
+    def __init__(self, field_name: str):
+        self.field_name = field_name
+
+    def __str__(self) -> str:
+        return placeholder(self.field_name)
+
+    def __html__(self) -> str:
+        return placeholder(self.field_name)
+
+    def __bool__(self) -> bool:
+        raise jinja2.TemplateError(
+            f"'{self.field_name}' differs per subscriber and cannot be used in a condition; "
+            "it can only be printed, e.g. {{ subscriber.first_name }}"
+        )
+
+
+class _Subscriber:
+    def __init__(self) -> None:
+        for name in ("first_name", "name", "email"):
+            setattr(self, name, _PersonalValue(name))
+
+
+@functools.cache
+def _environment(autoescape: bool) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+KNOWN_VARIABLES = frozenset(
+    {"subscriber", "unsubscribe_url", "preferences_url", "sender", "campaign", "step", "base_url"}
+)
+
+
+def template_context(
+    campaign: CampaignContext,
+    sender: Sender,
+    step: StepSource | None,
+    personal: bool = True,
+    confirmation: bool = False,
+) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "sender": sender,
+        "campaign": {"slug": campaign.slug, "name": campaign.name},
+        "base_url": campaign.base_url,
+    }
+    if step is not None:
+        context["step"] = {
+            "key": step.key,
+            "number": step.number,
+            "total": step.total,
+            "subject": step.subject,
+        }
+    if personal:
+        context["subscriber"] = _Subscriber()
+        context["unsubscribe_url"] = _PersonalValue("unsubscribe_url")
+        context["preferences_url"] = _PersonalValue("preferences_url")
+        if confirmation:
+            context["confirm_url"] = _PersonalValue("confirm_url")
+    return context
+
+
+def render_fragment(
+    source: str, where_file: str, first_line: int, context: dict[str, Any], autoescape: bool = True
+) -> str:
+    """Render one Jinja source (a step body, a footer field, a subject) or raise TemplateProblem
+    naming the file and line."""
+    env = _environment(autoescape)
+    try:
+        ast = env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblem(
+            f"{where_file}:{first_line + (exc.lineno or 1) - 1}", exc.message or str(exc)
+        ) from exc
+    for name in sorted(jinja2.meta.find_undeclared_variables(ast) - set(context)):
+        line = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == name), 1)
+        known = ", ".join(sorted(set(context)))
+        raise TemplateProblem(
+            f"{where_file}:{first_line + line - 1}", f"unknown variable '{name}' (known: {known})"
+        )
+    template = env.from_string(source)
+    try:
+        out = template.render(context)
+    except jinja2.TemplateError as exc:
+        line = _template_line(exc) or 1
+        message = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
+        raise TemplateProblem(f"{where_file}:{first_line + line - 1}", str(message)) from exc
+    for match in _PLACEHOLDER_ANY_CASE.finditer(out):
+        if not _PLACEHOLDER.fullmatch(match.group()) or match.group(1) not in _FIELD_BY_TAG:
+            raise TemplateProblem(
+                f"{where_file}:{first_line}",
+                "a filter was applied to a personal value (name, email or link); "
+                "personal values can only be printed as they are",
+            )
+    return out
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line where a render error happened, from Jinja's rewritten traceback."""
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+_MARKDOWN_EXTENSIONS = ["extra", "sane_lists", "smarty"]
+
+
+def markdown_to_html(source: str) -> str:
+    return markdown.markdown(source, extensions=_MARKDOWN_EXTENSIONS, output_format="html")
+
+
+def html_to_text(fragment: str) -> str:
+    converter = html2text.HTML2Text()
+    converter.body_width = 72
+    converter.wrap_links = False
+    converter.ignore_images = True
+    converter.unicode_snob = True  # keep “curly quotes” and accents as they are
+    return converter.handle(fragment).strip() + "\n"
+
+
+def compile_step(
+    step: StepSource, campaign: CampaignContext, sender: Sender, confirmation: bool = False
+) -> CompiledStep:
+    """Compile one email. Raises TemplateProblem on the first template error."""
+    context = template_context(campaign, sender, step, confirmation=confirmation)
+    body_markdown = render_fragment(step.body, step.file, step.body_line, context)
+    body_html = markdown_to_html(body_markdown)
+    footer_html: dict[str, Markup] = {}
+    for name, source in campaign.footer.items():
+        rendered = render_fragment(
+            source, "campaign.toml", campaign.footer_lines.get(name, 1), context
+        )
+        footer_html[name] = Markup(markdown_to_html(rendered))
+    plain_context = template_context(campaign, sender, step, personal=False)
+    subject = _one_line(render_fragment(step.subject, step.file, 2, plain_context, False))
+    preheader = _one_line(render_fragment(step.preheader, step.file, 2, plain_context, False))
+
+    page = (
+        _environment(True)
+        .get_template("email/layout.html")
+        .render(
+            subject=subject,
+            preheader=preheader,
+            body=Markup(body_html),
+            footer=footer_html,
+            crisis_at_top=step.crisis_at_top,
+            sender=sender,
+            unsubscribe_url=_PersonalValue("unsubscribe_url"),
+            preferences_url=_PersonalValue("preferences_url"),
+        )
+    )
+    inlined = inline_css(page)
+    text = (
+        _environment(False)
+        .get_template("email/layout.txt")
+        .render(
+            body=html_to_text(body_html),
+            footer={name: html_to_text(value) for name, value in footer_html.items()},
+            crisis_at_top=step.crisis_at_top,
+            sender=sender,
+            unsubscribe_url=placeholder("unsubscribe_url"),
+            preferences_url=placeholder("preferences_url"),
+        )
+    )
+    digest = hashlib.sha256()
+    for part in (__version__, subject, preheader, inlined, text):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x00")
+    return CompiledStep(subject, preheader, inlined, _normalize_newlines(text), digest.hexdigest())
+
+
+def inline_css(page: str) -> str:
+    return premailer.Premailer(
+        page,
+        allow_network=False,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+        remove_classes=False,
+    ).transform()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# --------------------------------------------------------------------------- personalize
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str
+    unsubscribe_url: str
+    preferences_url: str
+    confirm_url: str = ""
+
+    @property
+    def first_name(self) -> str:
+        return clean_header_text(self.name).split(" ")[0] if self.name.strip() else ""
+
+    def values(self) -> dict[str, str]:
+        return {
+            "first_name": self.first_name,
+            "name": clean_header_text(self.name),
+            "email": self.email,
+            "unsubscribe_url": self.unsubscribe_url,
+            "preferences_url": self.preferences_url,
+            "confirm_url": self.confirm_url,
+        }
+
+
+@dataclass(frozen=True)
+class MessageHeaders:
+    """Per-message header values. Everything here is cleaned of CR/LF before it is written."""
+
+    from_name: str
+    from_address: str
+    message_id: str  # without angle brackets
+    date: datetime
+    list_id: str  # e.g. kap-benefits.example.org
+    list_name: str
+    unsubscribe_mailto: str  # mailto: URI
+    reply_to: str | None = None
+
+
+def clean_header_text(value: str) -> str:
+    """Collapse CR, LF and other control characters to single spaces: no header injection."""
+    return _CONTROL_CHARS.sub(" ", value).strip()
+
+
+def _split_segments(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """'a TIDINGSVARNAMEX b' -> (('a ', ' b'), ('name',))."""
+    parts = _PLACEHOLDER.split(template)
+    literals = tuple(parts[0::2])
+    fields = tuple(_FIELD_BY_TAG[tag] for tag in parts[1::2])
+    return literals, fields
+
+
+def _fill(segments: tuple[tuple[str, ...], tuple[str, ...]], values: Mapping[str, str]) -> str:
+    literals, fields = segments
+    out = [literals[0]]
+    for name, literal in zip(fields, literals[1:], strict=True):
+        out.append(values[name])
+        out.append(literal)
+    return "".join(out)
+
+
+class MessageSkeleton:
+    """The parts of a message that are the same for every recipient of one step version."""
+
+    TEXT_MARK = "TIDINGSTEXTPARTMARK"
+    HTML_MARK = "TIDINGSHTMLPARTMARK"
+
+    def __init__(self, compiled: CompiledStep):
+        self.compiled = compiled
+        self.html_segments = _split_segments(compiled.html)
+        self.text_segments = _split_segments(compiled.text)
+        self.subject_header = format_unstructured("Subject", compiled.subject)
+        # The stdlib writes the MIME structure (boundary, part headers) once; per message we
+        # only put the encoded parts into it. The boundary starts with "==", which a
+        # quoted-printable body can never contain.
+        shell = EmailMessage(policy=email_policy.SMTP)
+        shell.set_content(self.TEXT_MARK + "\n", cte="quoted-printable")
+        shell.add_alternative(self.HTML_MARK + "\n", subtype="html", cte="quoted-printable")
+        raw = shell.as_bytes()
+        head, rest = raw.split(self.TEXT_MARK.encode() + b"\r\n", 1)
+        middle, tail = rest.split(self.HTML_MARK.encode() + b"\r\n", 1)
+        self._head, self._middle, self._tail = head, middle, tail
+
+    def render(self, recipient: Recipient, headers: MessageHeaders) -> bytes:
+        values = recipient.values()
+        html_values = {k: html.escape(v, quote=True) for k, v in values.items()}
+        html_part = _fill(self.html_segments, html_values)
+        text_part = _fill(self.text_segments, values)
+        return b"".join(
+            (
+                self._headers(recipient, headers).encode("ascii"),
+                self._head,
+                _qp(text_part),
+                self._middle,
+                _qp(html_part),
+                self._tail,
+            )
+        )
+
+    def _headers(self, recipient: Recipient, h: MessageHeaders) -> str:
+        unsubscribe = (
+            f"List-Unsubscribe: <{clean_header_text(recipient.unsubscribe_url)}>,\r\n"
+            f" <{clean_header_text(h.unsubscribe_mailto)}>\r\n"
+        )
+        lines = [
+            "From: " + format_address(h.from_name, h.from_address) + "\r\n",
+            "To: " + format_address(recipient.name, recipient.email) + "\r\n",
+            self.subject_header,
+            "Date: " + format_datetime(h.date) + "\r\n",
+            "Message-ID: <" + clean_header_text(h.message_id) + ">\r\n",
+            "List-Id: " + format_address(h.list_name, h.list_id) + "\r\n",
+            unsubscribe,
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        ]
+        if h.reply_to:
+            lines.append("Reply-To: " + format_address("", h.reply_to) + "\r\n")
+        return "".join(lines)
+
+
+def _qp(text: str) -> bytes:
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
+    if not encoded.endswith(b"\n"):
+        encoded += b"\n"
+    return encoded.replace(b"\n", b"\r\n")
+
+
+def format_address(name: str, address: str) -> str:
+    """A header address: plain ASCII when possible, RFC 2047 words for non-ASCII names."""
+    name = clean_header_text(name)
+    address = clean_header_text(address)
+    if not name:
+        return address
+    if name.isascii():
+        return formataddr((name, address))
+    encoded = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
+    return f"{encoded} <{address}>"
+
+
+def format_unstructured(name: str, value: str) -> str:
+    """'Name: value\\r\\n', folded at spaces. ASCII is never encoded (clients ignore encoded
+    List-* headers); non-ASCII text becomes RFC 2047 encoded words."""
+    value = clean_header_text(value)
+    if not value.isascii():
+        return (
+            f"{name}: " + Header(value, "utf-8", header_name=name).encode(linesep="\r\n") + "\r\n"
+        )
+    line = f"{name}:"
+    lines = []
+    for word in value.split(" "):
+        if len(line) + 1 + len(word) > 78 and line.strip() and not line.endswith(":"):
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def personalize_html(compiled: CompiledStep, recipient: Recipient) -> str:
+    values = {k: html.escape(v, quote=True) for k, v in recipient.values().items()}
+    return _fill(_split_segments(compiled.html), values)
+
+
+def personalize_text(compiled: CompiledStep, recipient: Recipient) -> str:
+    return _fill(_split_segments(compiled.text), recipient.values())

@@ -1,0 +1,1 @@
+"""Subscribers: validation, opt-in and confirmation, unsubscribe, suppression, link tokens."""

@@ -1,0 +1,107 @@
+"""Signed, scoped tokens for the links in emails.
+
+A token carries the subscriber's random key (never the address) and an HMAC-SHA256 over the
+scope, so an unsubscribe token cannot confirm and a confirm token cannot change preferences.
+Confirm tokens also carry their issue time and expire; the others never do (unsubscribe
+links must keep working long after the email was sent).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tidings.errors import TidingsError
+
+SCOPES = ("confirm", "unsubscribe", "preferences")
+MAC_CHARS = 22  # 132 bits
+
+
+class InvalidToken(TidingsError):
+    """The token is malformed, forged or of another scope."""
+
+
+class ExpiredToken(InvalidToken):
+    """The token is genuine but too old. `subscriber_key` says whose it was."""
+
+    def __init__(self, subscriber_key: str):
+        super().__init__("this link has expired")
+        self.subscriber_key = subscriber_key
+
+
+def new_subscriber_key() -> str:
+    return secrets.token_urlsafe(16)  # 128 bits
+
+
+def _mac(secret: str, message: str) -> str:
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:MAC_CHARS]
+
+
+def make_token(
+    secret: str, scope: str, subscriber_key: str, issued_at: datetime | None = None
+) -> str:
+    if scope not in SCOPES:
+        raise ValueError(f"unknown token scope {scope!r}")
+    if scope == "confirm":
+        if issued_at is None:
+            raise ValueError("confirm tokens need issued_at")
+        stamp = format(int(issued_at.timestamp()), "x")
+        return f"{subscriber_key}.{stamp}.{_mac(secret, f'{scope}:{subscriber_key}:{stamp}')}"
+    return f"{subscriber_key}.{_mac(secret, f'{scope}:{subscriber_key}')}"
+
+
+def read_token(
+    secret: str,
+    scope: str,
+    token: str,
+    now: datetime | None = None,
+    max_age: timedelta | None = None,
+) -> str:
+    """The subscriber key in a genuine token of `scope`; InvalidToken / ExpiredToken otherwise."""
+    parts = token.split(".")
+    if scope == "confirm" and len(parts) == 3:
+        key, stamp, mac = parts
+        expected = _mac(secret, f"{scope}:{key}:{stamp}")
+    elif scope != "confirm" and len(parts) == 2:
+        key, mac = parts
+        stamp = None
+        expected = _mac(secret, f"{scope}:{key}")
+    else:
+        raise InvalidToken("this link is not valid")
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        raise InvalidToken("this link is not valid")
+    if stamp is not None and max_age is not None and now is not None:
+        try:
+            issued = datetime.fromtimestamp(int(stamp, 16), UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise InvalidToken("this link is not valid") from exc
+        if now - issued > max_age:
+            raise ExpiredToken(key)
+    return key
+
+
+@dataclass(frozen=True)
+class Links:
+    """Builds the public URLs that emails carry. Only ever under TIDINGS_BASE_URL."""
+
+    base_url: str
+    secret: str
+
+    def unsubscribe(self, subscriber_key: str) -> str:
+        return (
+            f"{self.base_url}/unsubscribe/{make_token(self.secret, 'unsubscribe', subscriber_key)}"
+        )
+
+    def preferences(self, subscriber_key: str) -> str:
+        return (
+            f"{self.base_url}/preferences/{make_token(self.secret, 'preferences', subscriber_key)}"
+        )
+
+    def confirm(self, subscriber_key: str, issued_at: datetime) -> str:
+        token = make_token(self.secret, "confirm", subscriber_key, issued_at)
+        return f"{self.base_url}/confirm/{token}"

@@ -1,0 +1,68 @@
+"""Checks on what people type: addresses, names, timezones. Each failure names the field."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+
+from tidings.errors import InvalidInput
+
+NAME_MAX_CHARS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def normalize_email(raw: str, field: str = "email") -> str:
+    """A syntactically valid address in canonical form (lower case, ASCII domain)."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidInput(field, "an email address is required")
+    if _CONTROL.search(raw):
+        raise InvalidInput(field, "must not contain line breaks or control characters")
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput(field, f"{raw.strip()!r} is not a valid email address: {exc}") from exc
+    return result.ascii_email.lower()
+
+
+def clean_name(raw: str | None, field: str = "name") -> str:
+    name = (raw or "").strip()
+    if _CONTROL.search(name):
+        raise InvalidInput(field, "must be one line without control characters")
+    if len(name) > NAME_MAX_CHARS:
+        raise InvalidInput(field, f"is {len(name)} characters long; the limit is {NAME_MAX_CHARS}")
+    return " ".join(name.split())
+
+
+def check_timezone(raw: str | None, field: str = "timezone") -> str:
+    """An IANA timezone name such as 'America/New_York'. Empty means UTC."""
+    name = (raw or "UTC").strip()
+    if name not in _known_timezones():
+        hint = ""
+        if "/" not in name:
+            hint = " (use a region name such as America/New_York, not an abbreviation)"
+        raise InvalidInput(field, f"unknown timezone {name!r}{hint}")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInput(field, f"unknown timezone {name!r}") from exc
+    return name
+
+
+@functools.cache
+def _known_timezones() -> frozenset[str]:
+    return frozenset(available_timezones()) | {"UTC"}
+
+
+def email_sha256(normalized_email: str) -> str:
+    """How suppressions identify an address without storing it."""
+    return hashlib.sha256(normalized_email.encode("utf-8")).hexdigest()
+
+
+def mask_email(address: str) -> str:
+    """For logs: 'ann@example.org' -> 'a**@example.org' (logs never carry full addresses)."""
+    local, _, domain = address.partition("@")
+    return (local[:1] + "**@" + domain) if domain else "***"
