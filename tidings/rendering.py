@@ -54,6 +54,8 @@ PERSONAL_FIELDS = (
     "preferences_url",
     "confirm_url",
 )
+# What a campaign's footer may define; the layouts place each one.
+FOOTER_FIELDS = ("reason", "crisis", "crisis_line", "disclaimer", "risk")
 _PLACEHOLDER = re.compile(r"TIDINGSVAR([A-Z]+)X")
 _PLACEHOLDER_ANY_CASE = re.compile(r"tidingsvar[a-z]*x?", re.IGNORECASE)
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
@@ -235,7 +237,8 @@ def render_fragment(
         message = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
         raise TemplateProblem(f"{where_file}:{first_line + line - 1}", str(message)) from exc
     for match in _PLACEHOLDER_ANY_CASE.finditer(out):
-        if not _PLACEHOLDER.fullmatch(match.group()) or match.group(1) not in _FIELD_BY_TAG:
+        exact = _PLACEHOLDER.fullmatch(match.group())
+        if exact is None or exact.group(1) not in _FIELD_BY_TAG:
             raise TemplateProblem(
                 f"{where_file}:{first_line}",
                 "a filter was applied to a personal value (name, email or link); "
@@ -278,7 +281,7 @@ def compile_step(
     context = template_context(campaign, sender, step, confirmation=confirmation)
     body_markdown = render_fragment(step.body, step.file, step.body_line, context)
     body_html = markdown_to_html(body_markdown)
-    footer_html: dict[str, Markup] = {}
+    footer_html: dict[str, Markup] = {name: Markup("") for name in FOOTER_FIELDS}
     for name, source in campaign.footer.items():
         rendered = render_fragment(
             source, "campaign.toml", campaign.footer_lines.get(name, 1), context

@@ -11,15 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from sqlalchemy import func, select
+
 from tidings.campaigns.sequencing import PlanResult, plan_due
 from tidings.clock import RealClock
 from tidings.delivery import Transport
 from tidings.dispatch import Dispatcher, DispatchResult, reap_expired_leases
+from tidings.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
 from tidings.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,22 @@ class Worker:
 
     def reap(self) -> int:
         return reap_expired_leases(self.runtime.sessions, self.runtime.clock)
+
+    def next_event(self) -> datetime | None:
+        """When something is next due (an enrollment to plan or a delivery to try), if ever."""
+        with self.runtime.sessions.begin() as session:
+            due = session.scalar(
+                select(func.min(Enrollment.next_due_at)).where(
+                    Enrollment.status == EnrollmentStatus.ACTIVE
+                )
+            )
+            attempt = session.scalar(
+                select(func.min(Delivery.next_attempt_at)).where(
+                    Delivery.status.in_(DeliveryStatus.WAITING)
+                )
+            )
+        times = [t for t in (due, attempt) if t is not None]
+        return min(times) if times else None
 
     def tick(self) -> TickResult:
         with self._lock:

@@ -21,11 +21,11 @@ from typing import Any
 
 from tidings.campaigns.schedule import SendWindow, parse_delay
 from tidings.errors import CampaignError
+from tidings.rendering import FOOTER_FIELDS
 
 KINDS = ("sequence", "broadcast")
 TRIGGERS = ("confirm", "manual")
 SENDER_FIELDS = ("organization", "postal_address", "from_name", "from_address", "reply_to")
-FOOTER_FIELDS = ("reason", "crisis", "crisis_line", "disclaimer", "risk")
 STEP_FIELDS = {"key", "subject", "preheader", "delay", "crisis_at_top"}
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # Words that must never reach a subject or preheader: they show on lock screens.

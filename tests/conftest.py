@@ -1,0 +1,175 @@
+"""Shared fixtures: real databases (SQLite file and PostgreSQL), a real SMTP server, a fixed
+clock, and helpers to drive the engine through simulated time without sleeping.
+
+Every test that takes `database_url` runs twice: on a SQLite file and on the PostgreSQL
+server of this machine (127.0.0.1:5432, or TIDINGS_TEST_POSTGRES_URL). When PostgreSQL is
+unreachable those runs are skipped with the reason, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.clock import FixedClock
+from tidings.config import Settings
+from tidings.db import make_engine, upgrade
+from tidings.devsmtp import LocalSMTPServer, MemoryHandler
+from tidings.runtime import Runtime
+from tidings.scheduler import Worker
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+# A Monday, 08:00 UTC: before the send window opens in Europe and America.
+MONDAY = datetime(2026, 10, 19, 8, 0, tzinfo=UTC)
+TABLES = (
+    "deliveries",
+    "enrollments",
+    "steps",
+    "campaigns",
+    "consent_events",
+    "suppressions",
+    "subscribers",
+    "app_secrets",
+)
+
+
+# ----------------------------------------------------------------------------- databases
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test gets a copy (migrating is the slow part)."""
+    path = tmp_path_factory.mktemp("template") / "tidings.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated with Alembic."""
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    name = f"tidings_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{base}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "tidings.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_database")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+# ----------------------------------------------------------------------------- SMTP, clock
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[LocalSMTPServer]:
+    """A real aiosmtpd server on loopback; `smtp_server.handler.messages` holds what arrived."""
+    with LocalSMTPServer(MemoryHandler()) as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(MONDAY)
+
+
+@pytest.fixture
+def settings(database_url: str, smtp_server: LocalSMTPServer) -> Settings:
+    return Settings(
+        database_url=database_url,
+        transport="smtp",
+        smtp_url=smtp_server.url,
+        smtp_pool_size=2,
+        base_url="https://news.example.org",
+        secret_key="test-secret-key",
+        from_address="kap@center.example.org",
+        from_name="Center for Counseling",
+        organization="Center for Counseling",
+        postal_address="100 Example Street, Springfield",
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
+    with Runtime.open(settings, clock) as rt:
+        yield rt
+
+
+@pytest.fixture
+def worker(runtime: Runtime) -> Iterator[Worker]:
+    w = Worker(runtime)
+    with w.transport:
+        yield w
+
+
+@pytest.fixture
+def kap(runtime: Runtime) -> str:
+    """The shipped KAP campaign, loaded."""
+    with runtime.sessions.begin() as session:
+        load_campaign(
+            session, resolve_campaign_dir("kap-benefits"), runtime.settings, runtime.clock.now()
+        )
+    return "kap-benefits"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def received(server: LocalSMTPServer) -> list[EmailMessage]:
+    """Messages the SMTP server got, parsed back with the stdlib."""
+    return [
+        email.message_from_bytes(data, policy=policy.default)  # type: ignore[misc]
+        for _, _, data in server.handler.messages
+    ]
+
+
+def run_for(
+    worker: Worker, clock: FixedClock, duration: timedelta, max_step: timedelta = timedelta(hours=5)
+) -> None:
+    """Advance simulated time by `duration`, ticking the engine at every moment something is
+    due and at least every `max_step` (as a scheduler that ticks all the time would)."""
+    end = clock.now() + duration
+    while True:
+        worker.tick()
+        if clock.now() >= end:
+            return
+        upcoming = worker.next_event()
+        target = clock.now() + max_step
+        if upcoming is not None and clock.now() < upcoming < target:
+            target = upcoming
+        clock.set(min(target, end))

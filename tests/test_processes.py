@@ -1,0 +1,117 @@
+"""The commands as a user runs them, in their own processes: `tidings demo` and `tidings run`."""
+
+from __future__ import annotations
+
+import email
+import mailbox
+import os
+import signal
+import subprocess
+import sys
+import threading
+from email import policy
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+
+from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.clock import FixedClock, clock_from_spec
+from tidings.config import load_settings
+from tidings.demo import DEMO_TIMEZONES
+from tidings.devsmtp import LocalSMTPServer
+from tidings.models import Delivery
+from tidings.runtime import Runtime
+from tidings.subscribers.service import Consent, add_subscriber
+
+TIDINGS = [sys.executable, "-m", "tidings"]
+
+
+def test_demo_runs_the_whole_series_for_three_subscribers(tmp_path: Path):
+    demo_dir = tmp_path / "demo"
+    done = subprocess.run(
+        [*TIDINGS, "demo", "--dir", str(demo_dir), "--subscribers", "3", "--day-seconds", "0.5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "48 emails delivered" in done.stdout
+    assert str(demo_dir / "outbox") in done.stdout
+    assert (demo_dir / "tidings.db").is_file()
+
+    messages = [email.message_from_bytes(m.as_bytes(), policy=policy.default)
+                for m in mailbox.Maildir(demo_dir / "outbox", create=False)]
+    assert len(messages) == 48
+    by_reader: dict[str, list] = {}
+    for message in messages:
+        by_reader.setdefault(message["To"].addresses[0].addr_spec, []).append(message)
+    assert sorted(by_reader) == [f"reader{i}@demo.example" for i in (1, 2, 3)]
+    for i, (address, mails) in enumerate(sorted(by_reader.items())):
+        tz = ZoneInfo(DEMO_TIMEZONES[i])
+        assert len(mails) == 16
+        assert len({m["Subject"] for m in mails}) == 16
+        for m in mails:
+            local = m["Date"].datetime.astimezone(tz)
+            assert local.weekday() < 5 and 9 <= local.hour < 17, (address, local)
+            assert m.get_body(("plain",)) is not None and m.get_body(("html",)) is not None
+    assert len({DEMO_TIMEZONES[i] for i in range(3)}) >= 2
+
+
+class SignallingHandler:
+    """Stores messages and sets `enough` once `count` have arrived."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.messages: list[bytes] = []
+        self.enough = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope.original_content)
+        if len(self.messages) >= self.count:
+            self.enough.set()
+        return "250 2.0.0 Ok"
+
+
+def test_run_sends_on_schedule_and_stops_cleanly_on_sigterm(tmp_path: Path, sqlite_template):
+    db_path = tmp_path / "tidings.db"
+    db_path.write_bytes(sqlite_template.read_bytes())
+    handler = SignallingHandler(count=10)
+    with LocalSMTPServer(handler) as server:
+        env = {
+            **os.environ,
+            "TIDINGS_DATABASE_URL": f"sqlite:///{db_path}",
+            "TIDINGS_SMTP_URL": server.url,
+            "TIDINGS_SECRET_KEY": "k",
+            "TIDINGS_POSTAL_ADDRESS": "1 Main St",
+            # A simulated day every 2 real seconds, starting on a Monday morning.
+            "TIDINGS_CLOCK": "scaled:2026-10-19T08:00:00+00:00:43200",
+            "TIDINGS_TICK_SECONDS": "0.02",
+        }
+        settings = load_settings(env)
+        start = clock_from_spec(settings.clock).start  # type: ignore[attr-defined]
+        with Runtime.open(settings, FixedClock(start)) as runtime, \
+                runtime.sessions.begin() as session:
+            load_campaign(session, resolve_campaign_dir("kap-benefits"), settings, start)
+            for i in range(4):
+                add_subscriber(session, start, f"r{i}@example.org",
+                               Consent("cli", "test"), timezone="UTC", confirmed=True)
+        process = subprocess.Popen([*TIDINGS, "run"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            assert handler.enough.wait(timeout=120), "tidings run sent nothing"
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        received_count = len(handler.messages)
+    assert process.returncode == 0, err
+    assert "stopped cleanly" in err
+
+    with Runtime.open(settings) as runtime, runtime.sessions.begin() as session:
+        counts = dict(session.execute(select(Delivery.status, func.count())
+                                      .group_by(Delivery.status)).all())
+    assert "sending" not in counts, "a claimed delivery was left behind"
+    assert counts.get("sent", 0) == received_count, "every send recorded exactly once"
+    ids = [email.message_from_bytes(m)["Message-ID"] for m in handler.messages]
+    assert len(set(ids)) == len(ids)
+

@@ -1,0 +1,78 @@
+"""The drip series end to end: real SMTP server, real database, a fixed clock driven forward."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from conftest import received, run_for
+from sqlalchemy import select
+
+from tidings.models import Delivery, Enrollment
+from tidings.subscribers.service import Consent, activate, add_subscriber, find_subscriber
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def test_one_subscriber_receives_the_whole_series_in_order_inside_the_window(
+    runtime, worker, kap, clock, smtp_server
+):
+    # Friday 2026-10-23, 20:00 in New York: signs up outside the window, before a weekend,
+    # and the series crosses the end of daylight saving time (Sunday 2026-11-01).
+    clock.set(clock.now().replace(day=24, hour=0))
+    with runtime.sessions.begin() as session:
+        add_subscriber(
+            session,
+            clock.now(),
+            "ann@example.org",
+            Consent(source="cli"),
+            name="Ann",
+            timezone="America/New_York",
+            message_domain=runtime.settings.sender_domain,
+        )
+    worker.tick()
+    confirmation = received(smtp_server)
+    assert [m["Subject"] for m in confirmation] == ["Please confirm your subscription"]
+
+    # Nothing but the confirmation email while she has not confirmed, for days.
+    run_for(worker, clock, timedelta(days=3))
+    assert len(received(smtp_server)) == 1
+
+    with runtime.sessions.begin() as session:
+        activate(
+            session, find_subscriber(session, "ann@example.org"), Consent(source="cli"), clock.now()
+        )
+    confirmed_at = clock.now()
+    run_for(worker, clock, timedelta(days=60))
+
+    series = received(smtp_server)[1:]
+    assert len(series) == 16
+    with runtime.sessions.begin() as session:
+        subjects = [
+            s
+            for s in session.scalars(
+                select(Delivery.step_id).where(Delivery.kind == "step").order_by(Delivery.id)
+            )
+        ]
+    assert len(subjects) == 16
+    assert series[0]["Subject"] == "Welcome, and what to expect"
+    assert series[1]["Subject"] == "Rapid Relief of Symptoms"
+    assert series[4]["Subject"] == "A note on hope and safety"
+    assert series[-1]["Subject"] == "If you would like to learn more"
+
+    sent_at = [m["Date"].datetime for m in series]
+    assert sent_at == sorted(sent_at)
+    assert sent_at[0] >= confirmed_at
+    for earlier, later in itertools.pairwise(sent_at[1:]):
+        assert later - earlier >= timedelta(days=2)
+    for when in sent_at:
+        local = when.astimezone(NEW_YORK)
+        assert local.weekday() < 5, f"sent on a weekend: {local}"
+        assert 9 <= local.hour < 17, f"sent outside 09:00-17:00: {local}"
+    offsets = {when.astimezone(NEW_YORK).utcoffset() for when in sent_at}
+    assert offsets == {timedelta(hours=-4), timedelta(hours=-5)}, "the series crosses DST"
+
+    with runtime.sessions.begin() as session:
+        enrollment = session.scalars(select(Enrollment)).one()
+        assert enrollment.status == "completed"
