@@ -210,6 +210,10 @@ class Dispatcher:
                 )
                 if why_not:
                     self._skip(session, delivery, why_not, now)
+                    if campaign is not None and (subscriber.id, campaign.id) not in ended:
+                        # Skipped for who they are (suppressed, not active): nothing more
+                        # may go to them, in any sequence.
+                        exit_enrollments(session, subscriber.id, now)
                     claimed.result.skipped += 1
                     continue
                 if campaign is not None:

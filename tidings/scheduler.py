@@ -16,7 +16,6 @@ from datetime import datetime
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-
 from sqlalchemy import func, select
 
 from tidings.campaigns.sequencing import PlanResult, plan_due
