@@ -217,10 +217,8 @@ class Dispatcher:
                     claimed.result.skipped += 1
                     continue
                 if campaign is not None:
-                    window = campaign_window(campaign)
-                    tz = zone(subscriber.timezone)
-                    if campaign.status != "active" or not window.contains(now, tz):
-                        later = now if campaign.status != "active" else window.next_open(now, tz)
+                    later = self._not_before(campaign, subscriber, now)
+                    if later is not None:
                         self._requeue(delivery, later, now)
                         claimed.result.deferred += 1
                         continue
@@ -240,6 +238,20 @@ class Dispatcher:
                 )
                 claimed.jobs.append(job)
         return claimed
+
+    @staticmethod
+    def _not_before(campaign: Campaign, subscriber: Subscriber, now: datetime) -> datetime | None:
+        """When a campaign email may go out if not now (campaign paused, subscriber pausing,
+        send window closed); None if it may go now."""
+        if campaign.status != "active":
+            return now  # not claimed again until the campaign is resumed
+        window = campaign_window(campaign)
+        tz = zone(subscriber.timezone)
+        if subscriber.paused_until is not None and subscriber.paused_until > now:
+            return window.next_open(subscriber.paused_until, tz)
+        if not window.contains(now, tz):
+            return window.next_open(now, tz)
+        return None
 
     def _reason_not_to_send(
         self,

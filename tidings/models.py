@@ -78,6 +78,8 @@ class Subscriber(Base):
     updated_at: Mapped[datetime]
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
+    # Set from the preferences page: nothing is planned for them before this instant.
+    paused_until: Mapped[datetime | None]
 
 
 class ConsentEvent(Base):
@@ -224,6 +226,31 @@ class Delivery(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A key for POST /api/subscribers. Only its hash is stored; it is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))  # shown in `apikeys list` to tell keys apart
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Erasure(Base):
+    """That an erasure happened, and when; never whose (the address is gone by design)."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    erased_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(24))  # cli | web | api
+    note: Mapped[str | None] = mapped_column(Text)  # e.g. a ticket number; never the address
 
 
 class AppSecret(Base):

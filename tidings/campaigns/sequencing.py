@@ -126,7 +126,9 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
     machines never plan the same enrollment.
     """
     rows = session.execute(
-        select(Enrollment, Subscriber.timezone, Subscriber.status, Campaign)
+        select(
+            Enrollment, Subscriber.timezone, Subscriber.status, Subscriber.paused_until, Campaign
+        )
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .join(Campaign, Campaign.id == Enrollment.campaign_id)
         .where(
@@ -142,9 +144,9 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
     result = PlanResult()
     if not rows:
         return result
-    steps = _steps_by_position(session, {campaign.id for _, _, _, campaign in rows})
+    steps = _steps_by_position(session, {row[-1].id for row in rows})
     wanted = []
-    for enrollment, tz_name, sub_status, campaign in rows:
+    for enrollment, tz_name, sub_status, paused_until, campaign in rows:
         step = steps.get((campaign.id, enrollment.next_position))
         if sub_status != SubscriberStatus.ACTIVE:
             _end(enrollment, EnrollmentStatus.EXITED, now)
@@ -155,6 +157,11 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
             continue
         window = campaign_window(campaign)
         tz = zone(tz_name)
+        if paused_until is not None and paused_until > now:
+            enrollment.next_due_at = window.next_open(paused_until, tz)
+            enrollment.updated_at = now
+            result.deferred += 1
+            continue
         if not window.contains(now, tz):
             enrollment.next_due_at = window.next_open(now, tz)
             enrollment.updated_at = now
