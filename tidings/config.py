@@ -148,15 +148,23 @@ def load_settings(
     return Settings(**{name: _coerce(known[name], value) for name, value in values.items()})
 
 
-_FIELD_TYPES = {"int": int, "float": float}
-
-
 def _coerce(spec: dataclasses.Field, value: Any) -> Any:
-    kind = str(spec.type).split("|")[0].strip()
-    convert = _FIELD_TYPES.get(kind)
-    if convert is None or isinstance(value, convert):
-        return None if value == "" and "None" in str(spec.type) else value
+    """Check and convert one setting: text stays text, numbers may come as text (env vars)."""
+    kind = str(spec.type).split("|")[0].strip()  # "str", "int" or "float"
+    name = f"TIDINGS_{spec.name.upper()}"
+    if value == "" and "None" in str(spec.type):
+        return None
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected text, got {value!r}")
+        return value
+    convert = int if kind == "int" else float
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if convert is int and isinstance(value, float):
+        raise ConfigError(f"{name}: expected a whole number, got {value!r}")
     try:
         return convert(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"TIDINGS_{spec.name.upper()}: expected {kind}, got {value!r}") from exc
+    except ValueError as exc:
+        kind_text = "a whole number" if convert is int else "a number"
+        raise ConfigError(f"{name}: expected {kind_text}, got {value!r}") from exc

@@ -89,6 +89,7 @@ class MaildirTransport(Transport):
     def open(self) -> bool:
         if self._maildir is not None:
             return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._maildir = mailbox.Maildir(self.path, create=True)
         return True
 
@@ -96,12 +97,13 @@ class MaildirTransport(Transport):
         self._maildir = None
 
     def _send_one(self, message: OutgoingMessage) -> SendResult:
-        opened = self.open()
+        opened = False
         try:
+            opened = self.open()
             assert self._maildir is not None
             key = self._maildir.add(message.data)
         except OSError as exc:
-            return SendResult(message.delivery_id, "retry", f"maildir: {exc}")
+            return SendResult(message.delivery_id, "retry", f"maildir {self.path}: {exc}")
         finally:
             if opened:
                 self.close()
@@ -172,9 +174,19 @@ class _Connection:
         self.smtp = None
 
     def send(self, message: OutgoingMessage) -> SendResult:
+        reused = self.smtp is not None
         try:
             smtp = self.ensure_open()
-            code, reply = smtp.mail(message.sender)
+            try:
+                code, reply = smtp.mail(message.sender)
+            except (smtplib.SMTPServerDisconnected, OSError):
+                if not reused:
+                    raise
+                # The server closed this idle pooled connection (timeout, restart). Nothing
+                # has been sent on it yet, so reconnecting once is safe.
+                self.close()
+                smtp = self.ensure_open()
+                code, reply = smtp.mail(message.sender)
             if code != 250:
                 smtp.rset()
                 return self._result(message, code, reply, "mail")

@@ -99,6 +99,8 @@ class StepSource:
     crisis_at_top: bool = False
     number: int = 1
     total: int = 1
+    subject_line: int = 2
+    preheader_line: int = 2
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,13 @@ def render_fragment(
         raise TemplateProblem(
             f"{where_file}:{first_line + (exc.lineno or 1) - 1}", exc.message or str(exc)
         ) from exc
+    misuse = _misused_personal_value(ast)
+    if misuse is not None:
+        raise TemplateProblem(
+            f"{where_file}:{first_line + misuse.lineno - 1}",
+            "name, email and links differ per subscriber: they can only be printed as they "
+            "are, e.g. {{ subscriber.first_name }}, not filtered, used in a condition or combined",
+        )
     for name in sorted(jinja2.meta.find_undeclared_variables(ast) - set(context)):
         line = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == name), 1)
         known = ", ".join(sorted(set(context)))
@@ -232,7 +241,7 @@ def render_fragment(
     template = env.from_string(source)
     try:
         out = template.render(context)
-    except jinja2.TemplateError as exc:
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
         line = _template_line(exc) or 1
         message = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
         raise TemplateProblem(f"{where_file}:{first_line + line - 1}", str(message)) from exc
@@ -245,6 +254,39 @@ def render_fragment(
                 "personal values can only be printed as they are",
             )
     return out
+
+
+_PERSONAL_NAMES = frozenset({"unsubscribe_url", "preferences_url", "confirm_url"})
+
+
+def _misused_personal_value(ast: nodes.Template) -> nodes.Node | None:
+    """The first place a personal value is used other than printed directly ({{ x }}).
+
+    Personal values are placeholders while compiling: a filter, a test or a condition would
+    act on the placeholder, not on the subscriber's value, so it is refused with its line.
+    """
+
+    def is_personal(node: nodes.Node) -> bool:
+        if isinstance(node, nodes.Name):
+            return node.name in _PERSONAL_NAMES
+        return (
+            isinstance(node, nodes.Getattr | nodes.Getitem)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "subscriber"
+        )
+
+    def visit(node: nodes.Node, parent: nodes.Node | None) -> nodes.Node | None:
+        if is_personal(node):
+            return None if isinstance(parent, nodes.Output) else node
+        if isinstance(node, nodes.Name) and node.name == "subscriber":
+            return node  # `subscriber` itself, not one of its fields
+        for child in node.iter_child_nodes():
+            found = visit(child, node)
+            if found is not None:
+                return found
+        return None
+
+    return visit(ast, None)
 
 
 def _template_line(exc: BaseException) -> int | None:
@@ -288,8 +330,12 @@ def compile_step(
         )
         footer_html[name] = Markup(markdown_to_html(rendered))
     plain_context = template_context(campaign, sender, step, personal=False)
-    subject = _one_line(render_fragment(step.subject, step.file, 2, plain_context, False))
-    preheader = _one_line(render_fragment(step.preheader, step.file, 2, plain_context, False))
+    subject = _one_line(
+        render_fragment(step.subject, step.file, step.subject_line, plain_context, False)
+    )
+    preheader = _one_line(
+        render_fragment(step.preheader, step.file, step.preheader_line, plain_context, False)
+    )
 
     page = (
         _environment(True)

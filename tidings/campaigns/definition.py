@@ -43,6 +43,8 @@ class StepDefinition:
     body: str  # Markdown with Jinja, after the front matter
     body_line: int  # 1-based line of the file where `body` starts
     source: str  # the whole file, as written
+    subject_line: int = 2
+    preheader_line: int = 2
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepD
         body="".join(lines[close + 1 :]),
         body_line=close + 2,
         source=source,
+        subject_line=_line_of(front_text, "subject") + 1,
+        preheader_line=_line_of(front_text, "preheader") + 1,
     )
 
 

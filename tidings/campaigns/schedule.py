@@ -91,6 +91,7 @@ class SendWindow:
             # Wall-clock opening time that day. zoneinfo's fold=0 moves a time that DST skips
             # forward (02:30 -> 03:30) and takes the first of a time that happens twice.
             opening = datetime.combine(day, self.start, tzinfo=tz).astimezone(UTC)
-            if opening > at:
+            # A window that lies wholly inside the hour DST skips is not open that day.
+            if opening > at and self.contains(opening, tz):
                 return opening
         raise AssertionError("a window with at least one day opens within a week")  # unreachable

@@ -65,15 +65,17 @@ def compile_campaign(
     total = len(definition.steps)
     for number, step in enumerate(definition.steps, start=1):
         source = StepSource(
-            step.key,
-            step.file,
-            step.subject,
-            step.preheader,
-            step.body,
-            step.body_line,
-            step.crisis_at_top,
-            number,
-            total,
+            key=step.key,
+            file=step.file,
+            subject=step.subject,
+            preheader=step.preheader,
+            body=step.body,
+            body_line=step.body_line,
+            crisis_at_top=step.crisis_at_top,
+            number=number,
+            total=total,
+            subject_line=step.subject_line,
+            preheader_line=step.preheader_line,
         )
         try:
             compiled.append((source, compile_step(source, context, sender)))

@@ -23,7 +23,14 @@ def compile_confirmation(settings: Settings) -> CompiledStep:
     if step is None:
         raise CampaignError(problems)
     source = StepSource(
-        step.key, str(CONFIRM_TEMPLATE), step.subject, step.preheader, step.body, step.body_line
+        key=step.key,
+        file=str(CONFIRM_TEMPLATE),
+        subject=step.subject,
+        preheader=step.preheader,
+        body=step.body,
+        body_line=step.body_line,
+        subject_line=step.subject_line,
+        preheader_line=step.preheader_line,
     )
     sender = Sender(
         settings.organization,
