@@ -15,11 +15,18 @@ from sqlalchemy import func, select
 
 from tidings.campaigns.store import load_campaign, set_status
 from tidings.devsmtp import LocalSMTPServer
-from tidings.errors import CampaignError
+from tidings.errors import CampaignError, Conflict
 from tidings.models import Delivery, Enrollment, Step, Subscriber, Suppression
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
-from tidings.subscribers.service import Consent, add_subscriber, find_subscriber, unsubscribe
+from tidings.subscribers.service import (
+    Consent,
+    activate,
+    add_subscriber,
+    find_subscriber,
+    resubscribe,
+    unsubscribe,
+)
 
 
 def subscribe(runtime: Runtime, email: str, tz: str = "America/New_York") -> None:
@@ -224,3 +231,44 @@ def test_a_hard_bounce_suppresses_the_address_and_others_still_get_theirs(settin
                                   .where(Subscriber.email == "ann@example.org",
                                          Delivery.status == "sent"))
         assert ann_sent >= 3
+
+
+def test_someone_who_left_can_come_back_with_new_consent_and_resumes_where_they_left(
+    runtime, worker, kap, clock, smtp_server
+):
+    subscribe(runtime, "ann@example.org")
+    run_for(worker, clock, timedelta(days=6))
+    with runtime.sessions.begin() as session:
+        unsubscribe(session, find_subscriber(session, "ann@example.org"), "cli", clock.now())
+    before = subjects_to(smtp_server, "ann@example.org")
+    run_for(worker, clock, timedelta(days=10))
+    assert subjects_to(smtp_server, "ann@example.org") == before
+
+    with runtime.sessions.begin() as session:
+        resubscribe(session, find_subscriber(session, "ann@example.org"),
+                    Consent(source="contact-form"), clock.now(), runtime.settings.sender_domain)
+    run_for(worker, clock, timedelta(days=3))
+    after_request = subjects_to(smtp_server, "ann@example.org")
+    assert after_request == [*before, "Please confirm your subscription"], \
+        "only the confirmation while she has not clicked"
+
+    with runtime.sessions.begin() as session:
+        joined = activate(session, find_subscriber(session, "ann@example.org"),
+                          Consent(source="contact-form"), clock.now())
+        assert joined == [kap]
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+    run_for(worker, clock, timedelta(days=60))
+    series = [s for s in subjects_to(smtp_server, "ann@example.org")
+              if s != "Please confirm your subscription"]
+    assert len(series) == 16 and len(set(series)) == 16, "resumed, nothing twice or skipped"
+
+
+def test_a_bounced_address_cannot_come_back(runtime, kap, clock):
+    subscribe(runtime, "gone@example.org")
+    with runtime.sessions.begin() as session:
+        gone = find_subscriber(session, "gone@example.org")
+        unsubscribe(session, gone, "cli", clock.now(), reason="hard-bounce")
+    with pytest.raises(Conflict, match="hard-bounce"), runtime.sessions.begin() as session:
+        resubscribe(session, find_subscriber(session, "gone@example.org"),
+                    Consent(source="cli", evidence="asked by phone"), clock.now(),
+                    runtime.settings.sender_domain, confirmed=True)

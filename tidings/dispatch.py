@@ -188,12 +188,12 @@ class Dispatcher:
                 )
                 .order_by(Delivery.id)
             ).all()
-            suppressed = set(
-                session.scalars(
-                    select(Suppression.email_sha256).where(
+            suppressed = dict(
+                session.execute(
+                    select(Suppression.email_sha256, Suppression.reason).where(
                         Suppression.email_sha256.in_([email_sha256(s.email) for _, s, _, _ in rows])
                     )
-                )
+                ).all()
             )
             ended = {
                 (e.subscriber_id, e.campaign_id)
@@ -258,10 +258,18 @@ class Dispatcher:
         delivery: Delivery,
         subscriber: Subscriber,
         campaign: Campaign | None,
-        suppressed: set[str],
+        suppressed: dict[str, str],
         ended: set[tuple[int, int]],
     ) -> str | None:
-        if email_sha256(subscriber.email) in suppressed:
+        reason = suppressed.get(email_sha256(subscriber.email))
+        # The one exception: someone who unsubscribed and asked to come back gets the
+        # confirmation email (their suppression is lifted only when they click it).
+        coming_back = (
+            reason == "unsubscribe"
+            and delivery.kind == "confirmation"
+            and subscriber.status == SubscriberStatus.PENDING
+        )
+        if reason is not None and not coming_back:
             return "skipped: address is suppressed"
         if delivery.kind == "confirmation":
             if subscriber.status != SubscriberStatus.PENDING:

@@ -66,14 +66,17 @@ def active_steps(session: Session, campaign_id: int) -> list[Step]:
 def enroll(
     session: Session, subscriber: Subscriber, campaign: Campaign, now: datetime
 ) -> Enrollment | None:
-    """Put an active subscriber at the start of a sequence. Returns None if already enrolled."""
+    """Put an active subscriber at the start of a sequence, or back where they left it if
+    they had left (unsubscribed, then came back). Returns None if already in or finished."""
     existing = session.scalar(
         select(Enrollment).where(
             Enrollment.subscriber_id == subscriber.id, Enrollment.campaign_id == campaign.id
         )
     )
     if existing is not None:
-        return None
+        if existing.status != EnrollmentStatus.EXITED:
+            return None
+        return _resume(session, existing, subscriber, campaign, now)
     first = session.scalar(select(Step).where(Step.campaign_id == campaign.id, Step.position == 1))
     enrollment = Enrollment(
         subscriber_id=subscriber.id,
@@ -92,6 +95,30 @@ def enroll(
             now + timedelta(seconds=first.delay_seconds), zone(subscriber.timezone)
         )
     session.add(enrollment)
+    return enrollment
+
+
+def _resume(
+    session: Session,
+    enrollment: Enrollment,
+    subscriber: Subscriber,
+    campaign: Campaign,
+    now: datetime,
+) -> Enrollment:
+    step = session.scalar(
+        select(Step).where(
+            Step.campaign_id == campaign.id, Step.position == enrollment.next_position
+        )
+    )
+    enrollment.updated_at = now
+    if step is None:
+        _end(enrollment, EnrollmentStatus.COMPLETED, now)
+        return enrollment
+    enrollment.status = EnrollmentStatus.ACTIVE
+    enrollment.ended_at = None
+    enrollment.next_due_at = campaign_window(campaign).next_open(
+        now + timedelta(seconds=step.delay_seconds), zone(subscriber.timezone)
+    )
     return enrollment
 
 

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.sequencing import enroll_on_confirm, exit_enrollments, message_id
@@ -70,6 +70,12 @@ def is_suppressed(session: Session, email: str) -> bool:
             select(Suppression.id).where(Suppression.email_sha256 == email_sha256(email))
         )
         is not None
+    )
+
+
+def suppression_reason(session: Session, email: str) -> str | None:
+    return session.scalar(
+        select(Suppression.reason).where(Suppression.email_sha256 == email_sha256(email))
     )
 
 
@@ -167,14 +173,52 @@ def activate(
             f"{subscriber.email} has status {subscriber.status}; only a pending "
             "subscriber can be confirmed"
         )
-    if is_suppressed(session, subscriber.email):
-        raise Conflict(f"{subscriber.email} is on the suppression list")
+    reason = suppression_reason(session, subscriber.email)
+    if reason == "unsubscribe":
+        # They had left and asked to come back (resubscribe): confirming is new consent.
+        session.execute(
+            delete(Suppression).where(Suppression.email_sha256 == email_sha256(subscriber.email))
+        )
+    elif reason is not None:
+        raise Conflict(f"{subscriber.email} is on the suppression list ({reason})")
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = now
     subscriber.updated_at = now
     record_consent(session, subscriber, "confirmed", consent, now)
     session.flush()
     return enroll_on_confirm(session, subscriber, now)
+
+
+def resubscribe(
+    session: Session,
+    subscriber: Subscriber,
+    consent: Consent,
+    now: datetime,
+    message_domain: str,
+    confirmed: bool = False,
+) -> list[str]:
+    """Someone who unsubscribed asks to come back, giving consent again.
+
+    confirmed=False: status pending and a confirmation email; the suppression stays until they
+    click, so nothing else reaches them meanwhile. confirmed=True (an operator with evidence):
+    active at once. Their series resumes where they left it. Bounced and complained addresses
+    cannot come back this way. Returns the campaigns they are (back) in.
+    """
+    if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
+        raise Conflict(f"{subscriber.email} is {subscriber.status}, not unsubscribed")
+    reason = suppression_reason(session, subscriber.email)
+    if reason not in (None, "unsubscribe"):
+        raise Conflict(f"{subscriber.email} is suppressed ({reason}) and cannot come back")
+    if confirmed and not (consent.evidence and consent.evidence.strip()):
+        raise InvalidInput("evidence", "resubscribing needs new consent evidence")
+    subscriber.status = SubscriberStatus.PENDING
+    subscriber.unsubscribed_at = None
+    subscriber.updated_at = now
+    record_consent(session, subscriber, "requested", consent, now)
+    if confirmed:
+        return activate(session, subscriber, consent, now)
+    queue_confirmation(session, subscriber, now, message_domain)
+    return []
 
 
 def unsubscribe(
