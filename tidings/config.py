@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -18,6 +19,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from tidings.errors import ConfigError
 
 ENV_PREFIX = "TIDINGS_"
+# Enough to catch a missing or mistyped sender; addresses of people are checked properly in
+# subscribers.validation.
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
 
 DEFAULT_CRISIS_LINE = (
     "If you are struggling or in crisis, call or text 988 or chat at 988lifeline.org. "
@@ -100,8 +104,19 @@ class Settings:
             )
         if self.transport == "smtp":
             SmtpServer.from_url(self.smtp_url)  # fail early on a malformed URL
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"TIDINGS_BASE_URL: must start with https://, got {self.base_url!r}")
+        base = urlsplit(self.base_url)
+        if base.scheme not in ("http", "https") or not base.hostname or base.query or base.fragment:
+            raise ConfigError(
+                f"TIDINGS_BASE_URL: expected the public address of the web pages, like "
+                f"https://news.example.org, got {self.base_url!r}"
+            )
+        for name in ("from_address", "reply_to", "unsubscribe_address"):
+            value = getattr(self, name)
+            if value is not None and not _ADDRESS.match(value):
+                raise ConfigError(
+                    f"TIDINGS_{name.upper()}: expected an email address like "
+                    f"news@example.org, got {value!r}"
+                )
         for name in ("smtp_pool_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TIDINGS_{name.upper()}: must be at least 1")

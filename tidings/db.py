@@ -74,9 +74,20 @@ def alembic_config(url: str) -> AlembicConfig:
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), revision)
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        command.upgrade(alembic_config(url), revision)
+    except (OperationalError, OSError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise TidingsError(f"cannot open the database {_safe_url(url)}: {reason}") from exc
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
 
 
 def check_schema(engine: Engine) -> None:
@@ -86,7 +97,10 @@ def check_schema(engine: Engine) -> None:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
-        raise TidingsError(f"cannot open the database {engine.url!r}: {exc.orig}") from exc
+        raise TidingsError(
+            f"cannot open the database {_safe_url(str(engine.url))}: {exc.orig} "
+            "(is the URL right? a new database is created with `tidings db upgrade`)"
+        ) from exc
     if current != head:
         state = "is empty" if current is None else f"is at revision {current}"
         raise TidingsError(

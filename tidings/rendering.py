@@ -313,6 +313,7 @@ def html_to_text(fragment: str) -> str:
     converter.wrap_links = False
     converter.ignore_images = True
     converter.unicode_snob = True  # keep “curly quotes” and accents as they are
+    converter.ignore_emphasis = True  # **bold** markers are noise in a plain-text email
     return converter.handle(fragment).strip() + "\n"
 
 

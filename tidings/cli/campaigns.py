@@ -41,7 +41,7 @@ def campaigns_group() -> None:
 
 
 @campaigns_group.command("import-text")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
 @click.option("--slug", required=True, help="Campaign slug, e.g. kap-benefits.")
 @click.option(
     "--out",

@@ -37,7 +37,7 @@ def _plain(value: Any) -> Any:
 
 
 def emit_rows(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str) -> None:
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if fmt == "json":
         out.write("[")
         for i, row in enumerate(rows):
