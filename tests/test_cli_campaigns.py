@@ -667,3 +667,18 @@ def test_import_text_rejects_a_bad_slug_and_a_missing_file(no_database, tmp_path
         code=2,
     )
     assert "missing.txt" in output
+
+
+def test_the_maildir_transport_writes_each_due_email_as_a_file(tidings, kap_sqlite, tmp_path):
+    outbox = tmp_path / "outbox"
+    load_kap(tidings, lambda: kap_sqlite)
+    tidings.ok("subscribers", "add", "ann@example.org", "--confirmed", "--evidence", "form",
+               "--timezone", "UTC")
+    tidings.at(MONDAY_9)
+    done = tidings.ok("send-due", TIDINGS_TRANSPORT="maildir", TIDINGS_MAILDIR=str(outbox))
+    assert "sent 1" in done.output
+    files = list((outbox / "new").iterdir())
+    assert len(files) == 1
+    message = email.message_from_bytes(files[0].read_bytes(), policy=policy.default)
+    assert message["Subject"] == "Welcome, and what to expect"
+    assert message["To"].addresses[0].addr_spec == "ann@example.org"
