@@ -44,6 +44,11 @@ TABLES = (
     "suppressions",
     "subscribers",
     "app_secrets",
+    "api_keys",
+    "erasures",
+    "bounce_events",
+    "smtp_servers",
+    "send_counters",
 )
 
 
@@ -132,8 +137,7 @@ def runtime(settings: Settings, clock: FixedClock) -> Iterator[Runtime]:
 
 @pytest.fixture
 def worker(runtime: Runtime) -> Iterator[Worker]:
-    w = Worker(runtime)
-    with w.transport:
+    with Worker(runtime) as w:
         yield w
 
 

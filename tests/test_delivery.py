@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import mailbox
 import socket
@@ -320,7 +321,9 @@ def test_make_transport_follows_the_settings(tmp_path):
         (550, "5.7.1 Sender rejected", "mail", "retry"),
         (550, "5.1.1 User unknown", "rcpt", "bounced"),
         (553, "5.1.3 Bad address syntax", "rcpt", "bounced"),
-        (554, "5.7.1 Relay access denied", "rcpt", "bounced"),
+        (554, "5.7.1 Relay access denied", "rcpt", "failed"),
+        (554, "Relay access denied", "rcpt", "failed"),
+        (550, "No such user here", "rcpt", "bounced"),
         (550, "5.1.1 User unknown", "data", "bounced"),
         (552, "5.2.2 Mailbox full", "data", "bounced"),
         (550, "5.2.1 Mailbox disabled", "data", "bounced"),
@@ -336,6 +339,7 @@ def test_classify(code, reply, stage, outcome):
 def test_smtp_url_parses_into_server_fields():
     server = SmtpServer.from_url("smtp://user:pass@mail.example.org:587?starttls=1")
     assert server == SmtpServer(
+        name="mail.example.org:587",
         host="mail.example.org",
         port=587,
         username="user",
@@ -363,7 +367,9 @@ def test_smtp_url_parses_into_server_fields():
     ],
 )
 def test_smtp_url_variants(url, expected):
-    assert SmtpServer.from_url(url) == expected
+    server = SmtpServer.from_url(url)
+    assert server.name == f"{expected.host}:{expected.port}"  # the default name
+    assert dataclasses.replace(server, name="") == expected
 
 
 @pytest.mark.parametrize(

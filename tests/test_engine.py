@@ -214,7 +214,7 @@ def test_a_hard_bounce_suppresses_the_address_and_others_still_get_theirs(settin
         worker = Worker(bouncing)
         subscribe(bouncing, "gone@example.org")
         subscribe(bouncing, "ann@example.org")
-        with worker.transport:
+        with worker:
             run_for(worker, clock, timedelta(days=5))
         bouncing.close()
         recipients = {rcpt for _, rcpts, _ in server.handler.messages for rcpt in rcpts}

@@ -27,11 +27,24 @@ DEFAULT_CRISIS_LINE = (
     "If you are struggling or in crisis, call or text 988 or chat at 988lifeline.org. "
     "If anyone is in immediate danger, call 911."
 )
+# Next to the sign-up form's checkbox; "{organization}" is replaced by TIDINGS_ORGANIZATION.
+DEFAULT_CONSENT_TEXT = (
+    "Yes, please send me the educational email series from {organization}. Every email has a "
+    "link to unsubscribe with one click or to pause it, and I can leave at any time."
+)
+
+
+RATE_WINDOWS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400}
 
 
 @dataclass(frozen=True)
 class SmtpServer:
-    """Where and how to reach one SMTP server, parsed from an smtp:// or smtps:// URL."""
+    """Where and how to reach one SMTP server, parsed from an smtp:// or smtps:// URL.
+
+    Query parameters: starttls=1, timeout=SECONDS, name=NAME, weight=N (share of the traffic
+    among several servers), and caps per_second / per_minute / per_hour / per_day (messages,
+    shared by every worker through the database; absent = no cap).
+    """
 
     host: str
     port: int
@@ -40,22 +53,42 @@ class SmtpServer:
     ssl: bool = False  # implicit TLS (smtps://, usually port 465)
     starttls: bool = False
     timeout: float = 30.0
+    name: str = ""
+    weight: float = 1.0
+    limits: tuple[tuple[int, int], ...] = ()  # (window seconds, max messages), e.g. (3600, 500)
 
     @classmethod
     def from_url(cls, url: str) -> SmtpServer:
-        parts = urlsplit(url)
+        parts = urlsplit(url.strip())
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ConfigError(
                 f"TIDINGS_SMTP_URL: expected smtp://[user:pass@]host[:port] or smtps://..., "
-                f"got {url!r}"
+                f"got {_redact(url)!r}"
             )
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"starttls", "timeout", "name", "weight", *RATE_WINDOWS}
+        if unknown:
+            raise ConfigError(
+                f"TIDINGS_SMTP_URL: unknown parameter(s) {sorted(unknown)} in {_redact(url)!r}"
+            )
         ssl = parts.scheme == "smtps"
         try:
             port = parts.port or (465 if ssl else 25)
             timeout = float(query.get("timeout", 30))
+            weight = float(query.get("weight", 1))
+            limits = tuple(
+                sorted(
+                    (seconds, int(query[key]))
+                    for key, seconds in RATE_WINDOWS.items()
+                    if key in query
+                )
+            )
         except ValueError as exc:
-            raise ConfigError(f"TIDINGS_SMTP_URL: {exc}") from exc
+            raise ConfigError(f"TIDINGS_SMTP_URL: {exc} in {_redact(url)!r}") from exc
+        if weight <= 0 or any(cap < 1 for _, cap in limits):
+            raise ConfigError(
+                f"TIDINGS_SMTP_URL: weight and caps must be positive in {_redact(url)!r}"
+            )
         return cls(
             host=parts.hostname,
             port=port,
@@ -64,7 +97,26 @@ class SmtpServer:
             ssl=ssl,
             starttls=query.get("starttls", "0").lower() in ("1", "true", "yes"),
             timeout=timeout,
+            name=query.get("name") or f"{parts.hostname}:{port}",
+            weight=weight,
+            limits=limits,
         )
+
+
+def parse_smtp_servers(text: str) -> tuple[SmtpServer, ...]:
+    """One or more SMTP URLs separated by commas or whitespace."""
+    servers = tuple(SmtpServer.from_url(url) for url in re.split(r"[,\s]+", text) if url)
+    if not servers:
+        raise ConfigError("TIDINGS_SMTP_URL: no SMTP server given")
+    names = [s.name for s in servers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"TIDINGS_SMTP_URL: two servers share a name ({names}); add name=...")
+    return servers
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 @dataclass(frozen=True)
@@ -90,12 +142,35 @@ class Settings:
     # Mailbox for List-Unsubscribe's mailto: URI; defaults to from_address.
     unsubscribe_address: str | None = None
     crisis_line: str = DEFAULT_CRISIS_LINE
+    # VERP: bounces come back to bounces+<token>@domain, which names the delivery.
+    # Unset: the envelope sender is the From address and bounces are matched by Message-ID.
+    bounce_address: str | None = None
+    # A campaign pauses itself when hard bounces among its last N sends reach this share.
+    bounce_pause_sends: int = 50
+    bounce_pause_ratio: float = 0.05
     # Engine tuning.
     tick_seconds: float = 5.0
     batch_size: int = 200
     lease_seconds: float = 300.0
     retry_max_age_seconds: float = 3 * 86400
     confirm_token_max_age_seconds: float = 7 * 86400
+    # The web pages (`tidings serve`, and `tidings run` unless --no-web).
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    web_threads: int = 4
+    # How many reverse proxies stand in front: the client's address is then read from
+    # X-Forwarded-For (and the scheme from X-Forwarded-Proto). 0 trusts no such header.
+    trusted_proxies: int = 0
+    # Per client address (Flask-Limiter syntax, e.g. "10/minute;100/day"); 429 past it.
+    subscribe_rate_limit: str = "10/minute"
+    api_rate_limit: str = "120/minute"
+    # The text beside the consent checkbox; the SHA-256 of the exact text shown is recorded.
+    consent_text: str = DEFAULT_CONSENT_TEXT
+    # A pending address gets at most one new confirmation email per this many seconds.
+    confirm_resend_seconds: float = 900.0
+    # Origins (https://www.example.org, comma-separated) whose pages may post the embedded
+    # sign-up form (`tidings form-snippet`) without a CSRF token.
+    form_origins: str = ""
 
     def __post_init__(self) -> None:
         if self.transport not in ("smtp", "maildir"):
@@ -103,14 +178,14 @@ class Settings:
                 f"TIDINGS_TRANSPORT: expected 'smtp' or 'maildir', got {self.transport!r}"
             )
         if self.transport == "smtp":
-            SmtpServer.from_url(self.smtp_url)  # fail early on a malformed URL
+            parse_smtp_servers(self.smtp_url)  # fail early on a malformed URL
         base = urlsplit(self.base_url)
         if base.scheme not in ("http", "https") or not base.hostname or base.query or base.fragment:
             raise ConfigError(
                 f"TIDINGS_BASE_URL: expected the public address of the web pages, like "
                 f"https://news.example.org, got {self.base_url!r}"
             )
-        for name in ("from_address", "reply_to", "unsubscribe_address"):
+        for name in ("from_address", "reply_to", "unsubscribe_address", "bounce_address"):
             value = getattr(self, name)
             if value is not None and not _ADDRESS.match(value):
                 raise ConfigError(
@@ -120,10 +195,24 @@ class Settings:
         for name in ("smtp_pool_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TIDINGS_{name.upper()}: must be at least 1")
+        if not 0 <= self.web_port <= 65535:
+            raise ConfigError(f"TIDINGS_WEB_PORT: expected 0-65535, got {self.web_port}")
+        if self.web_threads < 1 or self.trusted_proxies < 0 or self.confirm_resend_seconds < 0:
+            raise ConfigError(
+                "TIDINGS_WEB_THREADS must be at least 1; TIDINGS_TRUSTED_PROXIES and "
+                "TIDINGS_CONFIRM_RESEND_SECONDS must not be negative"
+            )
+        if not self.consent_text.strip():
+            raise ConfigError("TIDINGS_CONSENT_TEXT: must not be empty")
+
+    @property
+    def smtp_servers(self) -> tuple[SmtpServer, ...]:
+        return parse_smtp_servers(self.smtp_url)
 
     @property
     def smtp(self) -> SmtpServer:
-        return SmtpServer.from_url(self.smtp_url)
+        """The first (or only) SMTP server."""
+        return self.smtp_servers[0]
 
     @property
     def public_base_url(self) -> str:

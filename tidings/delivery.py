@@ -40,6 +40,9 @@ class SendResult:
     delivery_id: int
     outcome: Outcome
     reply: str
+    # False when the server was never reached with this message (connection refused, TLS or
+    # login failed, dropped before MAIL FROM): another server may safely take it at once.
+    reached: bool = True
 
 
 class Transport:
@@ -111,8 +114,10 @@ class MaildirTransport(Transport):
 
 
 # Permanent failures that are about the recipient's address: the address is bounced and
-# suppressed. Other 5xx replies (content refused, policy) fail the message only.
-_ADDRESS_STATUS = re.compile(r"^5\.(1\.\d+|2\.1|2\.2)\b")
+# suppressed. Other 5xx replies (content refused, policy, relaying denied) fail the message
+# only: suppressing on those would punish subscribers for our own configuration problems.
+_ADDRESS_STATUS = re.compile(r"^5\.(1\.\d+|2\.\d+)\b")
+_ENHANCED_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
 
 
 def classify(code: int, reply: str, stage: str) -> Outcome:
@@ -123,8 +128,10 @@ def classify(code: int, reply: str, stage: str) -> Outcome:
         return "retry"
     if stage == "mail":
         return "retry"  # our sender was refused: a configuration problem, not the recipient's
-    if stage == "rcpt" or _ADDRESS_STATUS.match(reply):
+    if _ADDRESS_STATUS.match(reply):
         return "bounced"
+    if stage == "rcpt" and not _ENHANCED_STATUS.match(reply) and "relay" not in reply.lower():
+        return "bounced"  # a plain "550 No such user here"
     return "failed"
 
 
@@ -175,8 +182,10 @@ class _Connection:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         reused = self.smtp is not None
+        stage = "connect"  # connect -> mail -> rcpt -> data
         try:
             smtp = self.ensure_open()
+            stage = "mail"
             try:
                 code, reply = smtp.mail(message.sender)
             except (smtplib.SMTPServerDisconnected, OSError):
@@ -185,21 +194,34 @@ class _Connection:
                 # The server closed this idle pooled connection (timeout, restart). Nothing
                 # has been sent on it yet, so reconnecting once is safe.
                 self.close()
+                stage = "connect"
                 smtp = self.ensure_open()
+                stage = "mail"
                 code, reply = smtp.mail(message.sender)
             if code != 250:
                 smtp.rset()
                 return self._result(message, code, reply, "mail")
+            stage = "rcpt"
             code, reply = smtp.rcpt(message.recipient)
             if code not in (250, 251):
                 smtp.rset()
                 return self._result(message, code, reply, "rcpt")
+            stage = "data"
             code, reply = smtp.data(message.data)
             return self._result(message, code, reply, "data")
         except smtplib.SMTPResponseException as exc:
-            # data() raises for a bad reply to DATA itself; the connection may be unusable.
             self.close()
-            return self._result(message, exc.smtp_code, exc.smtp_error, "data")
+            if stage == "connect":
+                # A refusal at greeting, STARTTLS or login: about us or the server, never
+                # about this recipient. Try again later (or elsewhere).
+                return SendResult(
+                    message.delivery_id,
+                    "retry",
+                    f"{self.server.name or self.server.host} refused the session: "
+                    f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                    reached=False,
+                )
+            return self._result(message, exc.smtp_code, exc.smtp_error, stage)
         except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             self.close()
             return SendResult(
@@ -207,13 +229,18 @@ class _Connection:
                 "retry",
                 f"connection to {self.server.host}:{self.server.port} failed: "
                 f"{type(exc).__name__}: {exc}",
+                reached=stage not in ("connect", "mail"),
             )
 
     @staticmethod
     def _result(message: OutgoingMessage, code: int, reply: bytes | str, stage: str) -> SendResult:
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-        text = " ".join(text.split())
+        text = _text(reply)
         return SendResult(message.delivery_id, classify(code, text, stage), f"{code} {text}")
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
 
 
 class SMTPTransport(Transport):

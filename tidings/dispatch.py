@@ -1,12 +1,15 @@
 """Dispatch: claim due deliveries, check them again, render, send, record the outcome.
 
     claim (lease)  ->  re-check (status, suppression, enrollment, window)  ->  render
-        ->  transport.send_messages  ->  record (sent / retry / bounced / failed / skipped)
+        ->  route (server by weight, within its caps)  ->  send  ->  record the outcome
+            (sent / retry / bounced / failed / skipped)
 
 A claimed delivery is `sending` with a lease: if this process dies, the lease expires and
 `reap_expired_leases` puts it back in the queue, so nothing is lost (a hard crash can repeat
-at most the chunk that was in flight). A graceful stop (the `stop` event) finishes the chunk
-in flight and gives the rest of the claim back before returning.
+at most the chunk that was in flight: `chunk_size` messages). A graceful stop (the `stop`
+event) finishes the chunk in flight and gives the rest of the claim back before returning.
+If the database goes away after a chunk was sent, recording its outcome is retried until
+the database is back (within the lease), so a sent message is not sent again.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ import os
 import random
 import socket
 import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tidings.bounces import check_bounce_rate
 from tidings.campaigns.sequencing import advance_after_delivery, campaign_window, zone
 from tidings.clock import Clock
 from tidings.config import Settings
@@ -40,14 +48,19 @@ from tidings.models import (
     Suppression,
 )
 from tidings.rendering import CompiledStep
+from tidings.routing import Lane, RateLimiter, Router, single_lane
 from tidings.subscribers.service import exit_enrollments, skip_waiting_deliveries, suppress
-from tidings.subscribers.tokens import Links
+from tidings.subscribers.tokens import Links, verp_address
 from tidings.subscribers.validation import email_sha256, mask_email
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 60.0
 RETRY_MAX_DELAY_SECONDS = 3600.0
+# When a server's cap frees up within this many (real) seconds, wait for it instead of
+# putting the messages back in the queue.
+MAX_RATE_WAIT_SECONDS = 5.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -96,15 +109,20 @@ class Dispatcher:
         sessions: sessionmaker[Session],
         clock: Clock,
         settings: Settings,
-        transport: Transport,
+        out: Transport | Sequence[Lane],
         owner: str | None = None,
+        stop: threading.Event | None = None,
     ):
+        """`out` is one transport, or the lanes (SMTP servers) to route among."""
         self.sessions = sessions
         self.clock = clock
         self.settings = settings
-        self.transport = transport
+        lanes = single_lane(out) if isinstance(out, Transport) else list(out)
+        self.router = Router(lanes, RateLimiter(sessions, clock), clock)
         self.owner = owner or worker_id()
+        self.stop = stop or threading.Event()
         self._builder: MessageBuilder | None = None
+        # The most a hard crash can send twice: what is on the wire, not yet recorded.
         self.chunk_size = max(1, settings.smtp_pool_size * 4)
 
     # ----------------------------------------------------------------- public
@@ -113,12 +131,14 @@ class Dispatcher:
         self, stop: threading.Event | None = None, only_ids: list[int] | None = None
     ) -> DispatchResult:
         """Send everything due now, batch after batch, until nothing is due or `stop` is set."""
+        if stop is not None:
+            self.stop = stop
         total = DispatchResult()
-        while not (stop and stop.is_set()):
+        while not self.stop.is_set():
             claimed = self._claim(only_ids)
             if not claimed:
                 break
-            total += self._process(claimed, stop)
+            total += self._process(claimed)
             if only_ids is not None:
                 break
         return total
@@ -157,18 +177,71 @@ class Dispatcher:
                 )
         return ids
 
-    def _process(self, ids: list[int], stop: threading.Event | None) -> DispatchResult:
+    def _process(self, ids: list[int]) -> DispatchResult:
         claimed = self._prepare(ids)
         result = claimed.result
-        jobs = claimed.jobs
-        for start in range(0, len(jobs), self.chunk_size):
-            if stop is not None and stop.is_set():
-                self._release(jobs[start:])
+        queue = claimed.jobs
+        while queue:
+            if self.stop.is_set():
+                self._release(queue)
                 break
-            chunk = jobs[start : start + self.chunk_size]
-            outcomes = self.transport.send_messages([j.message for j in chunk if j.message])
-            result += self._record(chunk, outcomes)
+            chunk, queue = queue[: self.chunk_size], queue[self.chunk_size :]
+            outcomes, waiting, retry_at = self._send_chunk(chunk)
+            result += self._record(outcomes)
+            if not waiting:
+                continue
+            # A server cap is reached: wait if it frees up soon, else requeue for later.
+            now = self.clock.now()
+            if retry_at is not None and retry_at - now <= self.clock.span(MAX_RATE_WAIT_SECONDS):
+                self._wait_until(retry_at)
+                queue = waiting + queue
+            else:
+                self._release(waiting + queue, not_before=retry_at)
+                result.deferred += len(waiting) + len(queue)
+                break
         return result
+
+    def _send_chunk(
+        self, chunk: list[_Job]
+    ) -> tuple[list[tuple[_Job, SendResult, str | None]], list[_Job], datetime | None]:
+        """Route and send one chunk. Returns (outcomes, jobs without capacity, when capacity
+        frees). A server that cannot be reached is marked down and its messages go to
+        another server at once; with no server left they are retried later."""
+        outcomes: list[tuple[_Job, SendResult, str | None]] = []
+        pending, down = chunk, set[str]()
+        while pending:
+            assignment = self.router.assign(len(pending), exclude=down)
+            waiting = [pending[i] for i in assignment.unassigned]
+            if not assignment.by_lane:
+                if not self.router.up_lanes(exclude=down):
+                    why = "no SMTP server could be reached"
+                    outcomes += [
+                        (j, SendResult(j.delivery_id, "retry", why, False), None) for j in waiting
+                    ]
+                    return outcomes, [], None
+                return outcomes, waiting, assignment.retry_at
+            failed_over: list[_Job] = []
+            for name, indexes in assignment.by_lane.items():
+                group = [pending[i] for i in indexes]
+                lane = self.router.lanes[name]
+                results = lane.transport.send_messages([j.message for j in group if j.message])
+                if results and not any(r.reached for r in results):
+                    self.router.mark_down(name, results[0].reply)
+                    down.add(name)
+                    if self.router.up_lanes(exclude=down):
+                        failed_over += group
+                        continue
+                outcomes += [(j, r, name) for j, r in zip(group, results, strict=True)]
+            if waiting and not failed_over:
+                return outcomes, waiting, assignment.retry_at
+            pending = failed_over + waiting
+        return outcomes, [], None
+
+    def _wait_until(self, at: datetime) -> None:
+        """Wait (real time, scaled with the clock) until `at`, or until asked to stop."""
+        real = (at - self.clock.now()) / self.clock.span(1.0)
+        if real > 0:
+            self.stop.wait(min(real, MAX_RATE_WAIT_SECONDS))
 
     def _prepare(self, ids: list[int]) -> _Claimed:
         """Re-check each claimed delivery and render the ones still to send."""
@@ -232,7 +305,7 @@ class Dispatcher:
                 )
                 job.message = OutgoingMessage(
                     delivery_id=delivery.id,
-                    sender=stored_sender(self.settings, campaign).from_address,
+                    sender=self._envelope_sender(delivery.id, campaign, builder),
                     recipient=subscriber.email,
                     data=self._render(delivery, subscriber, step, campaign, builder, now),
                 )
@@ -296,19 +369,26 @@ class Dispatcher:
             return builder.step_message(campaign, compiled, to, delivery.message_id, now)
         return builder.confirmation_message(to, delivery.message_id, now)
 
-    def _record(self, jobs: list[_Job], outcomes: list[SendResult]) -> DispatchResult:
-        by_id = {o.delivery_id: o for o in outcomes}
+    def _record(self, outcomes: list[tuple[_Job, SendResult, str | None]]) -> DispatchResult:
+        if not outcomes:
+            return DispatchResult()
+        # These messages are on their way: losing their outcome would send them again, so
+        # a database outage is waited out here (within the lease) rather than given up on.
+        return self._with_database_retries(lambda: self._record_once(outcomes))
+
+    def _record_once(self, outcomes: list[tuple[_Job, SendResult, str | None]]) -> DispatchResult:
         result = DispatchResult()
         now = self.clock.now()
         max_age = self.clock.span(self.settings.retry_max_age_seconds)
+        bounced_campaigns: set[int] = set()
         with self.sessions.begin() as session:
-            for job in jobs:
-                outcome = by_id[job.delivery_id]
+            for job, outcome, server in outcomes:
                 values: dict[str, object] = {
                     "outcome": outcome.reply[:1000],
                     "lease_owner": None,
                     "lease_expires_at": None,
                     "updated_at": now,
+                    "server": server,
                 }
                 status = outcome.outcome
                 if status == "retry" and now - job.created_at >= max_age:
@@ -328,6 +408,8 @@ class Dispatcher:
                     values.update(status=DeliveryStatus.BOUNCED)
                     result.bounced += 1
                     self._bounce(session, job, outcome.reply, now)
+                    if job.campaign_id is not None:
+                        bounced_campaigns.add(job.campaign_id)
                 else:
                     values.update(status=DeliveryStatus.FAILED)
                     result.failed += 1
@@ -337,7 +419,27 @@ class Dispatcher:
                 )
                 if status != "retry" and status != "bounced" and job.campaign_id is not None:
                     advance_after_delivery(session, job.subscriber_id, job.campaign_id, now)
+            session.flush()
+            for campaign_id in bounced_campaigns:
+                check_bounce_rate(session, campaign_id, self.settings, now)
         return result
+
+    def _with_database_retries(self, work: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.settings.lease_seconds * 0.8
+        pause = 0.5
+        while True:
+            try:
+                return work()
+            except DBAPIError as exc:
+                if not _is_disconnect(exc) or time.monotonic() + pause > deadline:
+                    raise
+                log.warning(
+                    "database unreachable while recording outcomes (%s); retrying in %.1fs",
+                    type(exc.orig).__name__,
+                    pause,
+                )
+                time.sleep(pause)  # not the stop event: these outcomes must be recorded
+                pause = min(pause * 2, 10.0)
 
     def _bounce(self, session: Session, job: _Job, reply: str, now: datetime) -> None:
         log.warning("bounced %s: %s", mask_email(job.email), reply)
@@ -350,26 +452,33 @@ class Dispatcher:
         exit_enrollments(session, job.subscriber_id, now)
         skip_waiting_deliveries(session, job.subscriber_id, "skipped: address bounced", now)
 
-    def _release(self, jobs: list[_Job]) -> None:
-        """Give claimed, unsent deliveries back to the queue (graceful stop)."""
+    def _release(self, jobs: list[_Job], not_before: datetime | None = None) -> None:
+        """Give claimed, unsent deliveries back to the queue (stopping, or no capacity)."""
         if not jobs:
             return
         now = self.clock.now()
-        with self.sessions.begin() as session:
-            session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_([j.delivery_id for j in jobs]),
-                    Delivery.lease_owner == self.owner,
+        values: dict[str, object] = {
+            "status": DeliveryStatus.QUEUED,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "attempts": Delivery.attempts - 1,
+            "updated_at": now,
+        }
+        if not_before is not None:
+            values["next_attempt_at"] = not_before
+
+        def release() -> None:
+            with self.sessions.begin() as session:
+                session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id.in_([j.delivery_id for j in jobs]),
+                        Delivery.lease_owner == self.owner,
+                    )
+                    .values(**values)
                 )
-                .values(
-                    status=DeliveryStatus.QUEUED,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    attempts=Delivery.attempts - 1,
-                    updated_at=now,
-                )
-            )
+
+        self._with_database_retries(release)
 
     @staticmethod
     def _requeue(delivery: Delivery, at: datetime, now: datetime) -> None:
@@ -394,6 +503,13 @@ class Dispatcher:
         delay = min(RETRY_MAX_DELAY_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
         return self.clock.span(delay * random.uniform(0.8, 1.2))
 
+    def _envelope_sender(
+        self, delivery_id: int, campaign: Campaign | None, builder: MessageBuilder
+    ) -> str:
+        if self.settings.bounce_address:
+            return verp_address(self.settings.bounce_address, builder.links.secret, delivery_id)
+        return stored_sender(self.settings, campaign).from_address
+
     def _get_builder(self, session: Session) -> MessageBuilder:
         if self._builder is None:
             links = Links(
@@ -401,6 +517,25 @@ class Dispatcher:
             )
             self._builder = MessageBuilder(self.settings, links)
         return self._builder
+
+
+def _is_disconnect(exc: DBAPIError) -> bool:
+    """True when the database connection was lost or refused (not a bad statement)."""
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    return any(
+        word in text
+        for word in (
+            "connection",
+            "server closed",
+            "terminating",
+            "shutting down",
+            "could not connect",
+            "database is locked",
+            "the database system is",
+        )
+    )
 
 
 def reap_expired_leases(sessions: sessionmaker[Session], clock: Clock) -> int:

@@ -80,6 +80,8 @@ class Subscriber(Base):
     unsubscribed_at: Mapped[datetime | None]
     # Set from the preferences page: nothing is planned for them before this instant.
     paused_until: Mapped[datetime | None]
+    # Temporary delivery failures reported later by the receiving server (soft bounces).
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ConsentEvent(Base):
@@ -221,11 +223,57 @@ class Delivery(Base):
     lease_expires_at: Mapped[datetime | None]
     message_id: Mapped[str] = mapped_column(String(200))
     content_sha256: Mapped[str | None] = mapped_column(String(64))
+    server: Mapped[str | None] = mapped_column(String(100))  # which SMTP server took it
     # The server's reply ("250 2.0.0 Ok: queued as ..."), or why it was not sent.
     outcome: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class BounceEvent(Base):
+    """A bounce or complaint report read by `tidings bounces ingest` (RFC 3464 / RFC 5965).
+
+    `report_sha256` identifies the report itself, so ingesting the same mailbox twice counts
+    nothing twice.
+    """
+
+    __tablename__ = "bounce_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # hard | soft | complaint
+    status: Mapped[str | None] = mapped_column(String(16))  # e.g. 5.1.1
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), index=True
+    )
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"))
+    created_at: Mapped[datetime]
+
+
+class SmtpServerState(Base):
+    """One row per configured SMTP server: the lock that serializes rate-limit reservations
+    across workers, and what `tidings status` shows about it."""
+
+    __tablename__ = "smtp_servers"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    down_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class SendCounter(Base):
+    """Messages handed to an SMTP server per time bucket (second, minute or hour), summed
+    over a sliding window to enforce per-server caps shared by all workers."""
+
+    __tablename__ = "send_counters"
+
+    server: Mapped[str] = mapped_column(String(100), primary_key=True)
+    granularity: Mapped[int] = mapped_column(Integer, primary_key=True)  # bucket seconds
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ApiKey(Base):

@@ -13,6 +13,7 @@ from tidings.clock import Clock, clock_from_spec
 from tidings.config import Settings
 from tidings.db import check_schema, make_engine, make_sessions
 from tidings.delivery import Transport, make_transport
+from tidings.routing import Lane, lanes_from_settings, single_lane
 
 
 @dataclass
@@ -47,7 +48,15 @@ class Runtime:
         )
 
     def transport(self) -> Transport:
+        """One transport (the first SMTP server, or the maildir), for one-off sends."""
         return self.transport_factory(self.settings)
+
+    def lanes(self) -> list[Lane]:
+        """Every way out, for the dispatcher to route among (each SMTP server, or the
+        maildir). A transport_factory given by a caller (tests) makes a single lane."""
+        if self.transport_factory is not make_transport:
+            return single_lane(self.transport_factory(self.settings))
+        return lanes_from_settings(self.settings)
 
     def close(self) -> None:
         self.engine.dispose()

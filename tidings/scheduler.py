@@ -23,6 +23,7 @@ from tidings.clock import RealClock
 from tidings.delivery import Transport
 from tidings.dispatch import Dispatcher, DispatchResult, reap_expired_leases
 from tidings.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
+from tidings.routing import single_lane
 from tidings.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,28 @@ class Worker:
 
     def __init__(self, runtime: Runtime, transport: Transport | None = None):
         self.runtime = runtime
-        self.transport = transport or runtime.transport()
-        self.dispatcher = Dispatcher(
-            runtime.sessions, runtime.clock, runtime.settings, self.transport
-        )
+        self.lanes = single_lane(transport) if transport is not None else runtime.lanes()
         self.stop = threading.Event()
+        self.dispatcher = Dispatcher(
+            runtime.sessions, runtime.clock, runtime.settings, self.lanes, stop=self.stop
+        )
         self._lock = threading.Lock()  # one pass at a time in this process
+
+    def open(self) -> None:
+        """Open every lane's transport (SMTP connections are then kept across passes)."""
+        for lane in self.lanes:
+            lane.transport.open()
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            lane.transport.close()
+
+    def __enter__(self) -> Worker:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def plan(self) -> PlanResult:
         total = PlanResult()
@@ -122,7 +139,7 @@ class Worker:
     def start(self, tick_seconds: float | None = None) -> BackgroundScheduler:
         """Run `tick` every tick_seconds in a background thread until `shutdown()`."""
         interval = tick_seconds or self.runtime.settings.tick_seconds
-        self.transport.open()
+        self.open()
         scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -143,4 +160,4 @@ class Worker:
         scheduler = getattr(self, "_scheduler", None)
         if scheduler is not None:
             scheduler.shutdown(wait=True)
-        self.transport.close()
+        self.close()

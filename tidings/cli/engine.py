@@ -42,7 +42,7 @@ def send_due(state: State) -> None:
     """
     runtime = state.runtime()
     worker = Worker(runtime)
-    with worker.transport:
+    with worker:
         result = worker.tick()
     d = result.dispatched
     click.echo(

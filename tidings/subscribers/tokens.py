@@ -105,3 +105,32 @@ class Links:
     def confirm(self, subscriber_key: str, issued_at: datetime) -> str:
         token = make_token(self.secret, "confirm", subscriber_key, issued_at)
         return f"{self.base_url}/confirm/{token}"
+
+
+def verp_address(bounce_address: str, secret: str, delivery_id: int) -> str:
+    """The envelope sender for one delivery: bounces+<id>-<mac>@domain (VERP).
+
+    A bounce comes back to this address, which names the delivery; the MAC stops forged
+    reports from suppressing someone else.
+    """
+    local, _, domain = bounce_address.partition("@")
+    mac = _mac(secret, f"verp:{delivery_id}")[:10].lower().replace("-", "x").replace("_", "y")
+    return f"{local}+{delivery_id}-{mac}@{domain}"
+
+
+def read_verp_address(bounce_address: str, secret: str, address: str) -> int | None:
+    """The delivery id in a VERP address made by verp_address, or None if it is not one."""
+    local, _, domain = bounce_address.partition("@")
+    candidate = address.strip().strip("<>").lower()
+    prefix, suffix = f"{local.lower()}+", f"@{domain.lower()}"
+    if not (candidate.startswith(prefix) and candidate.endswith(suffix)):
+        return None
+    token = candidate[len(prefix) : -len(suffix)]
+    number, _, _ = token.partition("-")
+    if not number.isdigit():
+        return None
+    if not hmac.compare_digest(
+        verp_address(bounce_address, secret, int(number)).lower(), candidate
+    ):
+        return None
+    return int(number)
