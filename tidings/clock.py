@@ -63,14 +63,20 @@ class FixedClock:
 
 
 class ScaledClock:
-    """Simulated time: `start` at creation, then `factor` simulated seconds per real second."""
+    """Simulated time: `start` at creation, then `factor` simulated seconds per real second.
 
-    def __init__(self, start: datetime, factor: float):
+    With `anchor` (a Unix time), simulated time is `start` at that wall-clock instant instead
+    of at creation: processes given the same anchor share one simulated timeline (several
+    workers rehearsing together).
+    """
+
+    def __init__(self, start: datetime, factor: float, anchor: float | None = None):
         if factor <= 0:
             raise ValueError("factor must be positive")
         self.start = _as_utc(start)
         self.factor = factor
-        self._t0 = time.monotonic()
+        # monotonic time at which simulated time was `start`
+        self._t0 = time.monotonic() - (0.0 if anchor is None else time.time() - anchor)
 
     def now(self) -> datetime:
         return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
@@ -83,7 +89,8 @@ class ScaledClock:
 
 
 def clock_from_spec(spec: str | None) -> Clock:
-    """Parse TIDINGS_CLOCK: unset, 'fixed:<ISO8601>' or 'scaled:<ISO8601 start>:<factor>'."""
+    """Parse TIDINGS_CLOCK: unset, 'fixed:<ISO8601>', 'scaled:<ISO8601 start>:<factor>', or
+    'scaled:<ISO8601 start>:<factor>@<unix time>' (start at that wall-clock instant)."""
     if not spec:
         return RealClock()
     kind, _, rest = spec.partition(":")
@@ -91,8 +98,11 @@ def clock_from_spec(spec: str | None) -> Clock:
         if kind == "fixed":
             return FixedClock(_parse_instant(rest))
         if kind == "scaled":
+            rest, _, anchor = rest.partition("@")
             start, _, factor = rest.rpartition(":")
-            return ScaledClock(_parse_instant(start), float(factor))
+            return ScaledClock(
+                _parse_instant(start), float(factor), float(anchor) if anchor else None
+            )
     except ValueError as exc:
         raise ConfigError(f"TIDINGS_CLOCK: {exc} in {spec!r}") from exc
     raise ConfigError(

@@ -383,9 +383,9 @@ class Dispatcher:
         bounced_campaigns: set[int] = set()
         with self.sessions.begin() as session:
             for job, outcome, server in outcomes:
+                # lease_owner stays: it tells which worker handled the delivery last.
                 values: dict[str, object] = {
                     "outcome": outcome.reply[:1000],
-                    "lease_owner": None,
                     "lease_expires_at": None,
                     "updated_at": now,
                     "server": server,

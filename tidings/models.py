@@ -219,6 +219,7 @@ class Delivery(Base):
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
+    # The worker holding (or, once done, that last held) the claim: host:pid:thread.
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
     message_id: Mapped[str] = mapped_column(String(200))

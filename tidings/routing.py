@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.clock import Clock
@@ -114,6 +115,22 @@ class RateLimiter:
         now = self.clock.now()
         with self.sessions.begin() as session:
             return [(w, self._usage(session, lane.name, w, now)[0], cap) for w, cap in lane.limits]
+
+    def note_server(self, name: str, down_until: datetime | None, error: str | None) -> None:
+        """Keep what `tidings status` shows about a server (best effort)."""
+        now = self.clock.now()
+        try:
+            with self.sessions.begin() as session:
+                _insert_ignore(
+                    session, SmtpServerState, {"name": name, "updated_at": now}, ["name"]
+                )
+                session.execute(
+                    update(SmtpServerState)
+                    .where(SmtpServerState.name == name)
+                    .values(down_until=down_until, last_error=error, updated_at=now)
+                )
+        except DBAPIError:
+            log.warning("could not record the state of SMTP server %s", name)
 
     def prune(self) -> int:
         cutoff = self.clock.now() - COUNTER_RETENTION
@@ -225,6 +242,7 @@ class Router:
     def mark_down(self, name: str, why: str) -> None:
         lane = self.lanes[name]
         lane.down_until = self.clock.now() + self.clock.span(DOWN_SECONDS)
+        self.limiter.note_server(name, lane.down_until, why[:500])
         log.warning(
             "SMTP server %s unreachable, trying others for %.0fs: %s", name, DOWN_SECONDS, why
         )

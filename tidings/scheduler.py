@@ -8,20 +8,29 @@ clock module, so a fixed or scaled clock drives exactly the same code in tests a
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import IO
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from tidings.campaigns.sequencing import PlanResult, plan_due
 from tidings.clock import RealClock
 from tidings.delivery import Transport
 from tidings.dispatch import Dispatcher, DispatchResult, reap_expired_leases
+from tidings.errors import TidingsError
 from tidings.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
 from tidings.routing import single_lane
 from tidings.runtime import Runtime
@@ -47,6 +56,55 @@ class TickResult:
     reclaimed: int
 
 
+class DispatcherBusy(TidingsError):
+    """Another process is already dispatching for this SQLite database."""
+
+
+class DispatcherLock:
+    """SQLite has a single writer, so one dispatcher per database file. An advisory lock on
+    a file beside the database says so; the operating system drops it if the process dies.
+    PostgreSQL needs no such lock: row locks let any number of workers share the work."""
+
+    def __init__(self, database_url: str):
+        url = make_url(database_url)
+        self.path: Path | None = None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            self.path = Path(str(url.database)).with_name(Path(str(url.database)).name + ".lock")
+        self._file: IO[str] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.path is None or self._file is not None
+
+    def acquire(self) -> None:
+        if self.held:
+            return
+        assert self.path is not None
+        handle = open(self.path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise DispatcherBusy(
+                f"{holder} is already sending for {self.path.with_suffix('')}: SQLite allows one "
+                "dispatcher (tidings run, worker or send-due) at a time. Stop the other one, "
+                "or use PostgreSQL to run several workers."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"tidings process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
 class Worker:
     """Plans and dispatches for one process. Keeps its transport (and SMTP connections) open."""
 
@@ -58,6 +116,9 @@ class Worker:
             runtime.sessions, runtime.clock, runtime.settings, self.lanes, stop=self.stop
         )
         self._lock = threading.Lock()  # one pass at a time in this process
+        self.dispatcher_lock = DispatcherLock(runtime.settings.database_url)
+        self._failures = 0  # consecutive passes that failed because the database was away
+        self._pause_until = 0.0  # monotonic seconds: back off while the database is away
 
     def open(self) -> None:
         """Open every lane's transport (SMTP connections are then kept across passes)."""
@@ -92,7 +153,9 @@ class Worker:
         return self.dispatcher.run_pass(self.stop)
 
     def reap(self) -> int:
-        return reap_expired_leases(self.runtime.sessions, self.runtime.clock)
+        reclaimed = reap_expired_leases(self.runtime.sessions, self.runtime.clock)
+        self.dispatcher.router.limiter.prune()
+        return reclaimed
 
     def next_event(self) -> datetime | None:
         """When something is next due (an enrollment to plan or a delivery to try), if ever."""
@@ -111,20 +174,43 @@ class Worker:
         return min(times) if times else None
 
     def tick(self) -> TickResult:
+        """One full pass: reclaim expired leases, plan what is due, send it."""
         with self._lock:
-            reclaimed = self.reap()
-            planned = self.plan()
-            dispatched = self.dispatch()
+            started_here = not self.dispatcher_lock.held
+            self.dispatcher_lock.acquire()
+            try:
+                reclaimed = self.reap()
+                planned = self.plan()
+                dispatched = self.dispatch()
+            finally:
+                if started_here:  # a one-off pass (send-due); `start` holds it throughout
+                    self.dispatcher_lock.release()
         return TickResult(planned, dispatched, reclaimed)
 
     def _job(self) -> None:
-        if self.stop.is_set():
+        if self.stop.is_set() or time.monotonic() < self._pause_until:
             return
         try:
             result = self.tick()
+        except DBAPIError as exc:
+            # The database went away (restart, network): say so once per attempt, back off,
+            # and let the connection pool reconnect on the next pass. Nothing is lost: what
+            # was claimed keeps its lease, what was sent is recorded by the dispatcher.
+            self._failures += 1
+            delay = min(60.0, 2.0**self._failures)
+            self._pause_until = time.monotonic() + delay
+            log.warning(
+                "database unreachable (%s); trying again in %.0fs",
+                str(exc.orig).splitlines()[0] if exc.orig else exc,
+                delay,
+            )
+            return
         except Exception:  # keep the scheduler alive; the next tick retries
             log.exception("tick failed")
             return
+        if self._failures:
+            log.warning("database reachable again after %d failed passes", self._failures)
+            self._failures = 0
         d = result.dispatched
         if d.total:
             log.info(
@@ -139,6 +225,7 @@ class Worker:
     def start(self, tick_seconds: float | None = None) -> BackgroundScheduler:
         """Run `tick` every tick_seconds in a background thread until `shutdown()`."""
         interval = tick_seconds or self.runtime.settings.tick_seconds
+        self.dispatcher_lock.acquire()  # fails at once if another dispatcher runs on SQLite
         self.open()
         scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},
@@ -161,3 +248,4 @@ class Worker:
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         self.close()
+        self.dispatcher_lock.release()

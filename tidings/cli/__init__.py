@@ -87,7 +87,9 @@ def main() -> None:
 
 from tidings.cli import campaigns as _campaigns  # noqa: E402
 from tidings.cli import engine as _engine  # noqa: E402
+from tidings.cli import ops as _ops  # noqa: E402
 from tidings.cli import subscribers as _subscribers  # noqa: E402
+from tidings.cli import web as _web  # noqa: E402
 
-for _module in (_campaigns, _engine, _subscribers):
+for _module in (_campaigns, _engine, _ops, _subscribers, _web):
     _module.register(cli)

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from tidings.cli import State, pass_state
+from tidings.cli.web import host_option, port_option, start_web
 from tidings.db import upgrade
-from tidings.scheduler import Worker
+from tidings.scheduler import DispatcherBusy, Worker
 
 
 @click.group("db")
@@ -42,8 +43,13 @@ def send_due(state: State) -> None:
     """
     runtime = state.runtime()
     worker = Worker(runtime)
-    with worker:
-        result = worker.tick()
+    try:
+        with worker:
+            result = worker.tick()
+    except DispatcherBusy as busy:
+        # An overlapping cron run on SQLite: the other process is sending; nothing to do.
+        click.echo(f"skipped: {busy}", err=True)
+        return
     d = result.dispatched
     click.echo(
         f"planned {result.planned.planned}, sent {d.sent}, retrying {d.retried}, "
@@ -59,18 +65,30 @@ def send_due(state: State) -> None:
     default=None,
     help="Seconds between scheduler passes (default: TIDINGS_TICK_SECONDS, 5).",
 )
+@click.option(
+    "--no-web",
+    is_flag=True,
+    help="Only plan and send; serve the web pages elsewhere (`tidings serve`).",
+)
+@host_option
+@port_option
 @pass_state
-def run(state: State, tick_seconds: float | None) -> None:
-    """Run the scheduler in the foreground: plan due emails, send them, reclaim leases.
+def run(
+    state: State, tick_seconds: float | None, no_web: bool, host: str | None, port: int | None
+) -> None:
+    """Run the scheduler in the foreground: plan due emails, send them, reclaim leases; and
+    serve the web pages (sign-up form, confirm, unsubscribe, preferences, API) in the same
+    process, unless --no-web.
 
     Ctrl-C or SIGTERM finishes the message in flight and exits cleanly.
 
     \b
     Example:
-      TIDINGS_SMTP_URL='smtp://user:pass@mail.example.org:587?starttls=1' tidings run
+      TIDINGS_SMTP_URL='smtp://user:pass@mail.example.org:587?starttls=1' tidings run --port 8000
     """
     runtime = state.runtime()
     worker = Worker(runtime)
+    web = None
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -79,18 +97,25 @@ def run(state: State, tick_seconds: float | None) -> None:
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        if not no_web:
+            web = start_web(runtime, host, port)  # before the worker: a busy port fails early
         worker.start(tick_seconds)
         click.echo(
-            f"tidings is running (every {tick_seconds or runtime.settings.tick_seconds}s); "
-            "Ctrl-C to stop",
+            f"tidings is running (every {tick_seconds or runtime.settings.tick_seconds}s"
+            + (f"; web pages at {web.url}" if web is not None else "")
+            + "); Ctrl-C to stop",
             err=True,
         )
         while not stop.wait(0.5):
             pass
     finally:
-        worker.shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            worker.shutdown()
+        finally:
+            if web is not None:
+                web.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     click.echo("stopped cleanly", err=True)
 
 
