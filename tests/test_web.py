@@ -1,0 +1,991 @@
+"""The contact channel over HTTP: sign-up form, confirm, unsubscribe (incl. RFC 8058 one-click),
+preferences, the opt-in API and the health check, each with its bad input.
+
+Requests go through Flask's test client into the real app (the same `create_app` that
+`tidings serve` runs), on a real database (SQLite and PostgreSQL), with the real scheduler
+sending to a real SMTP server. The end-to-end journey through a real server and a real browser
+is in test_browser.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import received, run_for
+from sqlalchemy import func, select
+
+from tidings.clock import FixedClock
+from tidings.config import Settings
+from tidings.models import (
+    ApiKey,
+    ConsentEvent,
+    Delivery,
+    Enrollment,
+    Step,
+    Subscriber,
+    Suppression,
+)
+from tidings.runtime import Runtime
+from tidings.scheduler import Worker
+from tidings.subscribers.apikeys import create_api_key, revoke_api_key
+from tidings.subscribers.service import (
+    Consent,
+    add_subscriber,
+    find_subscriber,
+    unsubscribe,
+)
+from tidings.subscribers.tokens import Links, make_token
+from tidings.web import create_app
+from tidings.web.app import consent_text_for
+
+BASE_URL = "https://news.example.org"
+SECRET = "test-secret-key"  # conftest's settings
+CRISIS = ("988", "988lifeline.org", "911")
+TABLES = {
+    "subscribers": Subscriber,
+    "consent_events": ConsentEvent,
+    "deliveries": Delivery,
+    "suppressions": Suppression,
+    "enrollments": Enrollment,
+}
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class Visitor:
+    """One person's browser as far as plain HTTP goes: cookies, an address, the hidden fields
+    of the forms they loaded."""
+
+    def __init__(self, app: Any, ip: str = "192.0.2.10", user_agent: str = "TestBrowser/1.0"):
+        self.client = app.test_client()
+        self.client.environ_base.update({"REMOTE_ADDR": ip, "HTTP_USER_AGENT": user_agent})
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.client.post(path, **kwargs)
+
+    def hidden_fields(self, page: str) -> dict[str, str]:
+        response = self.get(page)
+        assert response.status_code in (200, 410), response.status_code
+        return dict(HIDDEN.findall(response.get_data(as_text=True)))
+
+    def submit(self, page: str, data: dict[str, str], action: str | None = None) -> Any:
+        """Load `page`, then post its form with `data` (as a browser does)."""
+        fields = self.hidden_fields(page)
+        return self.post(action or page, data={**fields, **data})
+
+    def sign_up(self, email: str, name: str = "Ann", timezone: str = "Europe/Paris",
+                **extra: str) -> Any:
+        data = {"email": email, "name": name, "timezone": timezone, "consent": "yes", **extra}
+        return self.submit("/subscribe", data)
+
+
+def counts(runtime: Runtime) -> dict[str, int]:
+    with runtime.sessions.begin() as session:
+        return {name: session.scalar(select(func.count()).select_from(model)) or 0
+                for name, model in TABLES.items()}
+
+
+def subscriber(runtime: Runtime, email: str) -> Subscriber:
+    with runtime.sessions.begin() as session:
+        return find_subscriber(session, email)
+
+
+def consent_events(runtime: Runtime, email: str) -> list[ConsentEvent]:
+    with runtime.sessions.begin() as session:
+        sub = find_subscriber(session, email)
+        return list(session.scalars(select(ConsentEvent).where(
+            ConsentEvent.subscriber_id == sub.id).order_by(ConsentEvent.id)))
+
+
+def add_active(runtime: Runtime, email: str, tz: str = "Europe/Paris", name: str = "Bob") -> str:
+    """An active subscriber; returns their link key."""
+    with runtime.sessions.begin() as session:
+        sub = add_subscriber(session, runtime.clock.now(), email, Consent("cli", "test"),
+                             name=name, timezone=tz, confirmed=True,
+                             message_domain=runtime.settings.sender_domain)
+        return sub.key
+
+
+def link_path(scope: str, key: str, runtime: Runtime | None = None) -> str:
+    if scope == "confirm":
+        assert runtime is not None
+        return urlsplit(Links(BASE_URL, SECRET).confirm(key, runtime.clock.now())).path
+    return f"/{scope}/{make_token(SECRET, scope, key)}"
+
+
+def links_in(message: Any, scope: str) -> list[str]:
+    """Paths of the `scope` links in an email's text part."""
+    text = message.get_body(("plain",)).get_content()
+    return [urlsplit(u).path for u in re.findall(rf"{BASE_URL}/{scope}/[\w.-]+", text)]
+
+
+def emails_to(server: Any, address: str) -> list[Any]:
+    return [m for m in received(server) if m["To"].addresses[0].addr_spec == address]
+
+
+def assert_public_page(response: Any) -> str:
+    """What every public page shares: the crisis block, headers, nothing from elsewhere."""
+    html = response.get_data(as_text=True)
+    assert response.headers["Content-Type"].startswith("text/html")
+    for needle in CRISIS:
+        assert needle in html
+    assert '<html lang="en">' in html
+    assert "Traceback" not in html
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Cache-Control"] == "no-store"
+    for src in re.findall(r'<(?:script|link|img|iframe)[^>]+(?:src|href)="([^"]+)"', html):
+        assert src.startswith("/static/"), f"loads {src} from elsewhere"
+    return html
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> Any:
+    return create_app(runtime)
+
+
+@pytest.fixture
+def visitor(app: Any) -> Visitor:
+    return Visitor(app)
+
+
+def app_with(runtime: Runtime, clock: FixedClock, **changes: Any) -> tuple[Any, Runtime]:
+    """An app on the same database with other settings (rate limits, proxies, origins)."""
+    other = Runtime.open(runtime.settings.replace(**changes), clock)
+    return create_app(other), other
+
+
+# ----------------------------------------------------------------------------- sign-up form
+
+
+def test_the_sign_up_form_is_accessible_and_loads_nothing_from_elsewhere(visitor, settings):
+    response = visitor.get("/subscribe")
+    assert response.status_code == 200
+    html = assert_public_page(response)
+    for field in ("email", "name", "timezone", "consent"):
+        assert f'<label for="field-{field}">' in html
+        assert f'id="field-{field}"' in html
+    assert html.count("<fieldset>") == 2 and html.count("<legend>") == 2
+    assert consent_text_for(settings) in html
+    assert "Center for Counseling" in html  # {organization} filled in
+    assert "unsubscribe" in consent_text_for(settings)  # says how to leave
+    assert 'data-tidings-timezone' in html and 'list="timezones"' in html
+    assert '<option value="America/New_York">' in html
+    assert 'src="/static/timezone.js"' in html
+    assert 'name="website"' in html and 'class="hp" aria-hidden="true"' in html
+    assert visitor.get("/static/timezone.js").status_code == 200
+    assert visitor.get("/static/tidings.css").status_code == 200
+
+
+def test_signing_up_stores_consent_evidence_and_the_confirmation_email_arrives(
+        visitor, runtime, worker, smtp_server, settings):
+    response = visitor.sign_up("Ann@Example.org", name="Ann Lee", timezone="Europe/Paris")
+    assert response.status_code == 200
+    assert "Check your inbox" in assert_public_page(response)
+
+    ann = subscriber(runtime, "ann@example.org")
+    assert (ann.status, ann.name, ann.timezone) == ("pending", "Ann Lee", "Europe/Paris")
+    [event] = consent_events(runtime, "ann@example.org")
+    assert (event.kind, event.source, event.ip, event.user_agent) == (
+        "requested", "contact-form", "192.0.2.10", "TestBrowser/1.0")
+    shown = consent_text_for(settings)
+    assert event.consent_text_sha256 == hashlib.sha256(shown.encode()).hexdigest()
+    assert event.evidence == f"sign-up form at {BASE_URL}/subscribe"
+    assert event.created_at == runtime.clock.now()
+
+    worker.tick()
+    [message] = emails_to(smtp_server, "ann@example.org")
+    assert message["Subject"] == "Please confirm your subscription"
+    assert len(links_in(message, "confirm")) >= 1
+    # The confirmation email carries working one-click unsubscribe headers too.
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe_url = re.search(r"<(https://[^>]+)>", message["List-Unsubscribe"]).group(1)
+    assert unsubscribe_url.startswith(f"{BASE_URL}/unsubscribe/")
+    one_click = visitor.post(urlsplit(unsubscribe_url).path,
+                             data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200
+    assert subscriber(runtime, "ann@example.org").status == "unsubscribed"
+
+
+def test_the_answer_is_the_same_bytes_whoever_is_already_subscribed(app, runtime, clock):
+    """Nobody can learn through the form who is on the list: new, pending, active, unsubscribed
+    and bounced addresses get byte-identical answers (the CSRF token aside)."""
+    add_active(runtime, "active@example.org")
+    add_active(runtime, "gone@example.org")
+    with runtime.sessions.begin() as session:
+        unsubscribe(session, find_subscriber(session, "gone@example.org"), "cli", clock.now())
+    Visitor(app).sign_up("pending@example.org")
+    with runtime.sessions.begin() as session:
+        sub = add_subscriber(session, clock.now(), "bounced@example.org", Consent("cli", "t"),
+                             confirmed=True)
+        sub.status = "bounced"
+
+    def answer(email: str) -> tuple[int, list[tuple[str, str]], bytes, str]:
+        visitor = Visitor(app)
+        form = visitor.get("/subscribe").get_data(as_text=True)
+        response = visitor.sign_up(email)
+        headers = sorted((k, v) for k, v in response.headers.items() if k != "Date")
+        form_without_token = re.sub(r'name="csrf_token" value="[^"]+"', "", form)
+        return response.status_code, headers, response.get_data(), form_without_token
+
+    new = answer("new@example.org")
+    assert new[0] == 200
+    for existing in ("pending@example.org", "active@example.org", "gone@example.org",
+                     "bounced@example.org", "NEW@example.org"):
+        assert answer(existing) == new, existing
+
+
+def test_a_pending_address_gets_at_most_one_new_confirmation_per_interval(
+        visitor, runtime, clock, worker, smtp_server):
+    visitor.sign_up("ann@example.org")
+    visitor.sign_up("ann@example.org")
+    worker.tick()
+    assert len(emails_to(smtp_server, "ann@example.org")) == 1
+
+    clock.advance(minutes=16)  # TIDINGS_CONFIRM_RESEND_SECONDS is 900 by default
+    assert visitor.sign_up("ann@example.org", name="Mallory").status_code == 200
+    worker.tick()
+    assert len(emails_to(smtp_server, "ann@example.org")) == 2
+    # A stranger re-typing the address cannot change what is stored about her.
+    assert subscriber(runtime, "ann@example.org").name == "Ann"
+
+    for _ in range(10):  # however the form is pushed, at most 5 a day
+        clock.advance(minutes=16)
+        visitor.sign_up("ann@example.org")
+    worker.tick()
+    assert len(emails_to(smtp_server, "ann@example.org")) == 5
+
+
+def test_someone_who_unsubscribed_can_come_back_through_double_opt_in(
+        visitor, runtime, clock, worker, smtp_server, kap):
+    add_active(runtime, "bob@example.org")
+    with runtime.sessions.begin() as session:
+        unsubscribe(session, find_subscriber(session, "bob@example.org"), "cli", clock.now())
+    assert visitor.sign_up("bob@example.org").status_code == 200
+    assert subscriber(runtime, "bob@example.org").status == "pending"
+    worker.tick()
+    [confirmation] = emails_to(smtp_server, "bob@example.org")  # allowed through suppression
+    response = visitor.get(links_in(confirmation, "confirm")[0])
+    assert response.status_code == 200
+    assert subscriber(runtime, "bob@example.org").status == "active"
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field", "message"),
+    [
+        ({"email": "not-an-address"}, "email", "is not a valid email address"),
+        ({"email": "a" * 250 + "@example.org"}, "email", "the limit is 254"),
+        ({"email": ""}, "email", "an email address is required"),
+        ({"name": "Ann\r\nBcc: victim@example.org"}, "name", "without control characters"),
+        ({"name": "A" * 201}, "name", "the limit is 200"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "unknown timezone"),
+        ({"timezone": "PST"}, "timezone", "use a region name"),
+        ({"timezone": "Europe/" + "x" * 80}, "timezone", "the limit is 64"),
+        ({"consent": ""}, "consent", "Please tick the box"),
+        ({"consent_version": "0123456789abcdef"}, "consent", "wording of this agreement"),
+    ],
+)
+def test_bad_sign_up_input_is_a_422_naming_the_field_and_nothing_is_stored(
+        visitor, runtime, fields, bad_field, message):
+    response = visitor.sign_up(**{"email": "ann@example.org", **fields})
+    assert response.status_code == 422
+    html = assert_public_page(response)
+    assert 'role="alert"' in html
+    assert f'href="#field-{bad_field}"' in html
+    assert message in html.replace("&#39;", "'")
+    assert 'aria-invalid="true"' in html
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_every_bad_field_is_reported_at_once_and_what_was_typed_comes_back_escaped(
+        visitor, runtime):
+    response = visitor.sign_up('"><script>alert(1)</script>', name="<b>Ann</b>\nBcc: x",
+                               timezone="Nowhere", consent="")
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    for field in ("email", "name", "timezone", "consent"):
+        assert f'href="#field-{field}"' in html
+    assert "<script>alert(1)</script>" not in html and "<b>Ann</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_a_form_without_a_valid_csrf_token_is_refused_and_comes_back_to_send_again(
+        visitor, runtime):
+    data = {"email": "ann@example.org", "name": "Ann", "timezone": "UTC", "consent": "yes"}
+    fields = visitor.hidden_fields("/subscribe")
+    without = visitor.post("/subscribe", data={**data, "consent_version":
+                                               fields["consent_version"]})
+    forged = visitor.post("/subscribe", data={**fields, **data, "csrf_token": "forged"})
+    for response in (without, forged):
+        assert response.status_code == 400
+        html = assert_public_page(response)
+        assert "send the form again" in html
+        assert 'value="ann@example.org"' in html  # filled in, ready to send again
+        assert re.search(r'name="csrf_token" value="[^"]+"', html)
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+    # Another visitor's token is not valid with this visitor's session either.
+    stranger = Visitor(create_app(runtime))
+    stolen = stranger.hidden_fields("/subscribe")
+    assert visitor.post("/subscribe", data={**stolen, **data}).status_code == 400
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_the_embedded_form_is_accepted_from_an_allowed_origin_only(runtime, clock):
+    app, other = app_with(runtime, clock, form_origins="https://www.center.example.org")
+    try:
+        from tidings.web.app import consent_version_of
+        data = {"email": "ann@example.org", "name": "Ann", "timezone": "UTC", "consent": "yes",
+                "consent_version": consent_version_of(consent_text_for(other.settings))}
+        visitor = Visitor(app)
+        refused = visitor.post("/subscribe", data=data,
+                               headers={"Origin": "https://evil.example.net"})
+        assert refused.status_code == 400
+        assert counts(runtime)["subscribers"] == 0
+        accepted = visitor.post("/subscribe", data=data,
+                                headers={"Origin": "https://www.center.example.org"})
+        assert accepted.status_code == 200
+        assert subscriber(runtime, "ann@example.org").status == "pending"
+        [event] = consent_events(runtime, "ann@example.org")
+        assert event.evidence == "sign-up form at https://www.center.example.org"
+    finally:
+        other.close()
+
+
+def test_a_filled_in_honeypot_gets_the_usual_answer_and_nothing_is_stored(visitor, runtime):
+    response = visitor.sign_up("bot@example.org", website="https://spam.example")
+    assert response.status_code == 200
+    assert "Check your inbox" in response.get_data(as_text=True)
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_too_many_sign_ups_from_one_address_get_429(runtime, clock):
+    app, other = app_with(runtime, clock, subscribe_rate_limit="3/minute")
+    try:
+        visitor = Visitor(app, ip="198.51.100.7")
+        for i in range(3):
+            assert visitor.sign_up(f"p{i}@example.org").status_code == 200
+        response = visitor.sign_up("p3@example.org")
+        assert response.status_code == 429
+        assert "Too many requests" in assert_public_page(response)
+        assert counts(runtime)["subscribers"] == 3
+        # Someone else, from another address, is not held back.
+        assert Visitor(app, ip="198.51.100.8").sign_up("q@example.org").status_code == 200
+        assert counts(runtime)["subscribers"] == 4
+    finally:
+        other.close()
+
+
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
+        runtime, clock):
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    direct_app, direct = app_with(runtime, clock, subscribe_rate_limit="1/minute")
+    proxied_app, proxied = app_with(runtime, clock, subscribe_rate_limit="1/minute",
+                                    trusted_proxies=1)
+    try:
+        visitor = Visitor(direct_app, ip="127.0.0.1")
+        fields = visitor.hidden_fields("/subscribe")
+        data = {**fields, "email": "ann@example.org", "timezone": "UTC", "consent": "yes"}
+        assert visitor.post("/subscribe", data=data, headers=forwarded).status_code == 200
+        assert consent_events(runtime, "ann@example.org")[0].ip == "127.0.0.1"
+        # A forged header does not get around the limit when no proxy is trusted.
+        data["email"] = "bob@example.org"
+        assert visitor.post("/subscribe", data=data, headers={
+            "X-Forwarded-For": "203.0.113.77"}).status_code == 429
+
+        visitor = Visitor(proxied_app, ip="127.0.0.1")
+        fields = visitor.hidden_fields("/subscribe")
+        data = {**fields, "email": "cat@example.org", "timezone": "UTC", "consent": "yes"}
+        assert visitor.post("/subscribe", data=data, headers=forwarded).status_code == 200
+        assert consent_events(runtime, "cat@example.org")[0].ip == "203.0.113.9"
+        data["email"] = "dan@example.org"
+        assert visitor.post("/subscribe", data=data, headers=forwarded).status_code == 429
+        assert visitor.post("/subscribe", data=data, headers={
+            "X-Forwarded-For": "203.0.113.10"}).status_code == 200
+    finally:
+        direct.close()
+        proxied.close()
+
+
+def test_an_oversized_request_is_413_and_nothing_is_stored(visitor, runtime):
+    response = visitor.sign_up("ann@example.org", name="x" * 20_000)
+    assert response.status_code == 413
+    assert "Too much data" in assert_public_page(response)
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_a_script_tag_in_the_name_is_escaped_on_every_page_and_in_the_email(
+        visitor, runtime, worker, smtp_server, kap):
+    name = "<script>alert('x')</script>"
+    assert visitor.sign_up("ann@example.org", name=name).status_code == 200
+    assert subscriber(runtime, "ann@example.org").name == name  # stored as typed
+    worker.tick()
+    [message] = emails_to(smtp_server, "ann@example.org")
+    html_part = message.get_body(("html",)).get_content()
+    assert "<script" not in html_part
+    confirmed = visitor.get(links_in(message, "confirm")[0]).get_data(as_text=True)
+    assert "<script>alert" not in confirmed and "&lt;script&gt;alert" in confirmed
+    key = subscriber(runtime, "ann@example.org").key
+    prefs = visitor.get(link_path("preferences", key)).get_data(as_text=True)
+    assert "<script>alert" not in prefs
+    assert 'value="&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"' in prefs
+    worker.tick()  # the welcome email
+    welcome = emails_to(smtp_server, "ann@example.org")[-1]
+    assert "<script" not in welcome.get_body(("html",)).get_content()
+
+
+# ----------------------------------------------------------------------------- confirm
+
+
+def confirmation_link(visitor: Visitor, worker: Worker, smtp_server: Any, email: str) -> str:
+    visitor.sign_up(email)
+    worker.tick()
+    return links_in(emails_to(smtp_server, email)[-1], "confirm")[0]
+
+
+def test_the_confirm_link_activates_enrolls_and_says_what_comes_next(
+        visitor, runtime, worker, smtp_server, kap, clock):
+    link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
+    clock.advance(hours=1)
+    response = visitor.get(link)
+    assert response.status_code == 200
+    html = assert_public_page(response)
+    assert "You are subscribed, Ann" in html
+    assert "What comes next" in html and "Europe/Paris" in html
+    assert "/preferences/" in html and "/unsubscribe/" in html
+
+    ann = subscriber(runtime, "ann@example.org")
+    assert ann.status == "active" and ann.confirmed_at == clock.now()
+    with runtime.sessions.begin() as session:
+        assert session.scalars(select(Enrollment.status)).all() == ["active"]
+    confirmed = consent_events(runtime, "ann@example.org")[-1]
+    assert (confirmed.kind, confirmed.source, confirmed.ip) == ("confirmed", "email",
+                                                                "192.0.2.10")
+    # Opening it again changes nothing and says so.
+    again = visitor.get(link)
+    assert again.status_code == 200
+    assert "already subscribed" in again.get_data(as_text=True)
+    assert [e.kind for e in consent_events(runtime, "ann@example.org")] == ["requested",
+                                                                            "confirmed"]
+    worker.tick()
+    assert emails_to(smtp_server, "ann@example.org")[-1]["Subject"] != (
+        "Please confirm your subscription")  # the welcome email arrived
+
+
+def test_an_expired_confirm_link_offers_a_new_email_whose_link_works(
+        visitor, runtime, worker, smtp_server, clock):
+    link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
+    clock.advance(days=7, seconds=1)
+    response = visitor.get(link)
+    assert response.status_code == 410
+    html = assert_public_page(response)
+    assert "This link has expired" in html and "Send me a new confirmation email" in html
+    assert subscriber(runtime, "ann@example.org").status == "pending"
+
+    again = visitor.submit(link, {})
+    assert again.status_code == 200
+    assert "Check your inbox" in again.get_data(as_text=True)
+    worker.tick()
+    fresh = links_in(emails_to(smtp_server, "ann@example.org")[-1], "confirm")[0]
+    assert fresh != link
+    assert visitor.get(fresh).status_code == 200
+    assert subscriber(runtime, "ann@example.org").status == "active"
+    # An expired link of someone already confirmed just says so.
+    assert visitor.get(link).status_code == 200
+
+
+def test_asking_for_a_new_confirmation_email_needs_a_csrf_token(
+        visitor, runtime, worker, smtp_server, clock):
+    link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
+    clock.advance(days=8)
+    assert visitor.post(link, data={}).status_code == 400
+    worker.tick()
+    assert len(emails_to(smtp_server, "ann@example.org")) == 1
+
+
+def test_a_confirm_link_of_someone_who_left_since_does_not_bring_them_back(
+        visitor, runtime, worker, smtp_server, clock):
+    link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
+    with runtime.sessions.begin() as session:
+        unsubscribe(session, find_subscriber(session, "ann@example.org"), "cli", clock.now())
+    response = visitor.get(link)
+    assert response.status_code == 409
+    assert "sign up again" in assert_public_page(response)
+    assert subscriber(runtime, "ann@example.org").status == "unsubscribed"
+
+
+def tampered(token: str) -> str:
+    return token[:-1] + ("A" if token[-1] != "A" else "B")
+
+
+@pytest.mark.parametrize("scope", ["confirm", "unsubscribe", "preferences"])
+def test_forged_foreign_and_wrong_kind_links_are_404_and_change_nothing(
+        visitor, runtime, clock, scope):
+    key = add_active(runtime, "bob@example.org")
+    with runtime.sessions.begin() as session:
+        pending = add_subscriber(session, clock.now(), "ann@example.org", Consent("cli"))
+        pending_key = pending.key
+    before = counts(runtime)
+    other_scopes = [s for s in ("confirm", "unsubscribe", "preferences") if s != scope]
+    bad_tokens = [
+        "garbage",
+        "a.b.c.d",
+        tampered(link_path(scope, key, runtime).rsplit("/", 1)[1]),
+        make_token("another-secret", "unsubscribe", key)
+        if scope != "confirm" else Links(BASE_URL, "another-secret").confirm(
+            key, clock.now()).rsplit("/", 1)[1],
+        "x" * 5000,
+    ]
+    # A genuine token of another kind: an unsubscribe link cannot confirm, a confirm link
+    # cannot change preferences...
+    for other in other_scopes:
+        bad_tokens.append(link_path(other, pending_key, runtime).rsplit("/", 1)[1])
+    # A genuine token for nobody (an erased subscriber's old link).
+    bad_tokens.append(link_path(scope, "nobody-has-this-key", runtime).rsplit("/", 1)[1])
+    for token in bad_tokens:
+        response = visitor.get(f"/{scope}/{token}")
+        assert response.status_code == 404, token
+        assert "This link does not work" in assert_public_page(response)
+        posted = visitor.post(f"/{scope}/{token}", data={"List-Unsubscribe": "One-Click"})
+        assert posted.status_code in (400, 404), token
+    assert counts(runtime) == before
+    assert subscriber(runtime, "ann@example.org").status == "pending"
+    assert subscriber(runtime, "bob@example.org").status == "active"
+
+
+# ----------------------------------------------------------------------------- unsubscribe
+
+
+def test_the_unsubscribe_page_has_one_button_that_stops_everything(
+        visitor, runtime, worker, kap, clock, smtp_server):
+    key = add_active(runtime, "bob@example.org")
+    run_for(worker, clock, timedelta(days=3))
+    sent = len(emails_to(smtp_server, "bob@example.org"))
+    assert sent >= 1
+    path = link_path("unsubscribe", key)
+    page = visitor.get(path)
+    assert page.status_code == 200
+    html = assert_public_page(page)
+    assert html.count("<button") == 1
+    assert "You will stop receiving" in html
+    assert "Understanding ketamine-assisted psychotherapy" in html  # the campaign's name
+
+    done = visitor.submit(path, {})
+    assert done.status_code == 200
+    assert "You are unsubscribed" in assert_public_page(done)
+    bob = subscriber(runtime, "bob@example.org")
+    assert bob.status == "unsubscribed"
+    assert consent_events(runtime, "bob@example.org")[-1].source == "unsubscribe-page"
+    run_for(worker, clock, timedelta(days=30))
+    assert len(emails_to(smtp_server, "bob@example.org")) == sent
+    # The link keeps working and says so.
+    assert "You are unsubscribed" in visitor.get(path).get_data(as_text=True)
+
+
+def test_the_unsubscribe_button_without_csrf_token_is_refused(visitor, runtime):
+    key = add_active(runtime, "bob@example.org")
+    response = visitor.post(link_path("unsubscribe", key), data={})
+    assert response.status_code == 400
+    assert_public_page(response)
+    assert subscriber(runtime, "bob@example.org").status == "active"
+
+
+def test_rfc8058_one_click_unsubscribes_before_the_next_send_without_any_page(
+        visitor, runtime, worker, kap, clock, smtp_server):
+    key = add_active(runtime, "bob@example.org")
+    run_for(worker, clock, timedelta(days=3))
+    sent = len(emails_to(smtp_server, "bob@example.org"))
+    clock.set(worker.next_event())
+    assert worker.plan().planned == 1  # the next email is in the ledger, queued
+
+    response = Visitor(create_app(runtime), ip="209.85.1.1").post(
+        link_path("unsubscribe", key), data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200
+    assert subscriber(runtime, "bob@example.org").status == "unsubscribed"
+    assert consent_events(runtime, "bob@example.org")[-1].source == "one-click"
+    worker.tick()
+    assert len(emails_to(smtp_server, "bob@example.org")) == sent
+    with runtime.sessions.begin() as session:
+        statuses = session.scalars(select(Delivery.status).where(
+            Delivery.kind == "step")).all()
+        assert statuses.count("skipped") == 1
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 1
+    # Mail providers may send it again: still 200, nothing more recorded.
+    recorded = len(consent_events(runtime, "bob@example.org"))
+    again = visitor.post(link_path("unsubscribe", key),
+                         data={"List-Unsubscribe": "One-Click"})
+    assert again.status_code == 200
+    assert len(consent_events(runtime, "bob@example.org")) == recorded
+
+
+def test_one_click_also_accepts_multipart_bodies(visitor, runtime):
+    key = add_active(runtime, "bob@example.org")
+    response = visitor.post(link_path("unsubscribe", key),
+                            data={"List-Unsubscribe": "One-Click"},
+                            content_type="multipart/form-data")
+    assert response.status_code == 200
+    assert subscriber(runtime, "bob@example.org").status == "unsubscribed"
+
+
+def test_a_bounced_address_stays_bounced_when_its_unsubscribe_link_is_used(
+        visitor, runtime, clock):
+    key = add_active(runtime, "bob@example.org")
+    with runtime.sessions.begin() as session:
+        find_subscriber(session, "bob@example.org").status = "bounced"
+    response = visitor.post(link_path("unsubscribe", key),
+                            data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert subscriber(runtime, "bob@example.org").status == "bounced"
+
+
+# ----------------------------------------------------------------------------- preferences
+
+
+def test_the_preferences_page_shows_the_details_and_the_choices(visitor, runtime):
+    key = add_active(runtime, "bob@example.org", tz="America/Chicago", name="Bob Stone")
+    response = visitor.get(link_path("preferences", key))
+    assert response.status_code == 200
+    html = assert_public_page(response)
+    assert 'value="Bob Stone"' in html and 'value="America/Chicago"' in html
+    for weeks in (1, 2, 4):
+        assert f'name="weeks" type="radio" value="{weeks}"' in html
+    assert 'value="pause"' in html and 'value="leave"' in html and 'value="save"' in html
+    assert "bob@example.org" not in html  # the address is never shown on a token page
+
+
+def test_changing_name_and_timezone(visitor, runtime):
+    key = add_active(runtime, "bob@example.org", tz="America/Chicago")
+    path = link_path("preferences", key)
+    response = visitor.submit(path, {"action": "save", "name": "  Robert  ",
+                                     "timezone": "Asia/Tokyo"})
+    assert response.status_code == 200
+    assert "Your details are saved." in response.get_data(as_text=True)
+    bob = subscriber(runtime, "bob@example.org")
+    assert (bob.name, bob.timezone) == ("Robert", "Asia/Tokyo")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"timezone": "Nowhere/City"}, "timezone", "unknown timezone"),
+        ({"timezone": ""}, "timezone", "choose a timezone"),
+        ({"name": "Bob\rBcc: x@example.org"}, "name", "without control characters"),
+        ({"name": "B" * 201}, "name", "the limit is 200"),
+    ],
+)
+def test_bad_preferences_are_422_and_change_nothing(visitor, runtime, fields, field, message):
+    key = add_active(runtime, "bob@example.org", tz="America/Chicago")
+    data = {"action": "save", "name": "Bob", "timezone": "Europe/Rome", **fields}
+    response = visitor.submit(link_path("preferences", key), data)
+    assert response.status_code == 422
+    html = assert_public_page(response)
+    assert f'href="#field-{field}"' in html and message in html.replace("&#39;", "'")
+    bob = subscriber(runtime, "bob@example.org")
+    assert (bob.name, bob.timezone) == ("Bob", "America/Chicago")
+
+
+def test_preferences_without_csrf_token_change_nothing(visitor, runtime):
+    key = add_active(runtime, "bob@example.org")
+    for action in ("save", "pause", "leave"):
+        response = visitor.post(link_path("preferences", key), data={
+            "action": action, "name": "Eve", "timezone": "UTC", "weeks": "4"})
+        assert response.status_code == 400
+    bob = subscriber(runtime, "bob@example.org")
+    assert (bob.status, bob.name, bob.paused_until) == ("active", "Bob", None)
+
+
+def test_a_pause_holds_the_series_and_it_continues_where_it_stopped(
+        visitor, runtime, worker, kap, clock, smtp_server):
+    key = add_active(runtime, "bob@example.org")
+    run_for(worker, clock, timedelta(days=3))
+    before = [m["Subject"] for m in emails_to(smtp_server, "bob@example.org")]
+    assert len(before) == 2
+    path = link_path("preferences", key)
+
+    response = visitor.submit(path, {"action": "pause", "weeks": "2"})
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "Your emails are paused until" in html and "Resume my emails now" in html
+    assert subscriber(runtime, "bob@example.org").paused_until == clock.now() + timedelta(
+        weeks=2)
+
+    run_for(worker, clock, timedelta(days=13))
+    assert [m["Subject"] for m in emails_to(smtp_server, "bob@example.org")] == before
+    run_for(worker, clock, timedelta(days=30))
+    after = [m["Subject"] for m in emails_to(smtp_server, "bob@example.org")]
+    assert after[:2] == before and len(after) > 4
+    assert len(set(after)) == len(after), "an email was sent twice"
+    with runtime.sessions.begin() as session:
+        positions = session.scalars(
+            select(Step.position).join(Delivery, Delivery.step_id == Step.id)
+            .order_by(Delivery.sent_at)).all()
+    assert positions == list(range(1, len(positions) + 1)), "an email was skipped"
+
+
+def test_resuming_now_sends_the_next_email_at_the_next_window_not_after_the_pause(
+        visitor, runtime, worker, kap, clock, smtp_server):
+    key = add_active(runtime, "bob@example.org")
+    run_for(worker, clock, timedelta(days=3))
+    path = link_path("preferences", key)
+    visitor.submit(path, {"action": "pause", "weeks": "4"})
+    run_for(worker, clock, timedelta(days=5))
+    held = len(emails_to(smtp_server, "bob@example.org"))
+
+    response = visitor.submit(path, {"action": "resume"})
+    assert response.status_code == 200
+    assert "Your emails will continue" in response.get_data(as_text=True)
+    assert subscriber(runtime, "bob@example.org").paused_until is None
+    resumed_at = clock.now()  # a Tuesday morning, inside the window, weeks before the end
+    run_for(worker, clock, timedelta(hours=1))
+    mails = emails_to(smtp_server, "bob@example.org")
+    assert len(mails) == held + 1
+    assert mails[-1]["Date"].datetime == resumed_at
+    run_for(worker, clock, timedelta(days=45))
+    subjects = [m["Subject"] for m in emails_to(smtp_server, "bob@example.org")]
+    assert len(subjects) == 16 and len(set(subjects)) == 16
+
+
+@pytest.mark.parametrize("weeks", ["3", "0", "", "two", "-1"])
+def test_a_pause_of_another_length_is_refused(visitor, runtime, weeks):
+    key = add_active(runtime, "bob@example.org")
+    response = visitor.submit(link_path("preferences", key), {"action": "pause",
+                                                              "weeks": weeks})
+    assert response.status_code == 422
+    assert 'href="#field-weeks"' in response.get_data(as_text=True)
+    assert subscriber(runtime, "bob@example.org").paused_until is None
+
+
+def test_an_unknown_preferences_action_is_400(visitor, runtime):
+    key = add_active(runtime, "bob@example.org")
+    response = visitor.submit(link_path("preferences", key), {"action": "delete-everything"})
+    assert response.status_code == 400
+    assert subscriber(runtime, "bob@example.org").status == "active"
+
+
+def test_leaving_from_the_preferences_page(visitor, runtime):
+    key = add_active(runtime, "bob@example.org")
+    path = link_path("preferences", key)
+    response = visitor.submit(path, {"action": "leave"})
+    assert response.status_code == 200
+    assert "You are unsubscribed" in assert_public_page(response)
+    assert subscriber(runtime, "bob@example.org").status == "unsubscribed"
+    # Afterwards the page says there is nothing to change, and refuses changes.
+    closed = visitor.get(path)
+    assert closed.status_code == 200 and "sign up again" in closed.get_data(as_text=True)
+    # (The closed page has no form: the CSRF token comes from the sign-up page.)
+    refused = visitor.submit("/subscribe", {"action": "pause", "weeks": "1"}, action=path)
+    assert refused.status_code == 409
+
+
+def test_a_pending_subscriber_can_fix_details_but_not_pause(visitor, runtime, clock):
+    with runtime.sessions.begin() as session:
+        key = add_subscriber(session, clock.now(), "ann@example.org", Consent("cli")).key
+    path = link_path("preferences", key)
+    html = visitor.get(path).get_data(as_text=True)
+    assert 'value="pause"' not in html
+    assert visitor.submit(path, {"action": "save", "name": "Ann",
+                                 "timezone": "Europe/Oslo"}).status_code == 200
+    assert subscriber(runtime, "ann@example.org").timezone == "Europe/Oslo"
+    assert visitor.submit(path, {"action": "pause", "weeks": "1"}).status_code == 409
+    assert subscriber(runtime, "ann@example.org").paused_until is None
+
+
+# ----------------------------------------------------------------------------- API
+
+
+@pytest.fixture
+def api_key(runtime: Runtime) -> str:
+    with runtime.sessions.begin() as session:
+        _, key = create_api_key(session, "contact-form", runtime.clock.now())
+    return key
+
+
+def api_post(app: Any, body: Any, key: str | None, **kwargs: Any) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    client = app.test_client()
+    if "data" in kwargs:
+        return client.post("/api/subscribers", headers=headers, **kwargs)
+    return client.post("/api/subscribers", json=body, headers=headers, **kwargs)
+
+
+API_BODY = {
+    "email": "ann@example.org",
+    "name": "Ann",
+    "timezone": "America/Denver",
+    "consent_text": "Yes, email me the KAP series (checkbox on the contact page).",
+    "source": "contact page, 'newsletter' box",
+}
+
+
+def test_the_api_forwards_an_opt_in_with_its_evidence(app, runtime, api_key, worker,
+                                                      smtp_server):
+    response = api_post(app, {**API_BODY, "ip": "198.51.100.23",
+                              "user_agent": "Mozilla/5.0"}, api_key)
+    assert response.status_code == 202
+    assert response.json["status"] == "accepted"
+    ann = subscriber(runtime, "ann@example.org")
+    assert (ann.status, ann.name, ann.timezone) == ("pending", "Ann", "America/Denver")
+    [event] = consent_events(runtime, "ann@example.org")
+    assert (event.kind, event.source, event.ip, event.user_agent) == (
+        "requested", "api", "198.51.100.23", "Mozilla/5.0")
+    assert event.consent_text_sha256 == hashlib.sha256(
+        API_BODY["consent_text"].encode()).hexdigest()
+    assert event.evidence == ("forwarded with API key 'contact-form'; "
+                              "source: contact page, 'newsletter' box")
+    with runtime.sessions.begin() as session:
+        assert session.scalars(select(ApiKey.last_used_at)).one() == runtime.clock.now()
+    worker.tick()
+    assert len(emails_to(smtp_server, "ann@example.org")) == 1
+    # The same answer for an address already there.
+    assert api_post(app, API_BODY, api_key).get_data() == response.get_data()
+
+
+@pytest.mark.parametrize("key", [None, "tdk_wrong", "not-even-a-key", "revoked"])
+def test_the_api_without_a_live_key_is_401_and_stores_nothing(app, runtime, api_key, key):
+    if key == "revoked":
+        with runtime.sessions.begin() as session:
+            revoke_api_key(session, "contact-form", runtime.clock.now())
+        key = api_key
+    response = api_post(app, API_BODY, key)
+    assert response.status_code == 401
+    assert "API key" in response.json["error"]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_the_api_names_every_bad_field_in_a_422(app, runtime, api_key):
+    body = {
+        "email": "not an address",
+        "name": "Ann\nBcc: x@example.org",
+        "timezone": "Moon/Base",
+        "consent_text": "",
+        "source": 42,
+        "ip": "999.1.1.1",
+        "favourite_colour": "blue",
+    }
+    response = api_post(app, body, api_key)
+    assert response.status_code == 422
+    errors = response.json["errors"]
+    assert set(errors) == {"email", "name", "timezone", "consent_text", "source", "ip",
+                           "favourite_colour"}
+    assert "not a valid email address" in errors["email"]
+    assert "control characters" in errors["name"]
+    assert "unknown timezone" in errors["timezone"]
+    assert errors["consent_text"] == "must not be empty"
+    assert errors["source"] == "must be a string"
+    assert "unknown field" in errors["favourite_colour"]
+    missing = api_post(app, {"name": "Ann"}, api_key)
+    assert missing.status_code == 422
+    assert set(missing.json["errors"]) == {"email", "consent_text"}
+    long = api_post(app, {**API_BODY, "email": "a" * 300 + "@example.org",
+                          "consent_text": "y" * 2001}, api_key)
+    assert set(long.json["errors"]) == {"email", "consent_text"}
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_the_api_wants_json(app, runtime, api_key):
+    form = api_post(app, None, api_key, data={"email": "ann@example.org"})
+    assert form.status_code == 415 and "JSON" in form.json["error"]
+    broken = api_post(app, None, api_key, data="{not json",
+                      content_type="application/json")
+    assert broken.status_code == 400 and "JSON object" in broken.json["error"]
+    array = api_post(app, [API_BODY], api_key)
+    assert array.status_code == 400
+    huge = api_post(app, {**API_BODY, "name": "x" * 20_000}, api_key)
+    assert huge.status_code == 413 and huge.is_json
+    assert counts(runtime) == dict.fromkeys(TABLES, 0)
+
+
+def test_api_errors_are_json(app, api_key):
+    client = app.test_client()
+    assert client.get("/api/subscribers").status_code == 405
+    assert client.get("/api/subscribers").is_json
+    assert client.get("/api/nothing-here").json == {"error": "There is nothing at this address."}
+
+
+def test_the_api_has_its_own_rate_limit(runtime, clock, api_key):
+    app, other = app_with(runtime, clock, api_rate_limit="2/minute")
+    try:
+        assert api_post(app, API_BODY, api_key).status_code == 202
+        assert api_post(app, {**API_BODY, "email": "b@example.org"}, api_key).status_code == 202
+        limited = api_post(app, {**API_BODY, "email": "c@example.org"}, api_key)
+        assert limited.status_code == 429 and limited.is_json
+        assert counts(runtime)["subscribers"] == 2
+    finally:
+        other.close()
+
+
+# ----------------------------------------------------------------------------- health, errors
+
+
+def test_healthz_reports_the_database(app):
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "ok"}
+
+
+def test_healthz_is_503_when_the_database_is_unreachable(settings, clock, tmp_path):
+    broken = settings.replace(database_url=f"sqlite:///{tmp_path}/missing/dir/tidings.db")
+    runtime = Runtime.open(broken, clock, check=False)
+    try:
+        response = create_app(runtime).test_client().get("/healthz")
+        assert response.status_code == 503
+        assert response.json == {"status": "error", "database": "unreachable"}
+    finally:
+        runtime.close()
+
+
+def test_errors_are_pages_with_the_crisis_block_never_a_stack_trace(visitor):
+    for method, path, code in (("get", "/nowhere", 404), ("put", "/subscribe", 405),
+                               ("delete", "/healthz", 405)):
+        response = getattr(visitor.client, method)(path)
+        assert response.status_code == code
+        if path != "/healthz":
+            assert_public_page(response)
+
+
+def test_a_crash_is_a_500_page_and_the_log_masks_the_address(settings, clock, tmp_path,
+                                                             caplog):
+    # A database without the schema: the insert fails deep inside SQLAlchemy.
+    empty = settings.replace(database_url=f"sqlite:///{tmp_path}/empty.db")
+    runtime = Runtime.open(empty, clock, check=False)
+    try:
+        visitor = Visitor(create_app(runtime))
+        with caplog.at_level(logging.ERROR, logger="tidings.web.app"):
+            response = visitor.sign_up("secret.person@example.org")
+        assert response.status_code == 500
+        html = assert_public_page(response)
+        assert "Something went wrong on our side" in html
+        assert "sqlite" not in html.lower() and "secret.person" not in html
+        logged = caplog.text
+        assert "OperationalError" in logged
+        assert "secret.person@example.org" not in logged
+        assert "s**@example.org" in logged
+    finally:
+        runtime.close()
+
+
+def test_bad_web_settings_are_clear_errors(runtime, clock):
+    from tidings.errors import ConfigError
+
+    for changes, needle in (({"subscribe_rate_limit": "lots"}, "TIDINGS_SUBSCRIBE_RATE_LIMIT"),
+                            ({"form_origins": "www.example.org"}, "TIDINGS_FORM_ORIGINS")):
+        with pytest.raises(ConfigError, match=needle):
+            create_app(Runtime(runtime.settings.replace(**changes), clock, runtime.engine,
+                               runtime.sessions))
+    with pytest.raises(ConfigError, match="TIDINGS_WEB_PORT"):
+        Settings(web_port=70000)
