@@ -1,0 +1,183 @@
+"""The whole journey in a real browser: Debian's Chromium driven by Playwright, against the app
+served by waitress on a loopback port, with the real scheduler sending to a real SMTP server.
+
+Sign up on /subscribe (the timezone pre-filled by the page's script), read the confirmation
+email, open its link, receive the welcome email, open its unsubscribe link and press the
+button; then an RFC 8058 one-click POST for another subscriber from a plain HTTP client.
+Nothing sleeps: the scheduler is driven with `worker.tick()`, and the browser waits on what
+the page shows.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import received
+from playwright.sync_api import Browser, expect, sync_playwright
+from sqlalchemy import select
+
+from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.clock import FixedClock
+from tidings.config import Settings
+from tidings.db import signing_key
+from tidings.devsmtp import free_port
+from tidings.models import Subscriber
+from tidings.runtime import Runtime
+from tidings.scheduler import Worker
+from tidings.subscribers.service import Consent, add_subscriber, find_subscriber
+from tidings.subscribers.tokens import Links
+from tidings.web import WebServer, create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def site(settings: Settings, clock: FixedClock) -> Iterator[tuple[str, Runtime]]:
+    """The app under waitress on a free loopback port; TIDINGS_BASE_URL is that address, so
+    the links in the emails lead back to it."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    with Runtime.open(settings.replace(base_url=base_url), clock) as runtime:
+        with runtime.sessions.begin() as session:
+            load_campaign(session, resolve_campaign_dir("kap-benefits"), runtime.settings,
+                          clock.now())
+        with WebServer(create_app(runtime), "127.0.0.1", port, threads=2):
+            yield base_url, runtime
+
+
+def link_in(message: Any, base_url: str, scope: str) -> str:
+    text = message.get_body(("plain",)).get_content()
+    found = re.search(rf"{re.escape(base_url)}/{scope}/[\w.-]+", text)
+    assert found, f"no {scope} link in {message['Subject']!r}"
+    return found.group(0)
+
+
+def status_of(runtime: Runtime, email: str) -> str:
+    with runtime.sessions.begin() as session:
+        return find_subscriber(session, email).status
+
+
+def test_the_whole_journey_in_a_real_browser(browser, site, smtp_server):
+    base_url, runtime = site
+    context = browser.new_context(timezone_id="Europe/Paris", locale="en-US")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    with Worker(runtime) as worker:
+        # Sign up. The page's own script fills in the browser's timezone; it stays editable.
+        page.goto(f"{base_url}/subscribe")
+        expect(page).to_have_title(re.compile("Sign up"))
+        timezone = page.get_by_label("Timezone")
+        expect(timezone).to_have_value("Europe/Paris")
+        expect(timezone).to_be_editable()
+        expect(page.get_by_role("complementary")).to_contain_text("988")
+        expect(page.locator("#field-website")).not_to_be_in_viewport()  # the honeypot
+        page.get_by_label("Email address").fill("ann@example.org")
+        page.get_by_label("First name").fill("Ann")
+        page.get_by_role("checkbox").check()
+        page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+        assert status_of(runtime, "ann@example.org") == "pending"
+
+        # The confirmation email arrives; its link confirms.
+        worker.tick()
+        [confirmation] = received(smtp_server)
+        assert confirmation["To"].addresses[0].addr_spec == "ann@example.org"
+        page.goto(link_in(confirmation, base_url, "confirm"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed, Ann")
+        expect(page.get_by_text("Europe/Paris")).to_be_visible()
+        assert status_of(runtime, "ann@example.org") == "active"
+
+        # The welcome email arrives (10:00 in Paris, inside the send window).
+        worker.tick()
+        welcome = received(smtp_server)[-1]
+        assert welcome["Subject"] == "Welcome, and what to expect"
+
+        # Its unsubscribe link: one button, then done.
+        page.goto(link_in(welcome, base_url, "unsubscribe"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("Unsubscribe")
+        page.get_by_role("button", name="Unsubscribe").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("You are unsubscribed")
+        expect(page.get_by_role("complementary")).to_contain_text("911")
+        assert status_of(runtime, "ann@example.org") == "unsubscribed"
+        worker.tick()
+        assert len(received(smtp_server)) == 2
+    context.close()
+
+    # RFC 8058: what Gmail or Yahoo send for another subscriber, from a plain HTTP client.
+    with runtime.sessions.begin() as session:
+        bob = add_subscriber(session, runtime.clock.now(), "bob@example.org",
+                             Consent("cli", "test"), timezone="UTC", confirmed=True)
+        url = Links(base_url, signing_key(session, runtime.settings.secret_key)).unsubscribe(
+            bob.key)
+    request = urllib.request.Request(
+        url, data=b"List-Unsubscribe=One-Click", method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    assert status_of(runtime, "bob@example.org") == "unsubscribed"
+
+
+def test_the_form_works_without_javascript(browser, site):
+    base_url, runtime = site
+    context = browser.new_context(java_script_enabled=False)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{base_url}/subscribe")
+    expect(page.get_by_label("Timezone")).to_have_value("")
+    page.get_by_label("Email address").fill("nojs@example.org")
+    page.get_by_role("checkbox").check()
+    page.get_by_role("button", name="Subscribe").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+    with runtime.sessions.begin() as session:
+        subscriber = find_subscriber(session, "nojs@example.org")
+        assert (subscriber.status, subscriber.timezone) == ("pending", "UTC")
+    context.close()
+
+
+def test_errors_are_listed_at_the_top_with_links_and_shown_at_each_field(browser, site):
+    base_url, runtime = site
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{base_url}/subscribe")
+    page.get_by_label("Email address").fill("not-an-address")
+    page.get_by_role("button", name="Subscribe").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("Email address")
+    expect(alert).to_contain_text("Agreement")
+    expect(page.get_by_label("Email address")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Email address")).to_have_value("not-an-address")
+    # The summary's links lead to the fields.
+    alert.get_by_role("link", name=re.compile("Email address")).click()
+    expect(page).to_have_url(re.compile("#field-email$"))
+    with runtime.sessions.begin() as session:
+        assert session.scalars(select(Subscriber)).all() == []
+    context.close()
