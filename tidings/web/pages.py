@@ -301,9 +301,9 @@ def unsubscribe(token: str) -> Any:
                     "one-click" if one_click else "page",
                     mask_email(subscriber.email),
                 )
-            return _unsubscribed_page(subscriber)
+            return _unsubscribed_page()
         if subscriber.status not in STILL_RECEIVING:
-            return _unsubscribed_page(subscriber)
+            return _unsubscribed_page()
         page = render_template(
             "web/unsubscribe.html",
             title="Unsubscribe",
@@ -314,7 +314,7 @@ def unsubscribe(token: str) -> Any:
     return page, 200
 
 
-def _unsubscribed_page(subscriber: Subscriber) -> Any:
+def _unsubscribed_page() -> Any:
     return (
         render_template(
             "web/unsubscribed.html",
@@ -419,7 +419,7 @@ def preferences(token: str) -> Any:
         if action == "leave":
             unsubscribe_subscriber(session, subscriber, "preferences-page", now)
             log.info("unsubscribed (preferences): %s", mask_email(subscriber.email))
-            return _unsubscribed_page(subscriber)
+            return _unsubscribed_page()
     abort(400)
 
 
