@@ -1,0 +1,144 @@
+"""`tidings stats` and `tidings prune`: results, and retention of unconfirmed requests."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from tidings.cli import State, pass_state
+from tidings.stats import STEP_COLUMNS, stats
+from tidings.subscribers.admin import parse_age, prune_pending
+
+
+@click.command("stats")
+@click.argument("campaign", required=False)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=30,
+    show_default=True,
+    help="How many days of sends per day, today included.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_state
+def stats_cmd(state: State, campaign: str | None, days: int, as_json: bool) -> None:
+    """Results: for each step of each campaign (or of CAMPAIGN), how many emails were sent,
+    are queued (waiting or retrying), failed, bounced or were skipped, and how many people
+    unsubscribed after that step (it was the last email they got before leaving); the
+    subscribers by status; emails sent per day (UTC).
+
+    With CAMPAIGN, the subscribers and sends counted are that campaign's only.
+
+    \b
+    Examples:
+      tidings stats
+      tidings stats kap-benefits --json | jq '.campaigns[0].steps'
+    """
+    runtime = state.runtime()
+    with runtime.sessions.begin() as session:
+        result = stats(session, runtime.clock.now(), campaign, days)
+    if as_json:
+        click.echo(json.dumps(result, default=_plain, indent=2, ensure_ascii=False))
+        return
+    _print_stats(result, days)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _print_stats(result: dict[str, Any], days: int) -> None:
+    by_status = ", ".join(f"{status} {n}" for status, n in result["subscribers"].items())
+    click.echo(f"Subscribers: {by_status}")
+    headers = ["#", "step", "sent", "queued", "failed", "bounced", "skipped", "unsub after"]
+    for campaign in result["campaigns"]:
+        enrolled = campaign["enrolled"]
+        click.echo("")
+        click.echo(
+            f"{campaign['slug']} ({campaign['status']}): enrolled "
+            f"{sum(enrolled.values())} (active {enrolled['active']}, completed "
+            f"{enrolled['completed']}, exited {enrolled['exited']}); unsubscribed before the "
+            f"first email: {campaign['unsubscribed_before_first_email']}"
+        )
+        rows = [
+            [str(s["position"] if s["position"] is not None else "-"), s["key"]]
+            + [str(s[c]) for c in STEP_COLUMNS]
+            for s in campaign["steps"]
+        ]
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+        def line(cells: list[str], widths: list[int] = widths) -> str:
+            return "  " + "  ".join(
+                c.ljust(w) if i == 1 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+
+        click.echo(line(headers))
+        for row in rows:
+            click.echo(line(row))
+    sent_days = [d for d in result["sends_per_day"] if d["sent"]]
+    click.echo("")
+    if not sent_days:
+        click.echo(f"No emails sent in the last {days} days.")
+        return
+    click.echo(f"Sent per day (UTC), last {days} days:")
+    for day in sent_days:
+        click.echo(f"  {day['date']}  {day['sent']}")
+
+
+@click.command("prune")
+@click.option(
+    "--pending-older-than",
+    "age",
+    required=True,
+    metavar="AGE",
+    help="Delete pending subscribers who asked longer ago than this (e.g. 30d, 2w) and never "
+    "confirmed.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@pass_state
+def prune_cmd(state: State, age: str, dry_run: bool, yes: bool) -> None:
+    """Delete sign-up requests nobody confirmed: pending subscribers older than AGE with
+    their request events and confirmation emails. Run it from cron to keep only what is
+    needed. Someone pending because they asked to come back after leaving is kept.
+
+    \b
+    Examples:
+      tidings prune --pending-older-than 30d --dry-run
+      0 3 * * * tidings prune --pending-older-than 30d
+    """
+    older_than = parse_age(age, "--pending-older-than")
+    runtime = state.runtime()
+    now = runtime.clock.now()
+    if not dry_run and not yes and sys.stdin.isatty():
+        with runtime.sessions.begin() as session:
+            preview = prune_pending(session, older_than, now, dry_run=True)
+        if not preview.subscribers:
+            click.echo("nothing to prune")
+            return
+        click.confirm(
+            f"Delete {preview.subscribers} pending subscribers who asked before "
+            f"{preview.cutoff:%Y-%m-%d %H:%M} UTC and never confirmed?",
+            abort=True,
+            err=True,
+        )
+    with runtime.sessions.begin() as session:
+        report = prune_pending(session, older_than, now, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {report.subscribers} pending subscribers who asked before "
+        f"{report.cutoff:%Y-%m-%d %H:%M} UTC and never confirmed "
+        f"({report.consent_events} consent events, {report.deliveries} confirmation emails)"
+    )
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(stats_cmd)
+    cli.add_command(prune_cmd)
