@@ -226,7 +226,7 @@ def addresses_from(arguments: tuple[str, ...]) -> Iterator[str]:
         if argument != "-":
             yield argument
             continue
-        for line in click.get_text_stream("stdin"):
+        for line in sys.stdin:
             text = line.strip()
             if text and not text.startswith("#"):
                 yield text
@@ -390,7 +390,7 @@ def subscriber_details(session: Any, subscriber: Subscriber) -> dict[str, Any]:
 
 
 @subscribers_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option(
     "--evidence",
     default=None,
@@ -621,7 +621,7 @@ def export_cmd(
     """
     runtime = state.runtime()
     filters = _filters(state, statuses, campaign, since, search)
-    out = _private_file(out_path) if out_path else click.get_text_stream("stdout")
+    out = _private_file(out_path) if out_path else sys.stdout
     try:
         with runtime.sessions.begin() as session:
             if fmt == "json":

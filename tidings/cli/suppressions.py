@@ -130,7 +130,7 @@ def remove_cmd(state: State, email: str, why: str) -> None:
 
 
 @suppressions_group.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--reason", type=click.Choice(REASONS), required=True, help=REASON_HELP)
 @click.option("--detail", default=None, help="A note kept with every entry, e.g. the source.")
 @click.option("--encoding", default="utf-8", show_default=True, help="The file's encoding.")

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, or_, select
+from sqlalchemy import Select, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.schedule import parse_delay
 from tidings.campaigns.store import get_campaign
 from tidings.errors import InvalidInput
 from tidings.models import (
+    BounceEvent,
     Campaign,
     ConsentEvent,
     Delivery,
@@ -353,6 +354,16 @@ def erase(
     subscriber = find_subscriber(session, normalized)
     sid = subscriber.id
     digest = email_sha256(subscriber.email)
+    # Bounce reports about their emails quote the address in the server's diagnostic: the
+    # report stays (it counts in a campaign's bounce rate) without the text or the link.
+    session.execute(
+        update(BounceEvent)
+        .where(
+            BounceEvent.delivery_id.in_(select(Delivery.id).where(Delivery.subscriber_id == sid))
+        )
+        .values(diagnostic=None, delivery_id=None)
+        .execution_options(synchronize_session=False)
+    )
     counts = {}
     for model in (Delivery, Enrollment, ConsentEvent):
         result = session.execute(

@@ -1,0 +1,608 @@
+"""`tidings subscribers import` driven as an admin would, against real databases (SQLite file
+and PostgreSQL): a 10,000-row file with hundreds of broken rows of every kind, an import
+killed with SIGKILL and run again, consent options, dry runs, encodings, stdin."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import Tidings, load_kap, on_sqlite_copy, sqlite_with_kap
+from conftest import received
+from sqlalchemy import func, select
+
+from tidings.models import ConsentEvent, Delivery, Enrollment, Subscriber
+
+TIMEZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"]
+HEADER = "email,name,timezone,city"
+EXCEL_HINT = " (if it comes from Excel, try --encoding cp1252)"
+
+
+@pytest.fixture
+def tidings(database_url, smtp_server) -> Tidings:
+    return Tidings(database_url, smtp_server.url)
+
+
+@pytest.fixture(scope="session")
+def kap_sqlite(sqlite_template, tmp_path_factory) -> Path:
+    return sqlite_with_kap(sqlite_template, tmp_path_factory.mktemp("kap-import"))
+
+
+@pytest.fixture
+def tidings_kap(tidings, request) -> Tidings:
+    return load_kap(tidings, lambda: request.getfixturevalue("kap_sqlite"))
+
+
+# ----------------------------------------------------------------------------- the big file
+
+
+@dataclass
+class BigFile:
+    """A CSV of 10,000 rows and what importing it must give."""
+
+    path: Path
+    rows: dict[str, tuple[str, str, dict[str, str]]] = field(default_factory=dict)
+    rejects: list[list[str]] = field(default_factory=list)
+    suppressed_lines: list[int] = field(default_factory=list)
+    created: int = 0
+    duplicates: int = 0
+
+
+def broken_row(kind: int, i: int, line: int) -> tuple[bytes, list[str], int]:
+    """A row broken in one of 17 ways: (bytes, expected reject [line, field, reason, data],
+    physical lines it takes)."""
+    email = f"broken{i}@example.org"
+
+    def plain(text: str, column: str, reason: str) -> tuple[bytes, list[str], int]:
+        return (text + "\n").encode(), [str(line), column, reason, text], 1
+
+    if kind == 0:
+        bad = f"broken{i}.example.org"
+        return plain(
+            f"{bad},Ann,UTC,",
+            "email",
+            f"'{bad}' is not a valid email address: An email address must have an @-sign.",
+        )
+    if kind == 1:
+        bad = f"broken{i}@@example.org"
+        return plain(
+            f"{bad},Ann,UTC,",
+            "email",
+            f"'{bad}' is not a valid email address: The part after the @-sign contains "
+            "invalid characters: '@'.",
+        )
+    if kind == 2:
+        bad = f"broken{i}@nodot"
+        return plain(
+            f"{bad},Ann,UTC,",
+            "email",
+            f"'{bad}' is not a valid email address: The part after the @-sign is not valid. "
+            "It should have a period.",
+        )
+    if kind == 3:
+        return plain(f",Nobody {i},UTC,", "email", "an email address is required")
+    if kind == 4:
+        return plain(f"{email},Ann,Mars/Olympus,", "timezone", "unknown timezone 'Mars/Olympus'")
+    if kind == 5:
+        return plain(
+            f"{email},Ann,Pacific Time,",
+            "timezone",
+            "unknown timezone 'Pacific Time' (use a region name such as America/New_York, "
+            "not an abbreviation)",
+        )
+    if kind == 6:  # Latin-1 bytes in a UTF-8 file
+        prefix = f"{email},Jos"
+        return (
+            prefix.encode() + b"\xe9,UTC,\n",
+            [
+                str(line),
+                "",
+                f"not valid utf-8: byte 0xe9 at column {len(prefix) + 1}{EXCEL_HINT}",
+                prefix + "\\xe9,UTC,",
+            ],
+            1,
+        )
+    if kind == 7:
+        return plain(
+            f"{email},Ann,UTC,Lyon,extra",
+            "",
+            f"5 fields, but the header has 4 ({', '.join(HEADER.split(','))})",
+        )
+    if kind == 8:
+        return plain(
+            f"{email},Ann", "", f"2 fields, but the header has 4 ({', '.join(HEADER.split(','))})"
+        )
+    if kind == 9:  # a quoted field with a line feed: one row over two lines
+        text = f'{email},"Line\nBreak",UTC,'
+        return (
+            (text + "\n").encode(),
+            [
+                str(line),
+                "name",
+                f"contains a line break (CR or LF) (the row runs over lines {line}-{line + 1})",
+                text,
+            ],
+            2,
+        )
+    if kind == 10:
+        return plain(
+            f"{email},Car\rriage,UTC,", "", "a carriage return (CR) in the middle of the line"
+        )
+    if kind == 11:
+        return plain(
+            f"{email},{'N' * 201},UTC,", "name", "is 201 characters long; the limit is 200"
+        )
+    if kind == 12:
+        return plain(
+            f"{email},Ann,UTC,{'C' * 1001}", "city", "is 1001 characters long; the limit is 1000"
+        )
+    if kind == 13:  # one line larger than the import holds in memory
+        text = f"{email},Ann,UTC," + "x" * 70_000
+        return (
+            (text + "\n").encode(),
+            [str(line), "", "the line is longer than 65536 bytes", text[:120] + "..."],
+            1,
+        )
+    if kind == 14:
+        return plain(
+            f'{email},"Unclosed,UTC,',
+            "",
+            'a quoted field is never closed (a " without its closing ")',
+        )
+    if kind == 15:
+        return plain(f"{email},Ann,UTC,Ly\x07on", "city", "contains a control character")
+    return plain(
+        f'{email},"Ann"x,UTC,', "", 'malformed quoting: a closing " must be followed by a comma'
+    )
+
+
+KINDS = 17
+SPECIAL = {
+    100: ("kept@example.org", "Kept", "UTC", ""),  # stored with the same values: unchanged
+    200: ("renamed@example.org", "New Name", "Europe/Paris", "Lyon"),  # updated
+    300: ("pending@example.org", "Pen", "UTC", ""),  # pending: the evidence activates them
+    400: ("left@example.org", "Left Again", "UTC", ""),  # unsubscribed: suppressed
+    500: ("BLOCKED@example.org", "Blocked", "UTC", ""),  # on the suppression list
+}
+
+
+def write_big_file(path: Path, count: int = 10_000) -> BigFile:
+    """Every 25th row is broken (a different way each time); around them, valid rows with
+    upper-case addresses, quoted commas, accents, blanks and spaces to normalize."""
+    big = BigFile(path)
+    out = io.BytesIO()
+    out.write((HEADER + "\n").encode())
+    line = 1
+    for i in range(count):
+        line += 1
+        if i % 25 == 7:
+            data, reject, lines = broken_row((i // 25) % KINDS, i, line)
+            out.write(data)
+            big.rejects.append(reject)
+            line += lines - 1
+            continue
+        if i in SPECIAL:
+            email, name, tz, city = SPECIAL[i]
+            out.write(f"{email},{name},{tz},{city}\n".encode())
+            if email in ("left@example.org", "BLOCKED@example.org"):
+                big.suppressed_lines.append(line)
+            else:
+                big.rows[email] = (name, tz, {"city": city} if city else {})
+            continue
+        k = i - 9000 if 9000 <= i < 9005 else i  # five addresses come back later in the file
+        email = f"person{k}@example{k % 7}.org"
+        name, tz, city = f"Person {i}", TIMEZONES[i % 4], f"City{i % 5}"
+        cells = [email, name, tz, city]
+        if i % 10 == 1:
+            cells[0] = email.replace("person", "Person").replace("example", "EXAMPLE")
+        if i % 10 == 2:
+            cells[2], tz = "", "UTC"
+        if i % 10 == 3:
+            cells[3], city = "", ""
+        if i % 10 == 4:
+            cells[1] = name = f"Zoë {i}"
+        if i % 10 == 5:
+            cells = [f"  {c} " for c in cells]
+        if i % 25 == 3:  # far from rows with a stray quote: a quoted comma
+            name = f"Doe, Jane {i}"
+            cells[1] = f'"{name}"'
+        out.write((",".join(cells) + "\n").encode())
+        if email in big.rows:
+            big.duplicates += 1
+        big.rows[email] = (name, tz, {"city": city} if city else {})
+    path.write_bytes(out.getvalue())
+    big.created = len(big.rows) - 3  # kept, renamed and pending exist before the import
+    return big
+
+
+def prepare_existing(tidings: Tidings) -> None:
+    """Subscribers the big file meets: kept, renamed, pending, left; and a suppressed address."""
+    tidings.ok(
+        "subscribers",
+        "add",
+        "kept@example.org",
+        "--name",
+        "Kept",
+        "--confirmed",
+        "--evidence",
+        "form",
+    )
+    tidings.ok(
+        "subscribers",
+        "add",
+        "renamed@example.org",
+        "--name",
+        "Old",
+        "--confirmed",
+        "--evidence",
+        "form",
+    )
+    tidings.ok("subscribers", "add", "pending@example.org", "--name", "Pen")
+    tidings.ok(
+        "subscribers",
+        "add",
+        "left@example.org",
+        "--name",
+        "Left",
+        "--confirmed",
+        "--evidence",
+        "form",
+    )
+    tidings.ok("subscribers", "unsubscribe", "left@example.org")
+    tidings.ok("suppressions", "add", "blocked@example.org", "--reason", "complaint")
+
+
+def snapshot(tidings: Tidings) -> dict[str, Any]:
+    """What an import may change, per address (ids and times aside)."""
+    with tidings.session() as session:
+        subscribers = {s.id: s for s in session.scalars(select(Subscriber))}
+        events: dict[int, list[tuple[str, str, str | None]]] = {}
+        for e in session.scalars(select(ConsentEvent).order_by(ConsentEvent.id)):
+            events.setdefault(e.subscriber_id, []).append((e.kind, e.source, e.evidence))
+        enrollments: dict[int, list[tuple[int, str, int]]] = {}
+        for e in session.scalars(select(Enrollment).order_by(Enrollment.id)):
+            enrollments.setdefault(e.subscriber_id, []).append(
+                (e.campaign_id, e.status, e.next_position)
+            )
+        confirmations = dict(
+            session.execute(
+                select(Delivery.subscriber_id, func.count())
+                .where(Delivery.kind == "confirmation")
+                .group_by(Delivery.subscriber_id)
+            ).all()
+        )
+        return {
+            s.email: {
+                "name": s.name,
+                "timezone": s.timezone,
+                "status": s.status,
+                "attributes": s.attributes,
+                "consent": events.get(s.id, []),
+                "enrollments": enrollments.get(s.id, []),
+                "confirmations": confirmations.get(s.id, 0),
+            }
+            for s in subscribers.values()
+        }
+
+
+def read_rejects(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def test_a_10000_row_file_with_broken_rows_of_every_kind(tidings_kap, tmp_path):
+    tidings = tidings_kap
+    prepare_existing(tidings)
+    big = write_big_file(tmp_path / "open-day.csv")
+    assert len(big.rejects) == 400 and big.duplicates == 5
+
+    result = tidings("subscribers", "import", str(big.path), "--evidence", "paper form, open day")
+    assert result.exit_code == 3, result.output
+    summary = result.stdout.splitlines()[0]
+    assert summary == (
+        f"created {big.created}, updated {2 + big.duplicates}, unchanged 1, suppressed 2, "
+        "rejected 400"
+    )
+    assert "2 rows are on the suppression list or unsubscribed" in result.stdout
+    # Their line numbers, never their addresses.
+    assert f"(lines {big.suppressed_lines[0]}, {big.suppressed_lines[1]})" in result.stdout
+    assert "left@example.org" not in result.output and "blocked@" not in result.output.lower()
+    rejects_path = tmp_path / "open-day.rejects.csv"
+    assert f"400 rejected rows written to {rejects_path}" in result.stderr
+
+    # The reject file, exactly: every broken row, its line, the field and the reason.
+    assert read_rejects(rejects_path) == [["line", "field", "reason", "data"], *big.rejects]
+    assert os.stat(rejects_path).st_mode & 0o777 == 0o600, "it holds addresses"
+
+    # Imported rows are exactly the valid ones, normalized, each one whole.
+    state = snapshot(tidings)
+    imported = {email: v for email, v in state.items() if email not in ("left@example.org",)}
+    assert {e: (v["name"], v["timezone"], v["attributes"]) for e, v in imported.items()} == big.rows
+    assert state["left@example.org"]["status"] == "unsubscribed"
+    assert state["left@example.org"]["name"] == "Left", "a suppressed row changes nothing"
+    assert "blocked@example.org" not in state
+    evidence = ("import", "paper form, open day")
+    for email, v in imported.items():
+        assert v["status"] == "active", email
+        assert len(v["enrollments"]) == 1 and v["enrollments"][0][1:] == ("active", 1), email
+        if email in ("kept@example.org", "renamed@example.org"):
+            assert [k for k, _, _ in v["consent"]] == ["imported", "confirmed"]
+            assert v["consent"][0][1] == "cli", "added before: the import adds no event"
+        elif email == "pending@example.org":
+            assert v["consent"] == [
+                ("requested", "cli", None),
+                ("imported", *evidence),
+                ("confirmed", *evidence),
+            ]
+        else:
+            assert v["consent"] == [("imported", *evidence), ("confirmed", *evidence)], email
+    assert state["renamed@example.org"]["attributes"] == {"city": "Lyon"}
+    assert state["person1@example1.org"]["name"] == "Person 9001", "the later row wins"
+
+    # The same file again: nothing new, nothing lost, the same result.
+    again = tidings("subscribers", "import", str(big.path), "--evidence", "paper form, open day")
+    assert again.exit_code == 3
+    # The five addresses listed twice change twice (there and back); the rest is unchanged.
+    valid = len(big.rows) + big.duplicates
+    assert again.stdout.splitlines()[0] == (
+        f"created 0, updated {2 * big.duplicates}, unchanged {valid - 2 * big.duplicates}, "
+        "suppressed 2, rejected 400"
+    )
+    assert snapshot(tidings) == state
+    assert read_rejects(rejects_path) == [["line", "field", "reason", "data"], *big.rejects]
+
+
+# ----------------------------------------------------------------------------- killed midway
+
+
+def environment(tidings: Tidings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env.update({k: v for k, v in tidings.env.items() if v is not None})
+    return env
+
+
+def rows_text(start: int, stop: int) -> str:
+    return "".join(
+        f"person{i}@example.org,Person {i},{TIMEZONES[i % 4]},City{i}\n" for i in range(start, stop)
+    )
+
+
+def test_an_import_killed_midway_leaves_whole_batches_and_runs_again(tidings_kap, tmp_path):
+    tidings = tidings_kap
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tidings",
+            "-v",
+            "subscribers",
+            "import",
+            "-",
+            "--evidence",
+            "signed forms",
+            "--batch-size",
+            "100",
+            "--rejects",
+            str(tmp_path / "rejects.csv"),
+        ],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=environment(tidings),
+    )
+    assert process.stdin is not None and process.stderr is not None
+    # Two and a half batches, and the pipe stays open: the importer commits two batches and
+    # waits for more rows with the third half read.
+    process.stdin.write((HEADER + "\n" + rows_text(0, 250)).encode())
+    process.stdin.flush()
+    log = []
+    for raw in process.stderr:
+        log.append(raw.decode())
+        if "committed lines 102-201" in log[-1]:
+            break
+    assert any("committed lines 2-101" in line for line in log), log
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stdin.close()
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+
+    # Exactly the two committed batches are there, each row whole.
+    state = snapshot(tidings)
+    assert sorted(state) == sorted(f"person{i}@example.org" for i in range(200))
+    for v in state.values():
+        assert v["status"] == "active"
+        assert [k for k, _, _ in v["consent"]] == ["imported", "confirmed"]
+        assert len(v["enrollments"]) == 1
+
+    # The admin runs the whole file again (with a bad row in it this time).
+    full = tmp_path / "list.csv"
+    full.write_text(HEADER + "\n" + rows_text(0, 300) + "bad-address,X,UTC,\n", encoding="utf-8")
+    result = tidings("subscribers", "import", str(full), "--evidence", "signed forms")
+    assert result.exit_code == 3, result.output
+    assert result.stdout.splitlines()[0] == (
+        "created 100, updated 0, unchanged 200, suppressed 0, rejected 1"
+    )
+    state = snapshot(tidings)
+    assert sorted(state) == sorted(f"person{i}@example.org" for i in range(300))
+    for i in range(300):
+        v = state[f"person{i}@example.org"]
+        assert (v["name"], v["timezone"], v["attributes"]) == (
+            f"Person {i}",
+            TIMEZONES[i % 4],
+            {"city": f"City{i}"},
+        )
+        assert v["consent"] == [
+            ("imported", "import", "signed forms"),
+            ("confirmed", "import", "signed forms"),
+        ]
+        assert len(v["enrollments"]) == 1
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def stored(tidings: Tidings) -> dict[str, int]:
+    counts = tidings.counts()
+    return {k: counts[k] for k in ("subscribers", "consent_events", "deliveries", "enrollments")}
+
+
+NOTHING = {"subscribers": 0, "consent_events": 0, "deliveries": 0, "enrollments": 0}
+
+
+def test_consent_must_be_accounted_for(tidings, tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text(HEADER + "\nann@example.org,Ann,UTC,\n")
+    output = tidings.fails("subscribers", "import", str(path), code=2)
+    assert "--evidence: say how these people agreed" in output
+    assert "--double-opt-in" in output
+    output = tidings.fails("subscribers", "import", str(path), "--evidence", "  ", code=2)
+    assert "--evidence: say how these people agreed" in output
+    output = tidings.fails("subscribers", "import", str(path), "--evidence", "a\nb", code=2)
+    assert "one line" in output
+    assert stored(tidings) == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\n\n", "the file is empty"),
+        (
+            b"name,timezone\nAnn,UTC\n",
+            "line 1: the header has no 'email' column (found: name, timezone)",
+        ),
+        (b"ann@example.org,Ann,UTC\n", "line 1: the header has no 'email' column"),
+        (b"email,name,Email\nann@example.org,Ann,x\n", "the header names the column 'Email' twice"),
+        (b"email,,timezone\n", "line 1: column 2 of the header has no name"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "line 1: not valid utf-8: byte 0x89"),
+        (b"email,name\rann@example.org,Ann\r", "line 1: a carriage return (CR) in the middle"),
+    ],
+    ids=["empty", "blank", "no-email-column", "no-header", "twice", "unnamed", "binary", "old-mac"],
+)
+def test_a_file_that_cannot_be_imported_stores_nothing(tidings, tmp_path, content, message):
+    path = tmp_path / "list.csv"
+    path.write_bytes(content)
+    output = tidings.fails("subscribers", "import", str(path), "--evidence", "form")
+    assert message in output
+    assert output.startswith("Error: ")
+    assert stored(tidings) == NOTHING
+    assert not (tmp_path / "list.rejects.csv").exists()
+
+
+def test_a_missing_file_is_a_usage_error(tidings, tmp_path):
+    output = tidings.fails(
+        "subscribers", "import", str(tmp_path / "nope.csv"), "--evidence", "x", code=2
+    )
+    assert "nope.csv" in output and "does not exist" in output
+
+
+def test_dry_run_checks_and_counts_but_stores_nothing(tidings, tmp_path):
+    tidings.ok(
+        "subscribers", "add", "ann@example.org", "--name", "Ann", "--confirmed", "--evidence", "x"
+    )
+    before = stored(tidings)
+    path = tmp_path / "list.csv"
+    path.write_text(HEADER + "\nann@example.org,Ann B,UTC,\nbob@example.org,Bob,UTC,\nbad,X,UTC,\n")
+    result = tidings("subscribers", "import", str(path), "--evidence", "form", "--dry-run")
+    assert result.exit_code == 3
+    assert result.stdout.splitlines()[0] == (
+        "dry run, nothing was stored: would have created 1, updated 1, unchanged 0, "
+        "suppressed 0, rejected 1"
+    )
+    assert stored(tidings) == before
+    assert tidings.json("subscribers", "show", "ann@example.org")["name"] == "Ann"
+    assert read_rejects(tmp_path / "list.rejects.csv")[1][:2] == ["4", "email"]
+
+
+def test_double_opt_in_sends_new_addresses_a_confirmation_and_nobody_else(
+    tidings_kap, smtp_server, tmp_path
+):
+    tidings = tidings_kap
+    tidings.ok("subscribers", "add", "old@example.org", "--confirmed", "--evidence", "x")
+    path = tmp_path / "list.csv"
+    path.write_text(
+        HEADER + "\nnew1@example.org,New One,UTC,\nold@example.org,Old,UTC,\n"
+        "new2@example.org,New Two,Asia/Tokyo,Osaka\n"
+    )
+    result = tidings.ok("subscribers", "import", str(path), "--double-opt-in", "--json")
+    report = json.loads(result.stdout)
+    assert (report["created"], report["updated"], report["confirmations_queued"]) == (2, 1, 2)
+    assert report["rejects_file"] is None and not (tmp_path / "list.rejects.csv").exists()
+    for address in ("new1@example.org", "new2@example.org"):
+        info = tidings.json("subscribers", "show", address)
+        assert info["status"] == "pending"
+        assert [(e["kind"], e["source"]) for e in info["consent"]] == [("requested", "import")]
+        assert info["enrollments"] == []
+    assert tidings.json("subscribers", "show", "old@example.org")["status"] == "active"
+
+    assert "sent 2" in tidings.ok("send-due").stdout
+    confirmations = [m for m in received(smtp_server) if "confirm" in m["Subject"].lower()]
+    assert sorted(m["To"].addresses[0].addr_spec for m in confirmations) == [
+        "new1@example.org",
+        "new2@example.org",
+    ]
+    # Importing again asks nobody a second time.
+    again = json.loads(
+        tidings.ok("subscribers", "import", str(path), "--double-opt-in", "--json").stdout
+    )
+    assert (again["created"], again["confirmations_queued"]) == (0, 0)
+    assert "sent 0" in tidings.ok("send-due").stdout
+
+
+def test_stdin_encoding_and_the_default_reject_file(tidings, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    latin1 = (HEADER + "\njose@example.org,José Núñez,Europe/Madrid,Cádiz\n").encode("cp1252")
+    result = tidings("subscribers", "import", "-", "--evidence", "form", input=latin1)
+    assert result.exit_code == 3
+    (_, reject) = read_rejects(tmp_path / "import-rejects.csv")
+    assert reject[:3] == ["2", "", f"not valid utf-8: byte 0xe9 at column 21{EXCEL_HINT}"]
+    result = tidings.ok(
+        "subscribers", "import", "-", "--evidence", "form", "--encoding", "cp1252", input=latin1
+    )
+    assert result.stdout.startswith("created 1,")
+    info = tidings.json("subscribers", "show", "jose@example.org")
+    assert (info["name"], info["timezone"]) == ("José Núñez", "Europe/Madrid")
+    output = tidings.fails(
+        "subscribers", "import", "-", "--evidence", "x", "--encoding", "utf-16", code=2
+    )
+    assert "utf-16 is not supported" in output
+
+
+def test_an_export_imports_again_into_another_database(tidings, tmp_path, sqlite_template):
+    tidings.ok("subscribers", "add", "ann@example.org", "--name", "Ann", "--timezone", "Asia/Tokyo")
+    tidings.ok(
+        "subscribers",
+        "add",
+        "bob@example.org",
+        "--name",
+        "Bob, Jr.",
+        "--confirmed",
+        "--evidence",
+        "x",
+    )
+    tidings.ok("subscribers", "update", "bob@example.org", "--attr", "city=Lyon", "--attr", "ref=7")
+    exported = tidings.ok("subscribers", "export").stdout
+    path = tmp_path / "export.csv"
+    path.write_text(exported)
+
+    other_folder = tmp_path / "other"
+    other_folder.mkdir()
+    other = on_sqlite_copy(sqlite_template, other_folder)
+    result = other.ok("subscribers", "import", str(path), "--evidence", "moved from the old server")
+    assert result.stdout.startswith("created 2, updated 0, unchanged 0")
+    assert "ignored columns status, created_at, confirmed_at, unsubscribed_at" in result.stderr
+    rows = other.json("subscribers", "export")
+    assert [(r["email"], r["name"], r["timezone"], r["attributes"]) for r in rows] == [
+        ("ann@example.org", "Ann", "Asia/Tokyo", {}),
+        ("bob@example.org", "Bob, Jr.", "UTC", {"city": "Lyon", "ref": "7"}),
+    ]
