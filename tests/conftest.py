@@ -84,18 +84,29 @@ def postgres_database() -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        path = tmp_path / "tidings.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
-    url = request.getfixturevalue("postgres_database")
-    engine = make_engine(url)
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite file of this test's own."""
+    path = tmp_path / "tidings.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> str:
+    """The session's PostgreSQL database, emptied for this test. For tests of what only
+    PostgreSQL does (several workers on one database)."""
+    engine = make_engine(postgres_database)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
     engine.dispose()
-    return url
+    return postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test twice: on SQLite and on PostgreSQL."""
+    return request.getfixturevalue(f"{request.param.replace('postgresql', 'postgres')}_url")
 
 
 # ----------------------------------------------------------------------------- SMTP, clock

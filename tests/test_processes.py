@@ -19,7 +19,7 @@ from tidings.campaigns.store import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock, clock_from_spec
 from tidings.config import load_settings
 from tidings.demo import DEMO_TIMEZONES
-from tidings.devsmtp import LocalSMTPServer
+from tidings.devsmtp import LocalSMTPServer, free_port
 from tidings.models import Delivery
 from tidings.runtime import Runtime
 from tidings.subscribers.service import Consent, add_subscriber
@@ -94,7 +94,9 @@ def test_run_sends_on_schedule_and_stops_cleanly_on_sigterm(tmp_path: Path, sqli
             for i in range(4):
                 add_subscriber(session, start, f"r{i}@example.org",
                                Consent("cli", "test"), timezone="UTC", confirmed=True)
-        process = subprocess.Popen([*TIDINGS, "run"], env=env, stdout=subprocess.PIPE,
+        # `run` serves the web pages too: on a free port, so a busy 8000 cannot fail this.
+        process = subprocess.Popen([*TIDINGS, "run", "--port", str(free_port())], env=env,
+                                   stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         try:
             assert handler.enough.wait(timeout=120), "tidings run sent nothing"

@@ -27,7 +27,7 @@ from email import policy
 from email.message import EmailMessage, Message
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tidings.config import Settings
@@ -101,20 +101,16 @@ def _parse_dsn(message: EmailMessage, returned_to: list[str]) -> Report:
         key=lambda f: (f.get("action", "") == "failed", f.get("status", "").startswith("5")),
     )
     action = fields.get("action", "").lower()
-    status_match = _STATUS.search(fields.get("status", ""))
-    status = ".".join(status_match.groups()) if status_match else None
     diagnostic = fields.get("diagnostic-code", "")
-    if status is None:
-        status_match = _STATUS.search(diagnostic)
-        status = ".".join(status_match.groups()) if status_match else None
+    status = _status_code(fields.get("status", ""))
+    detailed = _status_code(diagnostic)
+    if status is None or (status.endswith(".0.0") and detailed and detailed[0] == status[0]):
+        status = detailed or status  # Exim says 5.0.0 where the remote server said 5.1.1
     if action in ("delivered", "relayed", "expanded"):
         raise NotAReport(f"a delivery notification ({action}), not a bounce")
-    if action == "failed" and (status or "5").startswith("5"):
-        kind = "hard"
-    elif action in ("failed", "delayed") or (status or "").startswith("4"):
-        kind = "soft"
-    else:
+    if action not in ("failed", "delayed"):
         raise NotAReport(f"delivery-status report with action {action or 'missing'!r}")
+    kind = "hard" if action == "failed" and is_permanent_address_failure(status) else "soft"
     return Report(
         kind=kind,
         status=status,
@@ -156,19 +152,32 @@ def _parse_arf(message: EmailMessage, returned_to: list[str]) -> Report:
 def _parse_plain_bounce(message: EmailMessage, returned_to: list[str]) -> Report:
     """An old-style Exim bounce: X-Failed-Recipients and the reason in the text."""
     text = _payload_text(message)
-    status_match = _STATUS.search(text)
-    status = ".".join(status_match.groups()) if status_match else None
     code = re.search(r"\b([45])\d\d\b", text)
-    permanent = (status or (code.group(1) + ".0.0" if code else "5")).startswith("5")
-    reason = re.search(r"^\s*(?:SMTP error.*?:\s*)?([45]\d\d[ -].*)$", text, re.MULTILINE)
+    status = _status_code(text) or (f"{code.group(1)}.0.0" if code else "5.0.0")
+    reason = re.search(r"([45]\d\d[ -].*)$", text, re.MULTILINE)
     return Report(
-        kind="hard" if permanent else "soft",
+        kind="hard" if is_permanent_address_failure(status) else "soft",
         status=status,
         diagnostic=_one_line(reason.group(1) if reason else "delivery failed"),
         recipient=_address_field(str(message.get("X-Failed-Recipients"))),
         original_message_id=_original_message_id(message) or _message_id_in_text(text),
         returned_to=returned_to,
     )
+
+
+def is_permanent_address_failure(status: str | None) -> bool:
+    """5.x.x, except the classes about the mail system or policy (5.3.x, 5.7.x: a message
+    too big, content refused, our sender blocked): those say something about us, not about
+    the address, so they are counted like soft bounces and never suppress anyone."""
+    if status is None:
+        return True  # a failure with no code at all: trust the "failed" action
+    major, _, rest = status.partition(".")
+    return major == "5" and rest.split(".")[0] not in ("3", "7")
+
+
+def _status_code(text: str) -> str | None:
+    found = _STATUS.search(text)
+    return ".".join(found.groups()) if found else None
 
 
 # --------------------------------------------------------------------------- MIME helpers
@@ -418,12 +427,17 @@ def check_bounce_rate(
     session: Session, campaign_id: int, settings: Settings, now: datetime
 ) -> str | None:
     """Pause a campaign whose last N sends hold too many hard bounces. Returns its slug if
-    this call paused it."""
+    this call paused it. Only sends since the last resume count: an operator who resumed has
+    seen the earlier ones."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status != "active":
+        return None
     window = settings.bounce_pause_sends
     recent = (
         select(Delivery.status)
         .where(
             Delivery.campaign_id == campaign_id,
+            Delivery.id > campaign.bounce_check_after_id,
             Delivery.status.in_((DeliveryStatus.SENT, DeliveryStatus.BOUNCED)),
         )
         .order_by(Delivery.id.desc())
@@ -441,21 +455,11 @@ def check_bounce_rate(
     # Measured against the full window, so a handful of early sends cannot trip it.
     if bounced / window < settings.bounce_pause_ratio:
         return None
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None or campaign.status != "active":
-        return None
-    session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id)
-        .values(
-            status="paused",
-            status_reason=(
-                f"paused automatically {now:%Y-%m-%d %H:%M} UTC: {bounced} hard bounces in the "
-                f"last {window} sends ({bounced / window:.0%}, the limit is "
-                f"{settings.bounce_pause_ratio:.0%}); "
-                "check the list, then `tidings campaigns resume`"
-            ),
-        )
+    campaign.status = "paused"
+    campaign.status_reason = (
+        f"paused automatically {now:%Y-%m-%d %H:%M} UTC: {bounced} hard bounces in the "
+        f"last {window} sends ({bounced / window:.0%}, the limit is "
+        f"{settings.bounce_pause_ratio:.0%}); check the list, then `tidings campaigns resume`"
     )
     log.error(
         "campaign %s paused: %d hard bounces in its last %d sends", campaign.slug, bounced, window

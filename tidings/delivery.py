@@ -55,6 +55,10 @@ class Transport:
     def close(self) -> None:
         pass
 
+    def warm(self) -> None:
+        """Get ready to send at once (connect ahead of time). Best effort: a failure here is
+        met again, and reported per message, when sending."""
+
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         return [self._send_one(m) for m in messages]
 
@@ -272,6 +276,18 @@ class SMTPTransport(Transport):
             connection.close()
         self._all = []
         self._idle = queue.SimpleQueue()
+
+    def warm(self) -> None:
+        self.open()
+        assert self._executor is not None
+
+        def connect(connection: _Connection) -> None:
+            try:
+                connection.ensure_open()
+            except (smtplib.SMTPException, OSError, ssl.SSLError):
+                connection.close()
+
+        list(self._executor.map(connect, self._all))
 
     def _send_one(self, message: OutgoingMessage) -> SendResult:
         connection = self._idle.get()

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.bounces import check_bounce_rate
-from tidings.campaigns.sequencing import advance_after_delivery, campaign_window, zone
+from tidings.campaigns.sequencing import advance_after_deliveries, campaign_window, zone
 from tidings.clock import Clock
 from tidings.config import Settings
 from tidings.db import signing_key
@@ -380,47 +380,49 @@ class Dispatcher:
         result = DispatchResult()
         now = self.clock.now()
         max_age = self.clock.span(self.settings.retry_max_age_seconds)
-        bounced_campaigns: set[int] = set()
-        with self.sessions.begin() as session:
-            for job, outcome, server in outcomes:
-                # lease_owner stays: it tells which worker handled the delivery last.
-                values: dict[str, object] = {
-                    "outcome": outcome.reply[:1000],
-                    "lease_expires_at": None,
-                    "updated_at": now,
-                    "server": server,
-                }
-                status = outcome.outcome
-                if status == "retry" and now - job.created_at >= max_age:
-                    status = "failed"
-                    values["outcome"] = f"gave up after {job.attempts} attempts: {outcome.reply}"
-                if status == "sent":
-                    values.update(status=DeliveryStatus.SENT, sent_at=now)
-                    result.sent += 1
-                elif status == "retry":
-                    values.update(
-                        status=DeliveryStatus.RETRY,
-                        next_attempt_at=now + self._backoff(job.attempts),
-                    )
-                    result.retried += 1
-                    log.info("retry %s later: %s", mask_email(job.email), outcome.reply)
-                elif status == "bounced":
-                    values.update(status=DeliveryStatus.BOUNCED)
-                    result.bounced += 1
-                    self._bounce(session, job, outcome.reply, now)
-                    if job.campaign_id is not None:
-                        bounced_campaigns.add(job.campaign_id)
-                else:
-                    values.update(status=DeliveryStatus.FAILED)
-                    result.failed += 1
-                    log.warning("failed %s: %s", mask_email(job.email), outcome.reply)
-                session.execute(
-                    update(Delivery).where(Delivery.id == job.delivery_id).values(**values)
+        changes: list[dict[str, object]] = []
+        finished: list[tuple[int, int]] = []  # (subscriber, campaign) whose step is done
+        bounced: list[tuple[_Job, str]] = []
+        for job, outcome, server in outcomes:
+            # lease_owner stays: it tells which worker handled the delivery last.
+            change: dict[str, object] = {
+                "id": job.delivery_id,
+                "outcome": outcome.reply[:1000],
+                "lease_expires_at": None,
+                "updated_at": now,
+                "server": server,
+            }
+            status = outcome.outcome
+            if status == "retry" and now - job.created_at >= max_age:
+                status = "failed"
+                change["outcome"] = f"gave up after {job.attempts} attempts: {outcome.reply}"[:1000]
+            if status == "sent":
+                change.update(status=DeliveryStatus.SENT, sent_at=now)
+                result.sent += 1
+            elif status == "retry":
+                change.update(
+                    status=DeliveryStatus.RETRY, next_attempt_at=now + self._backoff(job.attempts)
                 )
-                if status != "retry" and status != "bounced" and job.campaign_id is not None:
-                    advance_after_delivery(session, job.subscriber_id, job.campaign_id, now)
+                result.retried += 1
+                log.info("retry %s later: %s", mask_email(job.email), outcome.reply)
+            elif status == "bounced":
+                change.update(status=DeliveryStatus.BOUNCED)
+                result.bounced += 1
+                bounced.append((job, outcome.reply))
+            else:
+                change.update(status=DeliveryStatus.FAILED)
+                result.failed += 1
+                log.warning("failed %s: %s", mask_email(job.email), outcome.reply)
+            changes.append(change)
+            if status in ("sent", "failed") and job.campaign_id is not None:
+                finished.append((job.subscriber_id, job.campaign_id))
+        with self.sessions.begin() as session:
+            session.execute(update(Delivery), changes)
+            advance_after_deliveries(session, finished, now)
+            for job, reply in bounced:
+                self._bounce(session, job, reply, now)
             session.flush()
-            for campaign_id in bounced_campaigns:
+            for campaign_id in {j.campaign_id for j, _ in bounced if j.campaign_id is not None}:
                 check_bounce_rate(session, campaign_id, self.settings, now)
         return result
 

@@ -124,6 +124,9 @@ class Campaign(Base):
     trigger: Mapped[str] = mapped_column(String(16))  # confirm|manual
     status: Mapped[str] = mapped_column(String(16), default="active")  # active|paused
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # The bounce-rate check looks only at deliveries after this id: set when an operator
+    # resumes the campaign, so bounces they have already looked at do not pause it again.
+    bounce_check_after_id: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # What the loader read besides steps: schedule, sender overrides, footer sources.
     definition: Mapped[dict[str, Any]] = mapped_column(default=dict)
     content_sha256: Mapped[str] = mapped_column(String(64))

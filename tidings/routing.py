@@ -3,9 +3,10 @@ through the database, and failover when a server cannot be reached.
 
 A cap ("500 per hour") is enforced over a sliding window with counters in time buckets
 (seconds for windows up to a minute, minutes up to an hour, hours beyond). Usage is summed
-over every bucket that overlaps the window, which can only over-count: a cap is never
-exceeded, at the price of up to one bucket of unused capacity. Reservations for one server
-are serialized by locking that server's row, so two workers cannot both take the last slot.
+over every bucket that overlaps the window stretched by a tenth (a message reaches the server
+a little after its slot was reserved), which can only over-count: a cap is never exceeded as
+the server counts, at the price of some unused capacity. Reservations for one server are
+serialized by locking that server's row, so two workers cannot both take the last slot.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ log = logging.getLogger(__name__)
 DOWN_SECONDS = 60.0
 # Counters older than the longest window (a day) plus one bucket are deleted.
 COUNTER_RETENTION = timedelta(days=1, hours=2)
+
+
+def guarded_window(window_seconds: int) -> int:
+    """The window as reserved: a tenth longer, for the time between reserving a slot and the
+    message reaching the server."""
+    return window_seconds + max(1, window_seconds // 10)
 
 
 def bucket_seconds(window_seconds: int) -> int:
@@ -103,7 +110,9 @@ class RateLimiter:
                 if available < granted:
                     granted = available
                     g = bucket_seconds(window)
-                    frees = (oldest or bucket_start(now, g)) + timedelta(seconds=window + g)
+                    frees = (oldest or bucket_start(now, g)) + timedelta(
+                        seconds=guarded_window(window) + g
+                    )
                     retry_at = frees if retry_at is None else max(retry_at, frees)
             if granted:
                 for g in {bucket_seconds(w) for w, _ in lane.limits}:
@@ -150,7 +159,7 @@ class RateLimiter:
         session: Session, server: str, window: int, now: datetime
     ) -> tuple[int, datetime | None]:
         g = bucket_seconds(window)
-        since = bucket_start(now - timedelta(seconds=window), g)
+        since = bucket_start(now - timedelta(seconds=guarded_window(window)), g)
         used, oldest = session.execute(
             select(
                 func.coalesce(func.sum(SendCounter.count), 0), func.min(SendCounter.bucket_start)

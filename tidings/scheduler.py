@@ -227,6 +227,8 @@ class Worker:
         interval = tick_seconds or self.runtime.settings.tick_seconds
         self.dispatcher_lock.acquire()  # fails at once if another dispatcher runs on SQLite
         self.open()
+        for lane in self.lanes:
+            lane.transport.warm()
         scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},

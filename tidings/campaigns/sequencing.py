@@ -257,29 +257,67 @@ def advance_after_delivery(
     session: Session, subscriber_id: int, campaign_id: int, finished_at: datetime
 ) -> None:
     """A step's delivery has its outcome: schedule the next step, or finish the sequence."""
-    row = session.execute(
-        select(Enrollment, Subscriber.timezone, Campaign)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .join(Campaign, Campaign.id == Enrollment.campaign_id)
-        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.campaign_id == campaign_id)
-    ).first()
-    if row is None:
+    advance_after_deliveries(session, [(subscriber_id, campaign_id)], finished_at)
+
+
+def advance_after_deliveries(
+    session: Session, pairs: Iterable[tuple[int, int]], finished_at: datetime
+) -> None:
+    """advance_after_delivery for many (subscriber, campaign) pairs in a few statements."""
+    wanted = set(pairs)
+    if not wanted:
         return
-    enrollment, tz_name, campaign = row
-    if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.next_due_at is not None:
-        return
-    step = session.scalar(
-        select(Step).where(
-            Step.campaign_id == campaign_id, Step.position == enrollment.next_position
+    rows = session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.subscriber_id,
+            Enrollment.campaign_id,
+            Enrollment.next_position,
+            Subscriber.timezone,
         )
-    )
-    if step is None:
-        _end(enrollment, EnrollmentStatus.COMPLETED, finished_at)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.subscriber_id.in_({s for s, _ in wanted}),
+            Enrollment.campaign_id.in_({c for _, c in wanted}),
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_due_at.is_(None),  # waiting for exactly this outcome
+        )
+    ).all()
+    rows = [r for r in rows if (r.subscriber_id, r.campaign_id) in wanted]
+    if not rows:
         return
-    enrollment.next_due_at = campaign_window(campaign).next_open(
-        finished_at + timedelta(seconds=step.delay_seconds), zone(tz_name)
-    )
-    enrollment.updated_at = finished_at
+    campaign_ids = {r.campaign_id for r in rows}
+    windows = {
+        c.id: campaign_window(c)
+        for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
+    }
+    delays = {
+        (c, p): d
+        for c, p, d in session.execute(
+            select(Step.campaign_id, Step.position, Step.delay_seconds).where(
+                Step.campaign_id.in_(campaign_ids), Step.position.is_not(None)
+            )
+        )
+    }
+    changes = []
+    for r in rows:
+        delay = delays.get((r.campaign_id, r.next_position))
+        if delay is None:  # that was the last step
+            changes.append(
+                {
+                    "id": r.id,
+                    "status": EnrollmentStatus.COMPLETED,
+                    "next_due_at": None,
+                    "ended_at": finished_at,
+                    "updated_at": finished_at,
+                }
+            )
+        else:
+            due = windows[r.campaign_id].next_open(
+                finished_at + timedelta(seconds=delay), zone(r.timezone)
+            )
+            changes.append({"id": r.id, "next_due_at": due, "updated_at": finished_at})
+    session.execute(update(Enrollment), changes)
 
 
 def exit_enrollments(session: Session, subscriber_id: int, now: datetime) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tidings.campaigns import shipped_campaign_dir
@@ -16,7 +16,7 @@ from tidings.campaigns.definition import CampaignDefinition, read_campaign
 from tidings.campaigns.sequencing import active_steps, remap_positions
 from tidings.config import Settings
 from tidings.errors import CampaignError, Conflict, NotFound
-from tidings.models import Campaign, Step
+from tidings.models import Campaign, Delivery, Step
 from tidings.rendering import (
     CampaignContext,
     CompiledStep,
@@ -197,6 +197,9 @@ def list_campaigns(session: Session) -> list[Campaign]:
 
 def set_status(session: Session, slug: str, status: str, reason: str | None = None) -> Campaign:
     campaign = get_campaign(session, slug)
+    if status == "active" and campaign.status != "active":
+        # Resuming means the operator has seen the bounces so far: count only new ones.
+        campaign.bounce_check_after_id = session.scalar(select(func.max(Delivery.id))) or 0
     campaign.status = status
     campaign.status_reason = reason
     return campaign

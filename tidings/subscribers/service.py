@@ -228,8 +228,13 @@ def unsubscribe(
     now: datetime,
     reason: str = "unsubscribe",
 ) -> bool:
-    """Stop everything for this subscriber now. Returns False if they had already left."""
-    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED,):
+    """Stop everything for this subscriber now. Returns False if they had already left
+    (unsubscribed, or stopped by a bounce or a complaint, which keep their own status)."""
+    if subscriber.status in (
+        SubscriberStatus.UNSUBSCRIBED,
+        SubscriberStatus.BOUNCED,
+        SubscriberStatus.COMPLAINED,
+    ):
         return False
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = now

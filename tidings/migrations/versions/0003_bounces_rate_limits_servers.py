@@ -64,6 +64,11 @@ def upgrade() -> None:
             batch_op.f("ix_bounce_events_delivery_id"), ["delivery_id"], unique=False
         )
 
+    with op.batch_alter_table("campaigns", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("bounce_check_after_id", sa.Integer(), server_default="0", nullable=False)
+        )
+
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("server", sa.String(length=100), nullable=True))
 
@@ -82,6 +87,9 @@ def downgrade() -> None:
 
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("server")
+
+    with op.batch_alter_table("campaigns", schema=None) as batch_op:
+        batch_op.drop_column("bounce_check_after_id")
 
     with op.batch_alter_table("bounce_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_bounce_events_delivery_id"))
