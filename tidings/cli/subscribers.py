@@ -791,7 +791,7 @@ def export_data_cmd(state: State, email: str, out_path: str | None, yes: bool) -
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
         data = export_data(session, email, runtime.clock.now())
-    target = out_path or "the screen"
+    target = out_path or "stdout"
     _confirm_on_terminal(
         f"Write everything stored about {data['profile']['email']} to {target}?", yes
     )

@@ -42,7 +42,11 @@ from tidings.subscribers.validation import (
 
 ATTRIBUTE_KEY_MAX_CHARS = 64
 ATTRIBUTE_VALUE_MAX_CHARS = 1000
-RESERVED_ATTRIBUTES = frozenset({"email", "name", "timezone", "status"})
+# Profile fields, and the columns of an export that an import ignores.
+RESERVED_ATTRIBUTES = frozenset(
+    {"email", "name", "timezone", "status", "created_at", "updated_at", "confirmed_at"}
+    | {"unsubscribed_at", "paused_until"}
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 STREAM_CHUNK = 1000
 
@@ -188,8 +192,10 @@ def parse_attribute(text: str) -> tuple[str, str | None]:
         raise InvalidInput(
             "--attr", f"{key[:80]!r}: a name is one line of at most {ATTRIBUTE_KEY_MAX_CHARS} chars"
         )
-    if key.lower() in RESERVED_ATTRIBUTES:
+    if key.lower() in ("name", "timezone"):
         raise InvalidInput("--attr", f"{key!r} is not an attribute: use --{key.lower()}")
+    if key.lower() in RESERVED_ATTRIBUTES:
+        raise InvalidInput("--attr", f"{key!r} is kept by tidings and cannot be an attribute")
     value = value.strip()
     if _CONTROL.search(value):
         raise InvalidInput("--attr", f"{key}: must be one line without control characters")
