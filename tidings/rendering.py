@@ -20,17 +20,17 @@ from __future__ import annotations
 import binascii
 import functools
 import hashlib
-import html
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy as email_policy
-from email.header import Header
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import html2text
@@ -309,7 +309,9 @@ def markdown_to_html(source: str) -> str:
 
 def html_to_text(fragment: str) -> str:
     converter = html2text.HTML2Text()
-    converter.body_width = 72
+    # No hard wrapping: where a line breaks would depend on each reader's name (and the
+    # quoted-printable transfer encoding keeps lines short anyway).
+    converter.body_width = 0
     converter.wrap_links = False
     converter.ignore_images = True
     converter.unicode_snob = True  # keep “curly quotes” and accents as they are
@@ -320,8 +322,36 @@ def html_to_text(fragment: str) -> str:
 def compile_step(
     step: StepSource, campaign: CampaignContext, sender: Sender, confirmation: bool = False
 ) -> CompiledStep:
-    """Compile one email. Raises TemplateProblem on the first template error."""
+    """Compile one email, with placeholders for the personal values. Raises TemplateProblem
+    on the first template error."""
+    subject, preheader, html_part, text_part = _render_parts(
+        step, campaign, sender, confirmation, personal=None
+    )
+    digest = hashlib.sha256()
+    for part in (__version__, subject, preheader, html_part, text_part):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x00")
+    return CompiledStep(subject, preheader, html_part, text_part, digest.hexdigest())
+
+
+def _render_parts(
+    step: StepSource,
+    campaign: CampaignContext,
+    sender: Sender,
+    confirmation: bool,
+    personal: Mapping[str, str] | None,
+) -> tuple[str, str, str, str]:
+    """(subject, preheader, inlined html, text). With `personal` None the personal values are
+    placeholders (compile once); with values, this is the whole slow path for one reader (the
+    reference the fast path is checked against, and the benchmark's baseline)."""
     context = template_context(campaign, sender, step, confirmation=confirmation)
+    if personal is not None:
+        context["subscriber"] = SimpleNamespace(
+            first_name=personal["first_name"], name=personal["name"], email=personal["email"]
+        )
+        for name in ("unsubscribe_url", "preferences_url", "confirm_url"):
+            if name in context:
+                context[name] = personal[name]
     body_markdown = render_fragment(step.body, step.file, step.body_line, context)
     body_html = markdown_to_html(body_markdown)
     footer_html: dict[str, Markup] = {name: Markup("") for name in FOOTER_FIELDS}
@@ -337,7 +367,10 @@ def compile_step(
     preheader = _one_line(
         render_fragment(step.preheader, step.file, step.preheader_line, plain_context, False)
     )
-
+    links: dict[str, Any] = {
+        name: (_PersonalValue(name) if personal is None else personal[name])
+        for name in ("unsubscribe_url", "preferences_url")
+    }
     page = (
         _environment(True)
         .get_template("email/layout.html")
@@ -348,11 +381,9 @@ def compile_step(
             footer=footer_html,
             crisis_at_top=step.crisis_at_top,
             sender=sender,
-            unsubscribe_url=_PersonalValue("unsubscribe_url"),
-            preferences_url=_PersonalValue("preferences_url"),
+            **links,
         )
     )
-    inlined = inline_css(page)
     text = (
         _environment(False)
         .get_template("email/layout.txt")
@@ -361,15 +392,10 @@ def compile_step(
             footer={name: html_to_text(value) for name, value in footer_html.items()},
             crisis_at_top=step.crisis_at_top,
             sender=sender,
-            unsubscribe_url=placeholder("unsubscribe_url"),
-            preferences_url=placeholder("preferences_url"),
+            **{name: str(value) for name, value in links.items()},
         )
     )
-    digest = hashlib.sha256()
-    for part in (__version__, subject, preheader, inlined, text):
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\x00")
-    return CompiledStep(subject, preheader, inlined, _normalize_newlines(text), digest.hexdigest())
+    return subject, preheader, inline_css(page), _normalize_newlines(text)
 
 
 def inline_css(page: str) -> str:
@@ -401,19 +427,16 @@ class Recipient:
     preferences_url: str
     confirm_url: str = ""
 
-    @property
-    def first_name(self) -> str:
-        return clean_header_text(self.name).split(" ")[0] if self.name.strip() else ""
+    def value(self, field_name: str) -> str:
+        if field_name == "first_name":
+            name = clean_header_text(self.name)
+            return name.split(" ")[0] if name else ""
+        if field_name == "name":
+            return clean_header_text(self.name)
+        return getattr(self, field_name)
 
     def values(self) -> dict[str, str]:
-        return {
-            "first_name": self.first_name,
-            "name": clean_header_text(self.name),
-            "email": self.email,
-            "unsubscribe_url": self.unsubscribe_url,
-            "preferences_url": self.preferences_url,
-            "confirm_url": self.confirm_url,
-        }
+        return {name: self.value(name) for name in PERSONAL_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -432,24 +455,127 @@ class MessageHeaders:
 
 def clean_header_text(value: str) -> str:
     """Collapse CR, LF and other control characters to single spaces: no header injection."""
+    if value.isprintable():  # the usual case, and much cheaper than the substitution
+        return value.strip()
     return _CONTROL_CHARS.sub(" ", value).strip()
 
 
-def _split_segments(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """'a TIDINGSVARNAMEX b' -> (('a ', ' b'), ('name',))."""
-    parts = _PLACEHOLDER.split(template)
-    literals = tuple(parts[0::2])
-    fields = tuple(_FIELD_BY_TAG[tag] for tag in parts[1::2])
+# Escaping as lxml writes HTML (premailer's output): in text, & < >; inside (double-quoted)
+# attribute values also ". The fast path escapes exactly so, byte for byte the slow path's.
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ATTRIBUTE_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+
+
+def _in_attribute(html_text: str, position: int) -> bool:
+    return html_text.rfind("<", 0, position) > html_text.rfind(">", 0, position)
+
+
+def _split_segments(template: str, is_html: bool) -> tuple[list[str], list[tuple[str, bool]]]:
+    """'a TIDINGSVARNAMEX b' -> (['a ', ' b'], [('name', in_attribute)])."""
+    literals: list[str] = []
+    fields: list[tuple[str, bool]] = []
+    last = 0
+    for match in _PLACEHOLDER.finditer(template):
+        literals.append(template[last : match.start()])
+        attribute = is_html and _in_attribute(template, match.start())
+        fields.append((_FIELD_BY_TAG[match.group(1)], attribute))
+        last = match.end()
+    literals.append(template[last:])
     return literals, fields
 
 
-def _fill(segments: tuple[tuple[str, ...], tuple[str, ...]], values: Mapping[str, str]) -> str:
-    literals, fields = segments
+def _escaped(value: str, is_html: bool, attribute: bool) -> str:
+    if not is_html:
+        return value
+    return value.translate(_ATTRIBUTE_ESCAPES if attribute else _TEXT_ESCAPES)
+
+
+def personalize(template: str, recipient: Recipient, is_html: bool) -> str:
+    """The html or text of a compiled step for one reader (previews; the reference for the
+    encoded fast path below)."""
+    literals, fields = _split_segments(template, is_html)
     out = [literals[0]]
-    for name, literal in zip(fields, literals[1:], strict=True):
-        out.append(values[name])
+    for (name, attribute), literal in zip(fields, literals[1:], strict=True):
+        out.append(_escaped(recipient.value(name), is_html, attribute))
         out.append(literal)
     return "".join(out)
+
+
+def personalize_html(compiled: CompiledStep, recipient: Recipient) -> str:
+    return personalize(compiled.html, recipient, is_html=True)
+
+
+def personalize_text(compiled: CompiledStep, recipient: Recipient) -> str:
+    return personalize(compiled.text, recipient, is_html=False)
+
+
+# Quoted-printable, prepared once per step version. A part is encoded as its literal pieces
+# (encoded at compile time) with each personal value between them; every piece ends with a
+# soft line break ("=" then CRLF), which decoding removes, so pieces never share a line and
+# each can be encoded on its own. Lines stay within RFC 2045's 76 characters.
+_QP_LINE = 75  # characters before the soft break's "="
+_SOFT_BREAK = b"=\r\n"
+
+
+def _qp_piece(text: str) -> bytes:
+    """Quoted-printable for one piece, CRLF line ends, ending in a soft line break."""
+    if not text:
+        return b""
+    if len(text) <= _QP_LINE and text.isascii() and text.isprintable() and "=" not in text:
+        return text.encode("ascii") + _SOFT_BREAK  # short plain text (a link, a name)
+    data = text.encode("utf-8")
+    encoded = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+    if encoded.endswith(b"\r\n"):
+        return encoded + _SOFT_BREAK
+    last_start = encoded.rfind(b"\r\n") + 2  # 1 when there is no line break
+    if last_start == 1:
+        last_start = 0
+    return encoded[:last_start] + _wrap_last_line(encoded[last_start:])
+
+
+def _qp_final(text: str) -> bytes:
+    """Quoted-printable for the last piece of a part: ends with one real line break, as the
+    stdlib ends a part (it adds a newline when the content has none)."""
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    if encoded.endswith(b"\r\n"):
+        return encoded
+    last_start = encoded.rfind(b"\r\n") + 2
+    if last_start == 1:
+        last_start = 0
+    last = _wrap_last_line(encoded[last_start:])
+    return encoded[:last_start] + last[: -len(_SOFT_BREAK)] + b"\r\n"
+
+
+def _wrap_last_line(line: bytes) -> bytes:
+    """Split an encoded line into pieces of at most _QP_LINE characters, each followed by a
+    soft break, never inside an =XX escape."""
+    out = []
+    while line:
+        cut = min(_QP_LINE, len(line))
+        if cut < len(line):
+            escape = line.rfind(b"=", max(0, cut - 2), cut)
+            if escape != -1:
+                cut = escape
+        out.append(line[:cut] + _SOFT_BREAK)
+        line = line[cut:]
+    return b"".join(out)
+
+
+class _EncodedPart:
+    """One part (html or text) of a step, ready to personalize and encode quickly."""
+
+    def __init__(self, template: str, is_html: bool):
+        literals, self.fields = _split_segments(template, is_html)
+        self.is_html = is_html
+        self.literals = [_qp_piece(lit) for lit in literals[:-1]] + [_qp_final(literals[-1])]
+
+    def render(self, recipient: Recipient) -> bytes:
+        literals = self.literals
+        out = [literals[0]]
+        for i, (name, attribute) in enumerate(self.fields, start=1):
+            out.append(_qp_piece(_escaped(recipient.value(name), self.is_html, attribute)))
+            out.append(literals[i])
+        return b"".join(out)
 
 
 class MessageSkeleton:
@@ -460,9 +586,11 @@ class MessageSkeleton:
 
     def __init__(self, compiled: CompiledStep):
         self.compiled = compiled
-        self.html_segments = _split_segments(compiled.html)
-        self.text_segments = _split_segments(compiled.text)
+        self.html = _EncodedPart(compiled.html, is_html=True)
+        self.text = _EncodedPart(compiled.text, is_html=False)
         self.subject_header = format_unstructured("Subject", compiled.subject)
+        self._addresses: dict[tuple[str, str], str] = {}
+        self._dates: dict[datetime, str] = {}
         # The stdlib writes the MIME structure (boundary, part headers) once; per message we
         # only put the encoded parts into it. The boundary starts with "==", which a
         # quoted-printable body can never contain.
@@ -475,46 +603,61 @@ class MessageSkeleton:
         self._head, self._middle, self._tail = head, middle, tail
 
     def render(self, recipient: Recipient, headers: MessageHeaders) -> bytes:
-        values = recipient.values()
-        html_values = {k: html.escape(v, quote=True) for k, v in values.items()}
-        html_part = _fill(self.html_segments, html_values)
-        text_part = _fill(self.text_segments, values)
         return b"".join(
             (
                 self._headers(recipient, headers).encode("ascii"),
                 self._head,
-                _qp(text_part),
+                self.text.render(recipient),
                 self._middle,
-                _qp(html_part),
+                self.html.render(recipient),
                 self._tail,
             )
         )
 
     def _headers(self, recipient: Recipient, h: MessageHeaders) -> str:
-        unsubscribe = (
-            f"List-Unsubscribe: <{clean_header_text(recipient.unsubscribe_url)}>,\r\n"
-            f" <{clean_header_text(h.unsubscribe_mailto)}>\r\n"
-        )
         lines = [
-            "From: " + format_address(h.from_name, h.from_address) + "\r\n",
-            "To: " + format_address(recipient.name, recipient.email) + "\r\n",
+            "From: ",
+            self._address(h.from_name, h.from_address),
+            "\r\n",
+            "To: ",
+            format_address(recipient.name, recipient.email),
+            "\r\n",
             self.subject_header,
-            "Date: " + format_datetime(h.date) + "\r\n",
-            "Message-ID: <" + clean_header_text(h.message_id) + ">\r\n",
-            "List-Id: " + format_address(h.list_name, h.list_id) + "\r\n",
-            unsubscribe,
+            "Date: ",
+            self._date(h.date),
+            "\r\n",
+            "Message-ID: <",
+            clean_header_text(h.message_id),
+            ">\r\n",
+            "List-Id: ",
+            self._address(h.list_name, h.list_id),
+            "\r\n",
+            # Folded only between the two URIs, never encoded: clients ignore it otherwise.
+            "List-Unsubscribe: <",
+            clean_header_text(recipient.unsubscribe_url),
+            ">,\r\n <",
+            clean_header_text(h.unsubscribe_mailto),
+            ">\r\n",
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
         ]
         if h.reply_to:
-            lines.append("Reply-To: " + format_address("", h.reply_to) + "\r\n")
+            lines += ["Reply-To: ", self._address("", h.reply_to), "\r\n"]
         return "".join(lines)
 
+    def _address(self, name: str, address: str) -> str:
+        key = (name, address)
+        formatted = self._addresses.get(key)
+        if formatted is None:
+            formatted = self._addresses[key] = format_address(name, address)
+        return formatted
 
-def _qp(text: str) -> bytes:
-    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True)
-    if not encoded.endswith(b"\n"):
-        encoded += b"\n"
-    return encoded.replace(b"\n", b"\r\n")
+    def _date(self, at: datetime) -> str:
+        formatted = self._dates.get(at)
+        if formatted is None:
+            if len(self._dates) > 1000:
+                self._dates.clear()
+            formatted = self._dates[at] = format_datetime(at)
+        return formatted
 
 
 def format_address(name: str, address: str) -> str:
@@ -525,8 +668,24 @@ def format_address(name: str, address: str) -> str:
         return address
     if name.isascii():
         return formataddr((name, address))
-    encoded = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
-    return f"{encoded} <{address}>"
+    return f"{encoded_words(name)} <{address}>"
+
+
+def encoded_words(text: str) -> str:
+    """RFC 2047 base64 encoded words for non-ASCII text, each under 76 characters and never
+    splitting a character, folded between words (where decoders ignore the whitespace)."""
+    words: list[bytes] = []
+    chunk = b""
+    for char in text:
+        data = char.encode("utf-8")
+        if chunk and len(chunk) + len(data) > 45:  # 45 bytes = 60 base64 characters
+            words.append(chunk)
+            chunk = b""
+        chunk += data
+    words.append(chunk)
+    return "\r\n ".join(
+        "=?utf-8?b?" + binascii.b2a_base64(word, newline=False).decode() + "?=" for word in words
+    )
 
 
 def format_unstructured(name: str, value: str) -> str:
@@ -534,9 +693,7 @@ def format_unstructured(name: str, value: str) -> str:
     List-* headers); non-ASCII text becomes RFC 2047 encoded words."""
     value = clean_header_text(value)
     if not value.isascii():
-        return (
-            f"{name}: " + Header(value, "utf-8", header_name=name).encode(linesep="\r\n") + "\r\n"
-        )
+        return f"{name}: {encoded_words(value)}\r\n"
     line = f"{name}:"
     lines = []
     for word in value.split(" "):
@@ -548,10 +705,34 @@ def format_unstructured(name: str, value: str) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-def personalize_html(compiled: CompiledStep, recipient: Recipient) -> str:
-    values = {k: html.escape(v, quote=True) for k, v in recipient.values().items()}
-    return _fill(_split_segments(compiled.html), values)
+# --------------------------------------------------------------------------- the slow path
 
 
-def personalize_text(compiled: CompiledStep, recipient: Recipient) -> str:
-    return _fill(_split_segments(compiled.text), recipient.values())
+def render_message_naive(
+    step: StepSource,
+    campaign: CampaignContext,
+    sender: Sender,
+    recipient: Recipient,
+    headers: MessageHeaders,
+    confirmation: bool = False,
+) -> bytes:
+    """Everything per reader, the obvious way: Jinja, Markdown, premailer and the stdlib's
+    EmailMessage for every single message. Far too slow to send with (milliseconds each);
+    kept as the reference the fast path must match, and as the benchmark's baseline."""
+    subject, _, html_part, text_part = _render_parts(
+        step, campaign, sender, confirmation, personal=recipient.values()
+    )
+    message = EmailMessage(policy=email_policy.SMTP.clone(max_line_length=998))
+    message["From"] = Address(clean_header_text(headers.from_name), addr_spec=headers.from_address)
+    message["To"] = Address(clean_header_text(recipient.name), addr_spec=recipient.email)
+    message["Subject"] = subject
+    message["Date"] = format_datetime(headers.date)
+    message["Message-ID"] = f"<{headers.message_id}>"
+    message["List-Id"] = format_address(headers.list_name, headers.list_id)
+    message["List-Unsubscribe"] = f"<{recipient.unsubscribe_url}>, <{headers.unsubscribe_mailto}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if headers.reply_to:
+        message["Reply-To"] = headers.reply_to
+    message.set_content(text_part, cte="quoted-printable")
+    message.add_alternative(html_part, subtype="html", cte="quoted-printable")
+    return message.as_bytes()
