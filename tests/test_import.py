@@ -344,7 +344,7 @@ def test_a_10000_row_file_with_broken_rows_of_every_kind(tidings_kap, tmp_path):
                 ("confirmed", *evidence),
             ]
         else:
-            assert v["consent"] == [("imported", *evidence), ("confirmed", *evidence)], email
+            assert v["consent"] == [("imported", *evidence)], email
     assert state["renamed@example.org"]["attributes"] == {"city": "Lyon"}
     assert state["person1@example1.org"]["name"] == "Person 9001", "the later row wins"
 
@@ -421,7 +421,7 @@ def test_an_import_killed_midway_leaves_whole_batches_and_runs_again(tidings_kap
     assert sorted(state) == sorted(f"person{i}@example.org" for i in range(200))
     for v in state.values():
         assert v["status"] == "active"
-        assert [k for k, _, _ in v["consent"]] == ["imported", "confirmed"]
+        assert v["consent"] == [("imported", "import", "signed forms")]
         assert len(v["enrollments"]) == 1
 
     # The admin runs the whole file again (with a bad row in it this time).
@@ -441,10 +441,7 @@ def test_an_import_killed_midway_leaves_whole_batches_and_runs_again(tidings_kap
             TIMEZONES[i % 4],
             {"city": f"City{i}"},
         )
-        assert v["consent"] == [
-            ("imported", "import", "signed forms"),
-            ("confirmed", "import", "signed forms"),
-        ]
+        assert v["consent"] == [("imported", "import", "signed forms")]
         assert len(v["enrollments"]) == 1
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from tidings.cli import State, pass_state
 from tidings.cli.output import emit_object, emit_rows, output_options
@@ -488,6 +489,12 @@ def import_cmd(
         )
         try:
             report = importer.run(stream)
+        except DBAPIError as exc:
+            done = importer.report.last_committed_line
+            raise click.ClickException(
+                f"the database failed: {exc.orig}; rows up to line {done} are stored, "
+                "each whole: run the same import again to finish it"
+            ) from exc
         finally:
             rejects.close()
     if as_json:
