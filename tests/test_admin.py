@@ -133,8 +133,6 @@ def test_erase_and_export_data_ask_on_a_terminal(tidings_sqlite):
     code, shown = on_terminal(tidings, "subscribers", "export-data", "ann@example.org", answer="n")
     assert code == 1 and "Write everything stored about ann@example.org to stdout?" in shown
     assert '"profile"' not in shown
-    code, shown = on_terminal(tidings, "subscribers", "export-data", "ann@example.org", answer="y")
-    assert code == 0 and '"email": "ann@example.org"' in shown
 
     code, shown = on_terminal(tidings, "subscribers", "erase", "ann@example.org", answer="y")
     assert code == 0, shown
@@ -145,13 +143,13 @@ def test_erase_and_export_data_ask_on_a_terminal(tidings_sqlite):
 def test_import_shows_progress_on_a_terminal(tidings_sqlite, tmp_path):
     tidings = tidings_sqlite
     path = tmp_path / "list.csv"
-    path.write_text("email\n" + "".join(f"r{i}@example.org\n" for i in range(3000)))
+    path.write_text("email\n" + "".join(f"r{i}@example.org\n" for i in range(1000)))
     code, shown = on_terminal(
-        tidings, "subscribers", "import", str(path), "--evidence", "form", "--batch-size", "500"
+        tidings, "subscribers", "import", str(path), "--evidence", "form", "--batch-size", "250"
     )
     assert code == 0, shown
     assert "Importing" in shown and "100%" in shown
-    assert "created 3000, updated 0, unchanged 0, suppressed 0, rejected 0" in shown
+    assert "created 1000, updated 0, unchanged 0, suppressed 0, rejected 0" in shown
     # Without a terminal there is no bar: only the summary.
     result = tidings.ok("subscribers", "import", str(path), "--evidence", "form")
     assert "Importing" not in result.output and "%" not in result.output

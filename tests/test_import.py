@@ -496,11 +496,23 @@ def test_a_file_that_cannot_be_imported_stores_nothing(tidings, tmp_path, conten
     assert not (tmp_path / "list.rejects.csv").exists()
 
 
-def test_a_missing_file_is_a_usage_error(tidings, tmp_path):
+def test_a_missing_file_or_an_unwritable_reject_file_is_a_usage_error(tidings, tmp_path):
     output = tidings.fails(
         "subscribers", "import", str(tmp_path / "nope.csv"), "--evidence", "x", code=2
     )
     assert "nope.csv" in output and "does not exist" in output
+    path = tmp_path / "list.csv"
+    path.write_text(HEADER + "\nann@example.org,Ann,UTC,\nbad,X,UTC,\n")
+    nowhere = tmp_path / "no-such-folder" / "rejects.csv"
+    output = tidings.fails(
+        "subscribers", "import", str(path), "--evidence", "x", "--rejects", str(nowhere), code=2
+    )
+    assert f"cannot write the reject file {nowhere}" in output
+    output = tidings.fails(
+        "subscribers", "import", str(path), "--evidence", "x", "--rejects", str(path), code=2
+    )
+    assert "--rejects must not be the file being imported" in output
+    assert stored(tidings) == NOTHING
 
 
 def test_dry_run_checks_and_counts_but_stores_nothing(tidings, tmp_path):

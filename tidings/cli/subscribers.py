@@ -476,6 +476,10 @@ def import_cmd(
         rejects_path = "import-rejects.csv" if file == "-" else _rejects_name(file)
     if file != "-" and os.path.abspath(rejects_path) == os.path.abspath(file):
         raise click.UsageError("--rejects must not be the file being imported")
+    folder = os.path.dirname(os.path.abspath(rejects_path))
+    if not os.access(folder, os.W_OK) or os.path.isdir(rejects_path):
+        # Found out now, not at the first bad row with half the file imported.
+        raise click.UsageError(f"cannot write the reject file {rejects_path}: use --rejects PATH")
     runtime = state.runtime()
     rejects = _RejectFile(rejects_path)
     with click.open_file(file, "rb") as stream, _progress(stream) as progress:
