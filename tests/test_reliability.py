@@ -616,3 +616,38 @@ def test_workers_ride_out_the_database_going_away(postgres_url, tmp_path):
     assert worker.returncode == 0, "".join(stderr.lines)
     assert counts == {"sent": 1500}
     assert len(handler.message_ids) == 1500 and len(set(handler.message_ids)) == 1500
+
+
+class PipeliningHandler(ScriptedHandler):
+    """The scripted server, advertising PIPELINING (RFC 2920) like Postfix does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: list[bytes] = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_DATA(self, server, session, envelope):
+        self.raw.append(envelope.original_content)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_pipelined_transactions_keep_each_outcome_and_the_exact_bytes():
+    from tidings.delivery import OutgoingMessage, SMTPTransport
+
+    handler = PipeliningHandler()
+    body = b"Subject: dots\r\n\r\n.a line starting with a dot\r\n..two\r\nend\r\n"
+    recipients = ["ok-1@example.org", "hard-1@example.org", "content-1@example.org",
+                  "ok-2@example.org"]
+    with LocalSMTPServer(handler) as server:
+        transport = SMTPTransport(parse_smtp_servers(server.url)[0], pool_size=1)
+        with transport:
+            results = transport.send_messages(
+                [OutgoingMessage(i, "kap@center.example", r, body)
+                 for i, r in enumerate(recipients)])
+            assert transport._all[0].smtp.has_extn("pipelining")
+    assert [r.outcome for r in results] == ["sent", "bounced", "failed", "sent"]
+    assert handler.raw[0] == body, "dot-stuffing undone exactly by the server"
+    assert [rcpt for rcpt, _ in handler.accepted] == ["ok-1@example.org", "ok-2@example.org"]

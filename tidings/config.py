@@ -150,7 +150,11 @@ class Settings:
     bounce_pause_ratio: float = 0.05
     # Engine tuning.
     tick_seconds: float = 5.0
-    batch_size: int = 200
+    batch_size: int = 500
+    # Emails handed to the SMTP servers between two writes to the ledger: bigger is faster,
+    # and is also the most a hard crash (SIGKILL, power loss) can send twice. Rounded up to
+    # a multiple of the SMTP pool size so that every connection stays busy.
+    send_chunk: int = 100
     lease_seconds: float = 300.0
     retry_max_age_seconds: float = 3 * 86400
     confirm_token_max_age_seconds: float = 7 * 86400
@@ -171,6 +175,15 @@ class Settings:
     # Origins (https://www.example.org, comma-separated) whose pages may post the embedded
     # sign-up form (`tidings form-snippet`) without a CSRF token.
     form_origins: str = ""
+    # DKIM: every message is signed when a selector and a private key (PEM file made by
+    # `tidings dkim generate`) are set. The domain defaults to the From address's domain.
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key: str | None = None
+    # A newsletter (broadcast) that would reach someone within this many seconds of one of
+    # their drip emails: "wait" holds it until the gap has passed, "send" sends it anyway.
+    newsletter_after_drip: str = "wait"
+    newsletter_gap_seconds: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.transport not in ("smtp", "maildir"):
@@ -192,7 +205,7 @@ class Settings:
                     f"TIDINGS_{name.upper()}: expected an email address like "
                     f"news@example.org, got {value!r}"
                 )
-        for name in ("smtp_pool_size", "batch_size"):
+        for name in ("smtp_pool_size", "batch_size", "send_chunk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TIDINGS_{name.upper()}: must be at least 1")
         if not 0 <= self.web_port <= 65535:
@@ -204,6 +217,25 @@ class Settings:
             )
         if not self.consent_text.strip():
             raise ConfigError("TIDINGS_CONSENT_TEXT: must not be empty")
+        if self.newsletter_after_drip not in ("wait", "send"):
+            raise ConfigError(
+                "TIDINGS_NEWSLETTER_AFTER_DRIP: expected 'wait' or 'send', got "
+                f"{self.newsletter_after_drip!r}"
+            )
+        if self.newsletter_gap_seconds < 0:
+            raise ConfigError("TIDINGS_NEWSLETTER_GAP_SECONDS: must not be negative")
+        if bool(self.dkim_selector) != bool(self.dkim_private_key):
+            raise ConfigError(
+                "TIDINGS_DKIM_SELECTOR and TIDINGS_DKIM_PRIVATE_KEY go together: set both to "
+                "sign messages (see `tidings dkim generate`), or neither"
+            )
+        if self.dkim_selector and not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9._-]*", self.dkim_selector
+        ):
+            raise ConfigError(
+                f"TIDINGS_DKIM_SELECTOR: expected letters, digits, dots and dashes, got "
+                f"{self.dkim_selector!r}"
+            )
 
     @property
     def smtp_servers(self) -> tuple[SmtpServer, ...]:
@@ -215,12 +247,23 @@ class Settings:
         return self.smtp_servers[0]
 
     @property
+    def chunk_size(self) -> int:
+        """send_chunk, rounded up to a whole number of SMTP connections."""
+        pool = self.smtp_pool_size
+        return -(-self.send_chunk // pool) * pool
+
+    @property
     def public_base_url(self) -> str:
         return self.base_url.rstrip("/")
 
     @property
     def sender_domain(self) -> str:
         return self.from_address.rpartition("@")[2] or "localhost"
+
+    @property
+    def dkim_signing_domain(self) -> str:
+        """The d= of DKIM signatures: TIDINGS_DKIM_DOMAIN, or the From address's domain."""
+        return self.dkim_domain or self.sender_domain
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

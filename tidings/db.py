@@ -6,12 +6,15 @@ A session is one unit of work: `with sessions.begin() as session: ...` commits o
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, bindparam, create_engine, event, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -122,3 +125,24 @@ def signing_key(session: Session, configured: str | None) -> str:
     except IntegrityError:
         pass  # another process created it first
     return session.scalars(select(AppSecret.value).where(AppSecret.name == "signing_key")).one()
+
+
+def update_by_id(session: Session, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
+    """UPDATE ... WHERE id = ... for many rows: one executemany per set of changed columns.
+
+    Core statements, not the ORM's bulk update: on the send path this runs for every message,
+    and the ORM's per-row bookkeeping costs more than the database does.
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(sorted(k for k in row if k != "id"))].append(row)
+    for columns, group in groups.items():
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("row_id"))
+            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in columns})
+        )
+        session.execute(
+            statement, [{"row_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in group]
+        )

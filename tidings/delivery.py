@@ -186,33 +186,23 @@ class _Connection:
 
     def send(self, message: OutgoingMessage) -> SendResult:
         reused = self.smtp is not None
-        stage = "connect"  # connect -> mail -> rcpt -> data
+        stage = "connect"  # connect -> mail (commands, nothing of the message yet) -> data
         try:
             smtp = self.ensure_open()
             stage = "mail"
             try:
-                code, reply = smtp.mail(message.sender)
+                stage, code, reply = self._transaction(smtp, message)
             except (smtplib.SMTPServerDisconnected, OSError):
-                if not reused:
+                if not reused or stage != "mail":
                     raise
                 # The server closed this idle pooled connection (timeout, restart). Nothing
-                # has been sent on it yet, so reconnecting once is safe.
+                # of the message has been sent on it, so reconnecting once is safe.
                 self.close()
                 stage = "connect"
                 smtp = self.ensure_open()
                 stage = "mail"
-                code, reply = smtp.mail(message.sender)
-            if code != 250:
-                smtp.rset()
-                return self._result(message, code, reply, "mail")
-            stage = "rcpt"
-            code, reply = smtp.rcpt(message.recipient)
-            if code not in (250, 251):
-                smtp.rset()
-                return self._result(message, code, reply, "rcpt")
-            stage = "data"
-            code, reply = smtp.data(message.data)
-            return self._result(message, code, reply, "data")
+                stage, code, reply = self._transaction(smtp, message)
+            return self._result(message, code, reply, stage)
         except smtplib.SMTPResponseException as exc:
             self.close()
             if stage == "connect":
@@ -236,10 +226,59 @@ class _Connection:
                 reached=stage not in ("connect", "mail"),
             )
 
+    def _transaction(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> tuple[str, int, bytes]:
+        """One mail transaction. Returns the stage (mail, rcpt, data) and reply that decided
+        it. Uses PIPELINING (RFC 2920) when the server offers it: MAIL, RCPT and DATA in one
+        write, then their three replies, which saves two round trips per message."""
+        if smtp.does_esmtp and smtp.has_extn("pipelining"):
+            smtp.send(
+                f"MAIL FROM:<{message.sender}>\r\nRCPT TO:<{message.recipient}>\r\nDATA\r\n".encode(
+                    "ascii"
+                )
+            )
+            mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
+            for stage, (code, reply), accepted in (
+                ("mail", mail, (250,)),
+                ("rcpt", rcpt, (250, 251)),
+            ):
+                if code not in accepted:
+                    if data[0] == 354:  # DATA accepted anyway: end an empty message
+                        smtp.send(b".\r\n")
+                        smtp.getreply()
+                    smtp.rset()
+                    return stage, code, reply
+            if data[0] != 354:
+                smtp.rset()
+                return ("data", *data)
+        else:
+            for stage, (code, reply), accepted in (
+                ("mail", smtp.mail(message.sender), (250,)),
+                ("rcpt", smtp.rcpt(message.recipient), (250, 251)),
+                ("data", smtp.docmd("DATA"), (354,)),
+            ):
+                if code not in accepted:
+                    smtp.rset()
+                    return stage, code, reply
+        smtp.send(_dot_stuffed(message.data) + b".\r\n")
+        code, reply = smtp.getreply()
+        return "data", code, reply
+
     @staticmethod
     def _result(message: OutgoingMessage, code: int, reply: bytes | str, stage: str) -> SendResult:
         text = _text(reply)
         return SendResult(message.delivery_id, classify(code, text, stage), f"{code} {text}")
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as sent after DATA (RFC 5321 4.5.2): CRLF line ends, a final CRLF, and a
+    dot doubled at the start of any line. Our messages are built with CRLF already, so this
+    is two byte replacements instead of smtplib's regular expressions."""
+    if b"\n" in data.replace(b"\r\n", b""):
+        data = re.sub(rb"\r?\n|\r", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    data = data.replace(b"\r\n.", b"\r\n..")
+    return b"." + data if data.startswith(b".") else data
 
 
 def _text(reply: bytes | str) -> str:

@@ -6,7 +6,7 @@
 
 A claimed delivery is `sending` with a lease: if this process dies, the lease expires and
 `reap_expired_leases` puts it back in the queue, so nothing is lost (a hard crash can repeat
-at most the chunk that was in flight: `chunk_size` messages). A graceful stop (the `stop`
+at most the chunk that was in flight: settings.chunk_size messages). A graceful stop (the `stop`
 event) finishes the chunk in flight and gives the rest of the claim back before returning.
 If the database goes away after a chunk was sent, recording its outcome is retried until
 the database is back (within the lease), so a sent message is not sent again.
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
@@ -33,7 +33,7 @@ from tidings.bounces import check_bounce_rate
 from tidings.campaigns.sequencing import advance_after_deliveries, campaign_window, zone
 from tidings.clock import Clock
 from tidings.config import Settings
-from tidings.db import signing_key
+from tidings.db import signing_key, update_by_id
 from tidings.delivery import OutgoingMessage, SendResult, Transport
 from tidings.messages import Addressee, MessageBuilder, stored_sender
 from tidings.models import (
@@ -122,8 +122,11 @@ class Dispatcher:
         self.owner = owner or worker_id()
         self.stop = stop or threading.Event()
         self._builder: MessageBuilder | None = None
+        self._compiled: dict[tuple[int, str], CompiledStep] = {}
         # The most a hard crash can send twice: what is on the wire, not yet recorded.
-        self.chunk_size = max(1, settings.smtp_pool_size * 4)
+        self.chunk_size = settings.chunk_size
+        # Claims are whole chunks, so the last chunk of a claim keeps every connection busy.
+        self.claim_size = -(-settings.batch_size // self.chunk_size) * self.chunk_size
 
     # ----------------------------------------------------------------- public
 
@@ -157,7 +160,7 @@ class Dispatcher:
                     or_(Delivery.campaign_id.is_(None), Campaign.status == "active"),
                 )
                 .order_by(Delivery.next_attempt_at, Delivery.id)
-                .limit(self.settings.batch_size)
+                .limit(self.claim_size)
                 .with_for_update(of=Delivery, skip_locked=True)
             )
             if only_ids is not None:
@@ -244,16 +247,35 @@ class Dispatcher:
             self.stop.wait(min(real, MAX_RATE_WAIT_SECONDS))
 
     def _prepare(self, ids: list[int]) -> _Claimed:
-        """Re-check each claimed delivery and render the ones still to send."""
+        """Re-check each claimed delivery and render the ones still to send.
+
+        Plain rows, not ORM objects, and each step's compiled form fetched once per version:
+        this runs for every message sent.
+        """
         now = self.clock.now()
         claimed = _Claimed()
         with self.sessions.begin() as session:
             builder = self._get_builder(session)
             rows = session.execute(
-                select(Delivery, Subscriber, Step, Campaign)
+                select(
+                    Delivery.id,
+                    Delivery.kind,
+                    Delivery.message_id,
+                    Delivery.created_at,
+                    Delivery.attempts,
+                    Delivery.campaign_id,
+                    Delivery.step_id,
+                    Step.content_sha256.label("step_version"),
+                    Subscriber.id.label("sid"),
+                    Subscriber.email,
+                    Subscriber.name,
+                    Subscriber.timezone,
+                    Subscriber.status,
+                    Subscriber.key,
+                    Subscriber.paused_until,
+                )
                 .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
                 .outerjoin(Step, Step.id == Delivery.step_id)
-                .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
                 .where(
                     Delivery.id.in_(ids),
                     Delivery.lease_owner == self.owner,
@@ -261,113 +283,144 @@ class Dispatcher:
                 )
                 .order_by(Delivery.id)
             ).all()
-            suppressed = dict(
-                session.execute(
-                    select(Suppression.email_sha256, Suppression.reason).where(
-                        Suppression.email_sha256.in_([email_sha256(s.email) for _, s, _, _ in rows])
-                    )
-                ).all()
-            )
-            ended = {
-                (e.subscriber_id, e.campaign_id)
-                for e in session.scalars(
-                    select(Enrollment).where(
-                        Enrollment.subscriber_id.in_([s.id for _, s, _, _ in rows]),
-                        Enrollment.status != EnrollmentStatus.ACTIVE,
+            if not rows:
+                return claimed
+            campaigns = {
+                c.id: c
+                for c in session.scalars(
+                    select(Campaign).where(
+                        Campaign.id.in_({r.campaign_id for r in rows if r.campaign_id is not None})
                     )
                 )
             }
-            for delivery, subscriber, step, campaign in rows:
-                why_not = self._reason_not_to_send(
-                    delivery, subscriber, campaign, suppressed, ended
-                )
+            suppressed = dict(
+                session.execute(
+                    select(Suppression.email_sha256, Suppression.reason).where(
+                        Suppression.email_sha256.in_([email_sha256(r.email) for r in rows])
+                    )
+                ).all()
+            )
+            ended: set[tuple[int, int]] = set(
+                session.execute(
+                    select(Enrollment.subscriber_id, Enrollment.campaign_id).where(
+                        Enrollment.subscriber_id.in_([r.sid for r in rows]),
+                        Enrollment.status != EnrollmentStatus.ACTIVE,
+                    )
+                ).all()
+            )
+            self._load_compiled(session, {(r.step_id, r.step_version) for r in rows if r.step_id})
+            skipped: list[dict[str, object]] = []
+            later: list[dict[str, object]] = []
+            exiting: set[int] = set()
+            for row in rows:
+                campaign = campaigns.get(row.campaign_id) if row.campaign_id else None
+                why_not = self._reason_not_to_send(row, campaign, suppressed, ended)
                 if why_not:
-                    self._skip(session, delivery, why_not, now)
-                    if campaign is not None and (subscriber.id, campaign.id) not in ended:
+                    skipped.append(
+                        {
+                            "id": row.id,
+                            "status": DeliveryStatus.SKIPPED,
+                            "outcome": why_not,
+                            "lease_expires_at": None,
+                            "updated_at": now,
+                        }
+                    )
+                    if campaign is not None and (row.sid, campaign.id) not in ended:
                         # Skipped for who they are (suppressed, not active): nothing more
                         # may go to them, in any sequence.
-                        exit_enrollments(session, subscriber.id, now)
-                    claimed.result.skipped += 1
+                        exiting.add(row.sid)
                     continue
                 if campaign is not None:
-                    later = self._not_before(campaign, subscriber, now)
-                    if later is not None:
-                        self._requeue(delivery, later, now)
-                        claimed.result.deferred += 1
+                    not_before = self._not_before(campaign, row, now)
+                    if not_before is not None:
+                        # Not an attempt: it was never offered to a server.
+                        later.append(
+                            {
+                                "id": row.id,
+                                "status": DeliveryStatus.QUEUED,
+                                "next_attempt_at": not_before,
+                                "attempts": row.attempts - 1,
+                                "lease_owner": None,
+                                "lease_expires_at": None,
+                                "updated_at": now,
+                            }
+                        )
                         continue
+                to = Addressee(row.email, row.name, row.key)
+                if campaign is not None and row.step_id is not None:
+                    compiled = self._compiled[(row.step_id, row.step_version)]
+                    data = builder.step_message(campaign, compiled, to, row.message_id, now)
+                else:
+                    data = builder.confirmation_message(to, row.message_id, now)
                 job = _Job(
-                    delivery.id,
-                    subscriber.id,
-                    delivery.campaign_id,
-                    subscriber.email,
-                    delivery.created_at,
-                    delivery.attempts,
+                    row.id, row.sid, row.campaign_id, row.email, row.created_at, row.attempts
                 )
                 job.message = OutgoingMessage(
-                    delivery_id=delivery.id,
-                    sender=self._envelope_sender(delivery.id, campaign, builder),
-                    recipient=subscriber.email,
-                    data=self._render(delivery, subscriber, step, campaign, builder, now),
+                    row.id, self._envelope_sender(row.id, campaign, builder), row.email, data
                 )
                 claimed.jobs.append(job)
+            if skipped or later:
+                update_by_id(session, Delivery, skipped + later)
+            for subscriber_id in exiting:
+                exit_enrollments(session, subscriber_id, now)
+            claimed.result.skipped += len(skipped)
+            claimed.result.deferred += len(later)
         return claimed
 
+    def _load_compiled(self, session: Session, versions: set[tuple[int, str]]) -> None:
+        missing = {
+            step_id for step_id, version in versions if (step_id, version) not in self._compiled
+        }
+        if not missing:
+            return
+        if len(self._compiled) > 1000:
+            self._compiled.clear()
+        for step_id, compiled in session.execute(
+            select(Step.id, Step.compiled).where(Step.id.in_(missing))
+        ):
+            step = CompiledStep.from_stored(compiled)
+            self._compiled[(step_id, step.content_sha256)] = step
+
     @staticmethod
-    def _not_before(campaign: Campaign, subscriber: Subscriber, now: datetime) -> datetime | None:
+    def _not_before(campaign: Campaign, row: Any, now: datetime) -> datetime | None:
         """When a campaign email may go out if not now (campaign paused, subscriber pausing,
         send window closed); None if it may go now."""
         if campaign.status != "active":
             return now  # not claimed again until the campaign is resumed
         window = campaign_window(campaign)
-        tz = zone(subscriber.timezone)
-        if subscriber.paused_until is not None and subscriber.paused_until > now:
-            return window.next_open(subscriber.paused_until, tz)
+        tz = zone(row.timezone)
+        if row.paused_until is not None and row.paused_until > now:
+            return window.next_open(row.paused_until, tz)
         if not window.contains(now, tz):
             return window.next_open(now, tz)
         return None
 
     def _reason_not_to_send(
         self,
-        delivery: Delivery,
-        subscriber: Subscriber,
+        row: Any,
         campaign: Campaign | None,
         suppressed: dict[str, str],
         ended: set[tuple[int, int]],
     ) -> str | None:
-        reason = suppressed.get(email_sha256(subscriber.email))
+        reason = suppressed.get(email_sha256(row.email))
         # The one exception: someone who unsubscribed and asked to come back gets the
         # confirmation email (their suppression is lifted only when they click it).
         coming_back = (
             reason == "unsubscribe"
-            and delivery.kind == "confirmation"
-            and subscriber.status == SubscriberStatus.PENDING
+            and row.kind == "confirmation"
+            and row.status == SubscriberStatus.PENDING
         )
         if reason is not None and not coming_back:
             return "skipped: address is suppressed"
-        if delivery.kind == "confirmation":
-            if subscriber.status != SubscriberStatus.PENDING:
-                return f"skipped: subscriber is {subscriber.status}, no confirmation needed"
+        if row.kind == "confirmation":
+            if row.status != SubscriberStatus.PENDING:
+                return f"skipped: subscriber is {row.status}, no confirmation needed"
             return None
-        if subscriber.status != SubscriberStatus.ACTIVE:
-            return f"skipped: subscriber is {subscriber.status}"
-        if campaign is not None and (subscriber.id, campaign.id) in ended:
+        if row.status != SubscriberStatus.ACTIVE:
+            return f"skipped: subscriber is {row.status}"
+        if campaign is not None and (row.sid, campaign.id) in ended:
             return "skipped: subscriber left the campaign"
         return None
-
-    def _render(
-        self,
-        delivery: Delivery,
-        subscriber: Subscriber,
-        step: Step | None,
-        campaign: Campaign | None,
-        builder: MessageBuilder,
-        now: datetime,
-    ) -> bytes:
-        to = Addressee(subscriber.email, subscriber.name, subscriber.key)
-        if step is not None and campaign is not None:
-            compiled = CompiledStep.from_stored(step.compiled)
-            return builder.step_message(campaign, compiled, to, delivery.message_id, now)
-        return builder.confirmation_message(to, delivery.message_id, now)
 
     def _record(self, outcomes: list[tuple[_Job, SendResult, str | None]]) -> DispatchResult:
         if not outcomes:
@@ -417,7 +470,7 @@ class Dispatcher:
             if status in ("sent", "failed") and job.campaign_id is not None:
                 finished.append((job.subscriber_id, job.campaign_id))
         with self.sessions.begin() as session:
-            session.execute(update(Delivery), changes)
+            update_by_id(session, Delivery, changes)
             advance_after_deliveries(session, finished, now)
             for job, reply in bounced:
                 self._bounce(session, job, reply, now)
@@ -481,23 +534,6 @@ class Dispatcher:
                 )
 
         self._with_database_retries(release)
-
-    @staticmethod
-    def _requeue(delivery: Delivery, at: datetime, now: datetime) -> None:
-        delivery.status = DeliveryStatus.QUEUED
-        delivery.next_attempt_at = at
-        delivery.attempts -= 1  # not an attempt: it was never offered to a server
-        delivery.lease_owner = None
-        delivery.lease_expires_at = None
-        delivery.updated_at = now
-
-    @staticmethod
-    def _skip(session: Session, delivery: Delivery, why: str, now: datetime) -> None:
-        delivery.status = DeliveryStatus.SKIPPED
-        delivery.outcome = why
-        delivery.lease_owner = None
-        delivery.lease_expires_at = None
-        delivery.updated_at = now
 
     # ----------------------------------------------------------------- helpers
 

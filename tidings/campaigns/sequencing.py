@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.schedule import SendWindow
+from tidings.db import update_by_id
 from tidings.models import (
     Campaign,
     Delivery,
@@ -150,11 +152,18 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
 
     Reads only due rows (indexed on next_due_at), so its cost follows what is due, not the
     size of the list. On PostgreSQL the rows are locked (SKIP LOCKED) so planners on several
-    machines never plan the same enrollment.
+    machines never plan the same enrollment. Plain rows and executemany statements: this runs
+    for every email of every sequence.
     """
     rows = session.execute(
         select(
-            Enrollment, Subscriber.timezone, Subscriber.status, Subscriber.paused_until, Campaign
+            Enrollment.id,
+            Enrollment.subscriber_id,
+            Enrollment.campaign_id,
+            Enrollment.next_position,
+            Subscriber.timezone,
+            Subscriber.status,
+            Subscriber.paused_until,
         )
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .join(Campaign, Campaign.id == Enrollment.campaign_id)
@@ -171,55 +180,89 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
     result = PlanResult()
     if not rows:
         return result
-    steps = _steps_by_position(session, {row[-1].id for row in rows})
-    wanted = []
-    for enrollment, tz_name, sub_status, paused_until, campaign in rows:
-        step = steps.get((campaign.id, enrollment.next_position))
-        if sub_status != SubscriberStatus.ACTIVE:
-            _end(enrollment, EnrollmentStatus.EXITED, now)
-            continue
-        if step is None:
-            _end(enrollment, EnrollmentStatus.COMPLETED, now)
-            result.completed += 1
-            continue
-        window = campaign_window(campaign)
-        tz = zone(tz_name)
-        if paused_until is not None and paused_until > now:
-            enrollment.next_due_at = window.next_open(paused_until, tz)
-            enrollment.updated_at = now
-            result.deferred += 1
-            continue
-        if not window.contains(now, tz):
-            enrollment.next_due_at = window.next_open(now, tz)
-            enrollment.updated_at = now
-            result.deferred += 1
-            continue
-        wanted.append((enrollment, step))
-    already = _already_delivered(session, [(e.subscriber_id, s.id) for e, s in wanted])
-    for enrollment, step in wanted:
-        enrollment.next_position += 1
-        enrollment.updated_at = now
-        if (enrollment.subscriber_id, step.id) in already:
-            # Sent before (a reload moved it after this subscriber's position): never twice.
-            enrollment.next_due_at = now
-            continue
-        enrollment.next_due_at = None  # set again when this delivery has an outcome
-        session.add(
-            Delivery(
-                kind="step",
-                subscriber_id=enrollment.subscriber_id,
-                campaign_id=step.campaign_id,
-                step_id=step.id,
-                status=DeliveryStatus.QUEUED,
-                next_attempt_at=now,
-                message_id=message_id(sender_domain),
-                content_sha256=step.content_sha256,
-                created_at=now,
-                updated_at=now,
+    campaign_ids = {r.campaign_id for r in rows}
+    windows = {
+        c.id: campaign_window(c)
+        for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
+    }
+    steps = {
+        (campaign_id, position): (step_id, version)
+        for step_id, campaign_id, position, version in session.execute(
+            select(Step.id, Step.campaign_id, Step.position, Step.content_sha256).where(
+                Step.campaign_id.in_(campaign_ids), Step.position.is_not(None)
             )
         )
-        result.planned += 1
-    session.flush()
+    }
+    changes: list[dict[str, object]] = []
+    wanted: list[tuple[Any, int, str]] = []
+    for row in rows:
+        step = steps.get((row.campaign_id, row.next_position))
+        if row.status != SubscriberStatus.ACTIVE or step is None:
+            active = row.status == SubscriberStatus.ACTIVE
+            status = EnrollmentStatus.COMPLETED if active else EnrollmentStatus.EXITED
+            result.completed += active
+            changes.append(
+                {
+                    "id": row.id,
+                    "status": status,
+                    "next_due_at": None,
+                    "ended_at": now,
+                    "updated_at": now,
+                }
+            )
+            continue
+        window, tz = windows[row.campaign_id], zone(row.timezone)
+        if row.paused_until is not None and row.paused_until > now:
+            changes.append(
+                {
+                    "id": row.id,
+                    "next_due_at": window.next_open(row.paused_until, tz),
+                    "updated_at": now,
+                }
+            )
+            result.deferred += 1
+        elif not window.contains(now, tz):
+            changes.append(
+                {"id": row.id, "next_due_at": window.next_open(now, tz), "updated_at": now}
+            )
+            result.deferred += 1
+        else:
+            wanted.append((row, *step))
+    already = _already_delivered(session, [(row.subscriber_id, sid) for row, sid, _ in wanted])
+    deliveries = []
+    for row, step_id, version in wanted:
+        # Sent before (a reload moved it after this subscriber's place): never twice; plan
+        # the next one. Otherwise wait for this delivery's outcome (next_due_at None).
+        done = (row.subscriber_id, step_id) in already
+        changes.append(
+            {
+                "id": row.id,
+                "next_position": row.next_position + 1,
+                "next_due_at": now if done else None,
+                "updated_at": now,
+            }
+        )
+        if done:
+            continue
+        deliveries.append(
+            {
+                "kind": "step",
+                "subscriber_id": row.subscriber_id,
+                "campaign_id": row.campaign_id,
+                "step_id": step_id,
+                "status": DeliveryStatus.QUEUED,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "message_id": message_id(sender_domain),
+                "content_sha256": version,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    if deliveries:
+        session.execute(insert(Delivery.__table__), deliveries)
+    update_by_id(session, Enrollment, changes)
+    result.planned = len(deliveries)
     return result
 
 
@@ -317,7 +360,7 @@ def advance_after_deliveries(
                 finished_at + timedelta(seconds=delay), zone(r.timezone)
             )
             changes.append({"id": r.id, "next_due_at": due, "updated_at": finished_at})
-    session.execute(update(Enrollment), changes)
+    update_by_id(session, Enrollment, changes)
 
 
 def exit_enrollments(session: Session, subscriber_id: int, now: datetime) -> int:
