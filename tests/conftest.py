@@ -36,6 +36,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 # A Monday, 08:00 UTC: before the send window opens in Europe and America.
 MONDAY = datetime(2026, 10, 19, 8, 0, tzinfo=UTC)
 TABLES = (
+    "broadcast_schedules",
     "deliveries",
     "enrollments",
     "steps",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tidings.config import Settings
+from tidings.dkim import DkimSigner
 from tidings.models import Campaign
 from tidings.rendering import CompiledStep, MessageHeaders, MessageSkeleton, Recipient, Sender
 from tidings.subscribers.confirmation import compile_confirmation
@@ -42,6 +43,8 @@ class MessageBuilder:
         self.links = links
         self._skeletons: dict[str, MessageSkeleton] = {}
         self._confirmation: CompiledStep | None = None
+        # DKIM (TIDINGS_DKIM_*): the key is read here, once; every message is signed below.
+        self.signer = DkimSigner.from_settings(settings)
 
     def step_message(
         self,
@@ -108,7 +111,8 @@ class MessageBuilder:
             unsubscribe_mailto=f"mailto:{mailto}?subject=unsubscribe%20{to.key}",
             reply_to=sender.reply_to,
         )
-        return self._skeleton(compiled).render(recipient, headers)
+        data = self._skeleton(compiled).render(recipient, headers)
+        return self.signer.sign(data) if self.signer is not None else data
 
     def _skeleton(self, compiled: CompiledStep) -> MessageSkeleton:
         skeleton = self._skeletons.get(compiled.content_sha256)

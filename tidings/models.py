@@ -312,3 +312,42 @@ class AppSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+class BroadcastState:
+    SCHEDULED = "scheduled"  # waiting for its time; nothing planned yet
+    SENDING = "sending"  # planning has started: deliveries are being written
+    DONE = "done"  # every recipient is planned; what is left is in the delivery queue
+    CANCELLED = "cancelled"
+
+    PLANNING = (SCHEDULED, SENDING)
+
+
+class BroadcastSchedule(Base):
+    """When and to whom a broadcast (newsletter) goes, and how far its planning has got.
+
+    Planning walks the audience in subscriber-id order, one batch per transaction, and
+    stores the last id done (`after_subscriber_id`) with each batch, so a crash resumes
+    where it stopped; the ledger's UNIQUE (subscriber, step) makes a repeated batch harmless.
+    In local-time mode each timezone is a wave at its own instant: waves up to
+    `planned_through` are done.
+    """
+
+    __tablename__ = "broadcast_schedules"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    # One instant for everybody (send_at), or a wall-clock time in each reader's timezone.
+    send_at: Mapped[datetime | None]
+    local_time: Mapped[str | None] = mapped_column(String(19))  # "2026-12-03T10:00:00"
+    tz: Mapped[str | None] = mapped_column(String(64))  # the zone --at was given in
+    audience: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # When the planner next has something to do (indexed: a tick reads only due rows).
+    next_at: Mapped[datetime | None] = mapped_column(index=True)
+    planned_through: Mapped[datetime | None]
+    after_subscriber_id: Mapped[int] = mapped_column(Integer, default=0)  # the cursor
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    held: Mapped[int] = mapped_column(Integer, default=0)  # waited for the drip gap
+    scheduled_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from tidings.campaigns.broadcasts import next_broadcast_event, plan_broadcasts
 from tidings.campaigns.sequencing import PlanResult, plan_due
 from tidings.clock import RealClock
 from tidings.delivery import Transport
@@ -147,6 +148,10 @@ class Worker:
             total += result
             if result.planned + result.deferred + result.completed < settings.batch_size:
                 break
+        # Newsletters: each due broadcast wave, one batch per transaction (constant memory).
+        total += plan_broadcasts(
+            self.runtime.sessions, self.runtime.clock.now(), settings, self.stop
+        )
         return total
 
     def dispatch(self) -> DispatchResult:
@@ -170,7 +175,8 @@ class Worker:
                     Delivery.status.in_(DeliveryStatus.WAITING)
                 )
             )
-        times = [t for t in (due, attempt) if t is not None]
+            broadcast = next_broadcast_event(session)
+        times = [t for t in (due, attempt, broadcast) if t is not None]
         return min(times) if times else None
 
     def tick(self) -> TickResult:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tidings.campaigns.audience import Audience
 from tidings.campaigns.schedule import SendWindow, parse_delay
 from tidings.errors import CampaignError
 from tidings.rendering import FOOTER_FIELDS
@@ -30,6 +31,22 @@ STEP_FIELDS = {"key", "subject", "preheader", "delay", "crisis_at_top"}
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # Words that must never reach a subject or preheader: they show on lock screens.
 LOCK_SCREEN_WORDS = re.compile(r"suicid", re.IGNORECASE)
+
+
+# What [lint] may list in `require`: footer parts every email of the campaign must carry.
+LINT_REQUIRABLE = ("crisis", "crisis_line", "disclaimer", "risk", "reason")
+LINT_FIELDS = ("allow", "require", "link_domains", "tracking")
+
+
+@dataclass(frozen=True)
+class LintOptions:
+    """campaign.toml's [lint]: what the content lint (campaigns/lint.py) expects of it."""
+
+    allow: tuple[str, ...] = ()  # phrases accepted here although a rule flags their words
+    require: tuple[str, ...] = ()  # footer parts whose absence is an error, not a warning
+    link_domains: tuple[str, ...] = ()  # besides TIDINGS_BASE_URL's host and the sender's
+    tracking: bool = False  # images from other sites (pixels) are refused unless true
+    line: int = 1  # line of [lint] in campaign.toml
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,8 @@ class CampaignDefinition:
     steps: list[StepDefinition] = field(default_factory=list)
     folder: str | None = None
     raw_toml: str = ""
+    audience: dict[str, Any] = field(default_factory=dict)  # broadcasts: see audience.py
+    lint: LintOptions = field(default_factory=LintOptions)
 
     def as_stored(self) -> dict[str, Any]:
         """What Campaign.definition keeps: everything but the steps."""
@@ -73,6 +92,7 @@ class CampaignDefinition:
             "every_seconds": self.every_seconds,
             "sender": self.sender,
             "footer": self.footer,
+            "audience": self.audience,
         }
 
 
@@ -124,6 +144,23 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
     if unknown_footer:
         problem(sorted(unknown_footer)[0], f"unknown [footer] field(s): {sorted(unknown_footer)}")
 
+    audience: dict[str, Any] = {}
+    if "audience" in data:
+        if kind != "broadcast":
+            problems.append(
+                f"campaign.toml:{_table_line(raw, 'audience')}: [audience] is for broadcasts; "
+                "a sequence goes to the subscribers enrolled in it"
+            )
+        try:
+            audience = Audience.parse(data["audience"]).as_stored()
+        except ValueError as exc:
+            problems.append(f"campaign.toml:{_field_line(raw, 'audience', str(exc))}: {exc}")
+    lint = LintOptions()
+    try:
+        lint = _lint_options(data.get("lint", {}), _table_line(raw, "lint"))
+    except ValueError as exc:
+        problems.append(f"campaign.toml:{_table_line(raw, 'lint')}: {exc}")
+
     steps: list[StepDefinition] = []
     files = sorted(p for p in folder.glob("*.md") if not p.name.startswith(("_", ".")))
     if not files:
@@ -154,7 +191,57 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
         steps=steps,
         folder=str(folder.resolve()),
         raw_toml=raw,
+        audience=audience,
+        lint=lint,
     )
+
+
+def _lint_options(data: Any, line: int) -> LintOptions:
+    if not isinstance(data, dict):
+        raise ValueError("[lint] must be a table")
+    unknown = sorted(set(data) - set(LINT_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown [lint] field(s) {unknown} (known: {', '.join(LINT_FIELDS)})")
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in ("allow", "require", "link_domains"):
+        value = data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError(f"lint.{name}: expected a list of texts")
+        lists[name] = tuple(v.strip() for v in value)
+    bad = sorted(set(lists["require"]) - set(LINT_REQUIRABLE))
+    if bad:
+        raise ValueError(f"lint.require: unknown {bad} (known: {', '.join(LINT_REQUIRABLE)})")
+    tracking = data.get("tracking", False)
+    if not isinstance(tracking, bool):
+        raise ValueError("lint.tracking: expected true or false")
+    return LintOptions(
+        allow=lists["allow"],
+        require=lists["require"],
+        link_domains=tuple(d.lower().lstrip(".") for d in lists["link_domains"]),
+        tracking=tracking,
+        line=line,
+    )
+
+
+def _field_line(text: str, table: str, message: str) -> int:
+    """The line of the field a message names ("audience.timezones: ..."), searched from
+    the table's header; the header's line if not found."""
+    start = _table_line(text, table)
+    named = re.match(rf"{re.escape(table)}\.(\w+)", message)
+    if named:
+        lines = text.splitlines()
+        for number in range(start, len(lines) + 1):
+            if re.match(rf"\s*{re.escape(named.group(1))}\s*[=.]", lines[number - 1]):
+                return number
+    return start
+
+
+def _table_line(text: str, table: str) -> int:
+    """1-based line of a `[table]` header (or a dotted `table.x = ...` key), else 1."""
+    match = re.search(
+        rf"^[ \t]*\[\s*{re.escape(table)}\s*[\].]|^[ \t]*{re.escape(table)}\.", text, re.MULTILINE
+    )
+    return text.count("\n", 0, match.start()) + 1 if match else 1
 
 
 def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepDefinition | None:
@@ -234,7 +321,7 @@ def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepD
 
 def _line_of(text: str, key: str) -> int:
     """1-based line where `key = ...` is set in TOML text, or 1 when it is absent."""
-    match = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.MULTILINE)
+    match = re.search(rf"^[ \t]*{re.escape(key)}\s*=", text, re.MULTILINE)
     return text.count("\n", 0, match.start()) + 1 if match else 1
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from tidings.campaigns import shipped_campaign_dir
 from tidings.campaigns.definition import CampaignDefinition, read_campaign
+from tidings.campaigns.lint import ERROR, lint_campaign
 from tidings.campaigns.sequencing import active_steps, remap_positions
 from tidings.config import Settings
 from tidings.errors import CampaignError, Conflict, NotFound
@@ -87,7 +88,7 @@ def compile_campaign(
 
 
 def _toml_line(raw: str, key: str) -> int:
-    match = re.search(rf"^\s*{re.escape(key)}\s*=", raw, re.MULTILINE)
+    match = re.search(rf"^[ \t]*{re.escape(key)}\s*=", raw, re.MULTILINE)
     return raw.count("\n", 0, match.start()) + 1 if match else 1
 
 
@@ -111,6 +112,10 @@ def load_campaign(session: Session, folder: Path, settings: Settings, now: datet
     """
     definition = read_campaign(folder)
     compiled = compile_campaign(definition, settings)
+    # The content lint (CONTENT.md): its errors block the load, its warnings are reported.
+    findings = lint_campaign(definition, settings, compiled)
+    if any(f.severity == ERROR for f in findings):
+        raise CampaignError([str(f) for f in findings if f.severity == ERROR])
     sender = campaign_sender(settings, definition.sender)
     stored_definition = definition.as_stored()
     stored_definition["sender"] = sender.__dict__
@@ -125,6 +130,7 @@ def load_campaign(session: Session, folder: Path, settings: Settings, now: datet
             "no postal address: set TIDINGS_POSTAL_ADDRESS (the law requires one in "
             "marketing email), then load the campaign again"
         )
+    report.warnings += [str(f) for f in findings if f.rule != "postal-address"]
     if campaign is None:
         campaign = Campaign(slug=definition.slug, status="active", created_at=now)
         session.add(campaign)

@@ -89,9 +89,10 @@ from tidings.cli import admin as _admin  # noqa: E402
 from tidings.cli import campaigns as _campaigns  # noqa: E402
 from tidings.cli import engine as _engine  # noqa: E402
 from tidings.cli import ops as _ops  # noqa: E402
+from tidings.cli import staff as _staff  # noqa: E402
 from tidings.cli import subscribers as _subscribers  # noqa: E402
 from tidings.cli import suppressions as _suppressions  # noqa: E402
 from tidings.cli import web as _web  # noqa: E402
 
-for _module in (_campaigns, _engine, _ops, _subscribers, _suppressions, _admin, _web):
+for _module in (_campaigns, _engine, _ops, _subscribers, _suppressions, _admin, _web, _staff):
     _module.register(cli)

@@ -176,6 +176,10 @@ def show(state: State, slug: str, fmt: str) -> None:
             }
             for s in active_steps(session, campaign.id)
         ]
+        if campaign.kind == "broadcast":
+            from tidings.campaigns.broadcasts import broadcast_info
+
+            info["broadcast"] = broadcast_info(session, campaign)
     if fmt == "csv":
         emit_rows(info["steps"], ["position", "key", "delay", "subject", "sent"], "csv")
     else:
@@ -205,16 +209,45 @@ def _delay(seconds: int) -> str:
     help="The html part, the text part, or the whole message.",
 )
 @click.option("--out", type=click.File("wb"), default="-", help="Write to FILE (default: stdout).")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write every email (html and text) to this folder, with an index.html.",
+)
+@click.option(
+    "--open",
+    "open_it",
+    is_flag=True,
+    help="Write every email to a folder (--dir, or a new temporary one) and open its index "
+    "in the browser.",
+)
 @pass_state
-def preview(state: State, slug: str, step_key: str | None, fmt: str, out: Any) -> None:
-    """Render one email as a sample subscriber (Alex Sample) would receive it.
+def preview(
+    state: State,
+    slug: str,
+    step_key: str | None,
+    fmt: str,
+    out: Any,
+    folder: Path | None,
+    open_it: bool,
+) -> None:
+    """Render one email as a sample subscriber (Alex Sample) would receive it, or every
+    email to a folder with an index page (--dir, --open).
 
     \b
     Examples:
       tidings campaigns preview kap-benefits --step 4 --out email.html
       tidings campaigns preview kap-benefits --format text
       tidings campaigns preview kap-benefits --format eml > email.eml
+      tidings campaigns preview kap-benefits --open
     """
+    if folder is not None or open_it:
+        from tidings.cli.staff import preview_folder
+
+        preview_folder(state, slug, folder, open_it)
+        return
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
         campaign = get_campaign(session, slug)

@@ -11,6 +11,7 @@ import click
 from tidings.cli import State, pass_state
 from tidings.cli.web import host_option, port_option, start_web
 from tidings.db import upgrade
+from tidings.preflight import check_before_sending
 from tidings.scheduler import DispatcherBusy, Worker
 
 
@@ -41,6 +42,7 @@ def send_due(state: State) -> None:
     Example crontab line, every 5 minutes:
       */5 * * * * tidings send-due
     """
+    check_before_sending(state.settings)  # postal address (CAN-SPAM), DKIM key
     runtime = state.runtime()
     worker = Worker(runtime)
     try:
@@ -86,6 +88,7 @@ def run(
     Example:
       TIDINGS_SMTP_URL='smtp://user:pass@mail.example.org:587?starttls=1' tidings run --port 8000
     """
+    check_before_sending(state.settings)  # postal address (CAN-SPAM), DKIM key
     runtime = state.runtime()
     worker = Worker(runtime)
     web = None

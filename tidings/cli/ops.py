@@ -13,6 +13,7 @@ from tidings.bounces import ingest
 from tidings.cli import State, pass_state
 from tidings.cli.output import emit_object, output_options
 from tidings.db import signing_key
+from tidings.preflight import check_before_sending
 from tidings.routing import RateLimiter
 from tidings.scheduler import Worker
 from tidings.status import collect_status
@@ -61,6 +62,7 @@ def worker_cmd(state: State, tick_seconds: float | None) -> None:
       export TIDINGS_DATABASE_URL=postgresql+psycopg://tidings@db/tidings
       tidings worker & tidings worker & tidings worker &
     """
+    check_before_sending(state.settings)  # postal address (CAN-SPAM), DKIM key
     run_until_signalled(Worker(state.runtime()), tick_seconds, "tidings worker")
 
 

@@ -1,0 +1,313 @@
+"""The content lint (CONTENT.md): each rule fires on what it is about, with its file and line,
+and stays quiet on the near miss; errors block `campaigns load`, warnings do not; a
+campaign can accept a phrase explicitly; the shipped KAP campaign is clean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+from cli_helpers import Tidings, on_sqlite_copy
+
+from tidings.campaigns.definition import read_campaign
+from tidings.campaigns.lint import ERROR, WARNING, Finding, lint_campaign
+from tidings.campaigns.store import compile_campaign, resolve_campaign_dir
+from tidings.config import Settings
+
+SETTINGS = Settings(
+    base_url="https://news.example.org",
+    secret_key="lint",
+    from_address="kap@center.example.org",
+    organization="Center for Counseling",
+    postal_address="100 Example Street, Springfield",
+)
+TOML = """\
+slug = "lint-me"
+name = "Lint me"
+kind = "sequence"
+
+[footer]
+crisis = "If you are struggling or in crisis, call or text 988 or chat at [988lifeline.org](https://988lifeline.org)."
+crisis_line = "Help is available 24/7: call or text 988."
+disclaimer = "Educational information, not medical advice."
+risk = "Ketamine treatment has risks and needs medical screening and monitoring."
+reason = "You signed up at {{ sender.organization }}."
+
+[lint]
+require = ["crisis", "crisis_line", "disclaimer", "risk", "reason"]
+"""
+FRONT = 'subject = "A calm subject"\npreheader = "A calm preheader."\n'
+BODY = "## A heading\n\nA first paragraph about therapy.\n\n{text}\n"
+BODY_LINE_OF_TEXT = 9  # +++, 2 lines of front matter, +++, heading, blank, paragraph, blank
+CRISIS_FRONT = FRONT + "crisis_at_top = true\n"  # one more line of front matter
+
+
+def write(folder: Path, text: str = "A plain second paragraph.", front: str = FRONT,
+          toml: str = TOML) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "campaign.toml").write_text(toml, encoding="utf-8")
+    (folder / "01-email.md").write_text(f"+++\n{front}+++\n" + BODY.format(text=text),
+                                        encoding="utf-8")
+    return folder
+
+
+def lint(folder: Path, settings: Settings = SETTINGS) -> list[Finding]:
+    definition = read_campaign(folder)
+    return lint_campaign(definition, settings, compile_campaign(definition, settings))
+
+
+def rules(findings: list[Finding]) -> set[str]:
+    return {f.rule for f in findings}
+
+
+def test_a_clean_campaign_has_no_findings(tmp_path):
+    assert lint(write(tmp_path / "c")) == []
+
+
+def test_the_shipped_kap_campaign_is_clean():
+    assert lint(resolve_campaign_dir("kap-benefits")) == []
+
+
+# ----------------------------------------------------------------------------- wording
+
+WORDING = [
+    # rule, fires on, the near miss that must not fire
+    ("claim-cure", "Ketamine can cure depression.", "Keep your records secure."),
+    ("claim-guarantee", "Results are guaranteed.", "Nobody can promise results."),
+    ("claim-100-percent", "It works 100% of the time.", "It helped 60 of the 100 people."),
+    ("claim-instant-relief", "Expect instant relief.", "Some people feel relief within days."),
+    ("claim-no-side-effects", "It has no side effects.", "Side effects are usually brief."),
+    ("claim-non-addictive", "Ketamine is non-addictive.", "Ketamine has misuse potential."),
+    ("claim-prevents-suicide", "Ketamine prevents suicide.", "It may reduce suicidal thoughts."),
+    ("claim-fda-ketamine", "Ketamine is FDA-approved for depression.",
+     "The esketamine nasal spray is FDA-approved for depression."),
+    ("stigma-committed-suicide", "Her brother committed suicide.",
+     "Her brother died by suicide."),
+    ("stigma-attempt", "It was a failed attempt.", "It was a suicide attempt."),
+    ("sensational", "Depression is an epidemic.", "Depression is common."),
+    ("suicide-as-way-out", "Suicide seemed the only way out.",
+     "There is a way out of a long wait: ask us."),
+    ("method-detail", "A lethal dose is small.", "The dose is set by a clinician."),
+]
+
+
+@pytest.mark.parametrize(("rule", "bad", "good"), WORDING, ids=[w[0] for w in WORDING])
+def test_each_wording_rule_fires_with_its_line_and_not_on_the_near_miss(tmp_path, rule, bad,
+                                                                          good):
+    # Emails mentioning suicide open with the crisis line, so that rule stays out of the way.
+    found = [f for f in lint(write(tmp_path / "bad", bad, CRISIS_FRONT)) if f.rule == rule]
+    assert len(found) == 1, found
+    assert found[0].severity == ERROR
+    assert (found[0].file, found[0].line) == ("01-email.md", BODY_LINE_OF_TEXT + 1)
+    assert str(found[0]).startswith(f"01-email.md:{BODY_LINE_OF_TEXT + 1}: error [{rule}]: ")
+    assert rule not in rules(lint(write(tmp_path / "good", good, CRISIS_FRONT)))
+
+
+def test_a_finding_in_a_wrapped_paragraph_names_the_line_it_is_on(tmp_path):
+    text = "Talk with your clinician first.\nThey will tell you\nthat no side effects\nexist."
+    found = [f for f in lint(write(tmp_path / "c", text)) if f.rule == "claim-no-side-effects"]
+    assert [f.line for f in found] == [BODY_LINE_OF_TEXT + 2]
+
+
+def test_wording_is_checked_in_subjects_preheaders_and_the_footer(tmp_path):
+    front = 'subject = "A guaranteed calm"\npreheader = "Results are 100% yours."\n'
+    toml = TOML.replace('risk = "Ketamine treatment has risks',
+                        'risk = "Ketamine is non-addictive but has risks')
+    found = lint(write(tmp_path / "c", front=front, toml=toml))
+    where = {(f.rule, f.file, f.line) for f in found}
+    assert ("claim-guarantee", "01-email.md", 2) in where
+    assert ("claim-100-percent", "01-email.md", 3) in where
+    assert ("claim-non-addictive", "campaign.toml", 9) in where
+
+
+def test_a_campaign_can_allow_a_phrase_explicitly(tmp_path):
+    text = "Ketamine is FDA-approved as an anesthetic."
+    assert "claim-fda-ketamine" in rules(lint(write(tmp_path / "a", text)))
+    toml = TOML + 'allow = ["FDA-approved as an anesthetic"]\n'
+    assert lint(write(tmp_path / "b", text, toml=toml)) == []
+    # The same words elsewhere are still flagged: only the phrase is accepted.
+    other = text + " Ketamine is FDA-approved for depression."
+    assert rules(lint(write(tmp_path / "c", other, toml=toml))) == {"claim-fda-ketamine"}
+    # An allowance nothing needs is pointed out.
+    found = lint(write(tmp_path / "d", toml=toml))
+    assert [(f.rule, f.severity, f.line) for f in found] == [("unused-allow", WARNING, 12)]
+
+
+def test_a_suicide_statistic_needs_help_next_to_it(tmp_path):
+    bad = "About 48,000 people die by suicide each year."
+    good = bad + " If you are struggling, call or text 988."
+    found = [f for f in lint(write(tmp_path / "a", bad, CRISIS_FRONT))
+             if f.rule == "suicide-statistic"]
+    assert [(f.severity, f.line) for f in found] == [(WARNING, BODY_LINE_OF_TEXT + 1)]
+    assert "suicide-statistic" not in rules(lint(write(tmp_path / "b", good, CRISIS_FRONT)))
+
+
+def test_an_email_about_suicide_opens_with_the_crisis_line(tmp_path):
+    text = "Ketamine may reduce suicidal thoughts."
+    found = [f for f in lint(write(tmp_path / "a", text)) if f.rule == "suicide-crisis-top"]
+    assert [(f.severity, f.line) for f in found] == [(ERROR, BODY_LINE_OF_TEXT)]
+    front = CRISIS_FRONT
+    assert lint(write(tmp_path / "b", text, front)) == []
+    # crisis_at_top without a crisis line to show is not enough.
+    toml = TOML.replace('crisis_line = "Help is available 24/7: call or text 988."\n', "")
+    toml = toml.replace('"crisis_line", ', "")
+    assert "suicide-crisis-top" in rules(lint(write(tmp_path / "c", text, front, toml)))
+
+
+# ----------------------------------------------------------------------------- subject
+
+
+def test_subject_length_preheader_and_the_readers_condition(tmp_path):
+    long = "A" * 40 + " " + "b" * 39  # 80 characters
+    found = lint(write(tmp_path / "a", front=f'subject = "{long}"\npreheader = "x y"\n'))
+    assert [(f.rule, f.severity, f.line) for f in found] == [("subject-length", ERROR, 2)]
+    assert lint(write(tmp_path / "b", front=f'subject = "{long[:-1]}"\npreheader = "x y"\n')) == []
+
+    found = lint(write(tmp_path / "c", front='subject = "Hello"\n'))
+    assert [(f.rule, f.severity) for f in found] == [("preheader-missing", WARNING)]
+
+    front = 'subject = "Your depression can lift"\npreheader = "About your anxiety"\n'
+    found = lint(write(tmp_path / "d", front=front))
+    assert {(f.rule, f.line) for f in found} == {("subject-condition", 2),
+                                                ("preheader-condition", 3)}
+    front = 'subject = "Depression can lift"\npreheader = "About anxiety"\n'
+    assert lint(write(tmp_path / "e", front=front)) == []
+
+
+def test_suicide_in_a_subject_is_refused_when_the_folder_is_read(sqlite_template, tmp_path):
+    t = on_sqlite_copy(sqlite_template, tmp_path)
+    folder = write(tmp_path / "c", front='subject = "On suicide"\npreheader = "x y"\n')
+    output = t.fails("campaigns", "lint", str(folder))
+    assert "01-email.md:2: error [invalid]: subject mentions suicide" in output
+
+
+# ----------------------------------------------------------------------------- footer
+
+
+@pytest.mark.parametrize("part", ["crisis", "disclaimer", "risk", "reason"])
+def test_footer_parts_are_errors_when_required_and_warnings_otherwise(tmp_path, part):
+    without = "\n".join(line for line in TOML.splitlines() if not line.startswith(f"{part} ="))
+    found = [f for f in lint(write(tmp_path / "a", toml=without + "\n")) if f.rule ==
+             f"footer-{part}"]
+    assert [(f.severity, f.file, f.line) for f in found] == [(ERROR, "campaign.toml", 5)]
+    optional = without.replace(f'"{part}", ', "").replace(f', "{part}"', "") + "\n"
+    found = [f for f in lint(write(tmp_path / "b", toml=optional)) if f.rule == f"footer-{part}"]
+    assert [f.severity for f in found] == [WARNING]
+
+
+def test_no_postal_address_is_a_warning_that_names_the_setting(tmp_path):
+    found = lint(write(tmp_path / "a"), dataclasses.replace(SETTINGS, postal_address=""))
+    assert [(f.rule, f.severity) for f in found] == [("postal-address", WARNING)]
+    assert "TIDINGS_POSTAL_ADDRESS" in found[0].message
+
+
+# ----------------------------------------------------------------------------- links, images
+
+
+def test_links_must_be_https_and_to_allowed_domains(tmp_path):
+    found = lint(write(tmp_path / "a", "Read [this](http://news.example.org/page)."))
+    assert [(f.rule, f.line) for f in found] == [("link-https", BODY_LINE_OF_TEXT)]
+    found = lint(write(tmp_path / "b", "Read [this](https://elsewhere.example.com/page)."))
+    assert [(f.rule, f.line) for f in found] == [("link-domain", BODY_LINE_OF_TEXT)]
+    found = lint(write(tmp_path / "c", "Read [this](javascript:alert(1))."))
+    assert [f.rule for f in found] == ["link-scheme"]
+    # The web pages, the sender's domain (and subdomains), 988, mailto and tel are fine;
+    # other domains once listed in [lint] link_domains.
+    fine = ("[a](https://news.example.org/x) [b](https://www.center.example.org/about) "
+            "[c](https://988lifeline.org/chat) [d](mailto:help@center.example.org) "
+            "[e](tel:988) [f](https://elsewhere.example.com/page)")
+    toml = TOML + 'link_domains = ["elsewhere.example.com"]\n'
+    assert lint(write(tmp_path / "d", fine, toml=toml)) == []
+
+
+def test_images_need_alt_text_and_pixels_are_refused(tmp_path):
+    found = lint(write(tmp_path / "a", "![](https://news.example.org/logo.png)"))
+    assert [(f.rule, f.line) for f in found] == [("image-alt", BODY_LINE_OF_TEXT)]
+    assert lint(write(tmp_path / "b", "![Our logo](https://news.example.org/logo.png)")) == []
+
+    pixel = '<img src="https://news.example.org/o.gif" width="1" height="1" alt="x">'
+    found = lint(write(tmp_path / "c", pixel))
+    assert [(f.rule, f.line) for f in found] == [("tracking-pixel", BODY_LINE_OF_TEXT)]
+    third_party = '<img src="https://tracker.example.net/p.png" alt="banner">'
+    assert [f.rule for f in lint(write(tmp_path / "d", third_party))] == ["tracking-pixel"]
+
+    # A campaign may turn tracking on, but never for an email that mentions suicide.
+    toml = TOML + "tracking = true\n"
+    assert lint(write(tmp_path / "e", pixel, toml=toml)) == []
+    about = pixel + "\n\nKetamine may reduce suicidal thoughts."
+    found = lint(write(tmp_path / "f", about, CRISIS_FRONT, toml))
+    assert [f.rule for f in found] == ["tracking-pixel"]
+    assert "never in an email that mentions suicide" in found[0].message
+
+
+# ----------------------------------------------------------------------------- the email
+
+
+def test_html_over_gmails_clipping_limit_is_an_error(tmp_path):
+    big = "\n\n".join("A long paragraph about the therapy and what to expect. " * 20
+                      for _ in range(100))
+    found = lint(write(tmp_path / "a", big))
+    assert [f.rule for f in found] == ["gmail-clipping"]
+    assert "Gmail clips emails over 102 KB" in found[0].message
+
+
+def test_missing_unsubscribe_link_and_parts_that_differ(tmp_path):
+    """The layout always carries the link and both parts come from one source, so these two
+    rules guard against a broken template: fed a compiled email that lacks them."""
+    folder = write(tmp_path / "a")
+    definition = read_campaign(folder)
+    [(source, email)] = compile_campaign(definition, SETTINGS)
+    broken = dataclasses.replace(
+        email,
+        html=email.html.replace('href="TIDINGSVARUNSUBSCRIBEURLX"', 'href="#"').replace(
+            "A first paragraph", "A first paragraph with a secret coupon"),
+    )
+    found = lint_campaign(definition, SETTINGS, [(source, broken)])
+    assert {(f.rule, f.severity) for f in found} == {("unsubscribe-link", ERROR),
+                                                     ("parts-differ", WARNING)}
+    assert "coupon" in next(f for f in found if f.rule == "parts-differ").message
+
+
+# ----------------------------------------------------------------------------- the commands
+
+
+def test_lint_command_prints_file_and_line_and_exits_1_on_errors(sqlite_template, tmp_path):
+    t = on_sqlite_copy(sqlite_template, tmp_path)
+    folder = write(tmp_path / "c", "Results are guaranteed.\n\nSome people feel better.")
+    output = t.fails("campaigns", "lint", str(folder))
+    assert f"01-email.md:{BODY_LINE_OF_TEXT}: error [claim-guarantee]: 'guaranteed'" in output
+    assert "1 error(s), 0 warning(s)" in output
+    clean = t.ok("campaigns", "lint", "kap-benefits").output
+    assert "0 error(s), 0 warning(s)" in clean
+
+
+def test_load_runs_the_lint_errors_block_it_warnings_do_not(database_url, smtp_server,
+                                                            tmp_path):
+    t = Tidings(database_url, smtp_server.url)
+    bad = write(tmp_path / "bad", "Results are guaranteed.")
+    output = t.fails("campaigns", "load", str(bad))
+    assert "not loaded, nothing was stored" in output
+    assert f"01-email.md:{BODY_LINE_OF_TEXT}: error [claim-guarantee]" in output
+    assert t.counts()["campaigns"] == 0
+
+    warned = write(tmp_path / "warned", front='subject = "Hello"\n')
+    result = t.ok("campaigns", "load", str(warned))
+    assert "warning [preheader-missing]" in result.output
+    assert t.counts()["campaigns"] == 1
+
+
+def test_lint_of_a_loaded_campaign_by_slug_reads_its_folder(database_url, smtp_server, tmp_path):
+    t = Tidings(database_url, smtp_server.url)
+    folder = write(tmp_path / "mine")
+    t.ok("campaigns", "load", str(folder))
+    (folder / "01-email.md").write_text(textwrap.dedent("""\
+        +++
+        subject = "Hello"
+        preheader = "x y"
+        +++
+        It is a cure.
+        """), encoding="utf-8")
+    assert "01-email.md:5: error [claim-cure]" in t.fails("campaigns", "lint", "lint-me")
