@@ -412,7 +412,8 @@ def process_env(database_url: str, smtp_url: str, clock: str, **extra: str) -> d
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     env.update(TIDINGS_DATABASE_URL=database_url, TIDINGS_SMTP_URL=smtp_url,
                TIDINGS_SECRET_KEY="k", TIDINGS_CLOCK=clock, TIDINGS_TICK_SECONDS="0.05",
-               TIDINGS_SMTP_POOL_SIZE="4", TIDINGS_FROM_ADDRESS="kap@center.example", **extra)
+               TIDINGS_SMTP_POOL_SIZE="4", TIDINGS_FROM_ADDRESS="kap@center.example",
+               TIDINGS_POSTAL_ADDRESS="1 Main St", **extra)  # no real send starts without one
     return env
 
 
