@@ -35,7 +35,7 @@ from tidings.clock import Clock
 from tidings.config import Settings
 from tidings.db import signing_key, update_by_id
 from tidings.delivery import OutgoingMessage, SendResult, Transport
-from tidings.messages import Addressee, MessageBuilder, stored_sender
+from tidings.messages import Addressee, MessageBuilder
 from tidings.models import (
     Campaign,
     Delivery,
@@ -438,10 +438,10 @@ class Dispatcher:
         bounced: list[tuple[_Job, str]] = []
         for job, outcome, server in outcomes:
             # lease_owner stays: it tells which worker handled the delivery last.
+            # (The lease needs no clearing: only `sending` rows have one that counts.)
             change: dict[str, object] = {
                 "id": job.delivery_id,
                 "outcome": outcome.reply[:1000],
-                "lease_expires_at": None,
                 "updated_at": now,
                 "server": server,
             }
@@ -546,7 +546,7 @@ class Dispatcher:
     ) -> str:
         if self.settings.bounce_address:
             return verp_address(self.settings.bounce_address, builder.links.secret, delivery_id)
-        return stored_sender(self.settings, campaign).from_address
+        return builder.sender(campaign).from_address if campaign else self.settings.from_address
 
     def _get_builder(self, session: Session) -> MessageBuilder:
         if self._builder is None:

@@ -42,6 +42,7 @@ class MessageBuilder:
         self.settings = settings
         self.links = links
         self._skeletons: dict[str, MessageSkeleton] = {}
+        self._senders: dict[tuple[int, str], Sender] = {}
         self._confirmation: CompiledStep | None = None
         # DKIM (TIDINGS_DKIM_*): the key is read here, once; every message is signed below.
         self.signer = DkimSigner.from_settings(settings)
@@ -54,7 +55,7 @@ class MessageBuilder:
         message_id: str,
         now: datetime,
     ) -> bytes:
-        sender = stored_sender(self.settings, campaign)
+        sender = self.sender(campaign)
         domain = _domain(sender.from_address)
         return self._build(
             compiled,
@@ -113,6 +114,14 @@ class MessageBuilder:
         )
         data = self._skeleton(compiled).render(recipient, headers)
         return self.signer.sign(data) if self.signer is not None else data
+
+    def sender(self, campaign: Campaign) -> Sender:
+        """stored_sender, kept per campaign version (this runs for every message)."""
+        key = (campaign.id, campaign.content_sha256)
+        sender = self._senders.get(key)
+        if sender is None:
+            sender = self._senders[key] = stored_sender(self.settings, campaign)
+        return sender
 
     def _skeleton(self, compiled: CompiledStep) -> MessageSkeleton:
         skeleton = self._skeletons.get(compiled.content_sha256)

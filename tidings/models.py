@@ -31,6 +31,8 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is UTC:  # the usual case, and this runs for every row written
+            return value.replace(tzinfo=None)
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: times in tidings are aware (UTC)")
         return value.astimezone(UTC).replace(tzinfo=None)

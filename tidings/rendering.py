@@ -521,8 +521,10 @@ def _qp_piece(text: str) -> bytes:
     """Quoted-printable for one piece, CRLF line ends, ending in a soft line break."""
     if not text:
         return b""
-    if len(text) <= _QP_LINE and text.isascii() and text.isprintable() and "=" not in text:
-        return text.encode("ascii") + _SOFT_BREAK  # short plain text (a link, a name)
+    if text.isascii() and text.isprintable() and "=" not in text:
+        # Plain text (a link, a name): nothing to encode, only lines to keep short.
+        data = text.encode("ascii")
+        return data + _SOFT_BREAK if len(data) <= _QP_LINE else _wrap_last_line(data)
     data = text.encode("utf-8")
     encoded = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
     if encoded.endswith(b"\r\n"):
