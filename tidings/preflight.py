@@ -79,20 +79,43 @@ def is_local_host(host: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class StoredFacts:
+    """What the checks need from the database, read in one short transaction before any
+    network call (on SQLite a transaction holds the write lock: the web pages being checked
+    could not answer meanwhile)."""
+
+    unaddressed: tuple[tuple[str, str], ...]  # (slug, folder) loaded without a postal address
+    secret: str  # the key links are signed with
+    subscriber_key: str | None  # an active subscriber's, to open their unsubscribe page
+
+
+def stored_facts(session: Session, settings: Settings) -> StoredFacts:
+    unaddressed = tuple(
+        (c.slug, c.source_path or c.slug)
+        for c in session.scalars(select(Campaign).order_by(Campaign.slug))
+        if not str((c.definition.get("sender") or {}).get("postal_address", "")).strip()
+    )
+    key = session.scalar(
+        select(Subscriber.key).where(Subscriber.status == SubscriberStatus.ACTIVE).limit(1)
+    )
+    return StoredFacts(unaddressed, signing_key(session, settings.secret_key), key)
+
+
 def run_checks(
-    settings: Settings, session: Session | None, dkim_record: str | None = None
+    settings: Settings, facts: StoredFacts | None, dkim_record: str | None = None
 ) -> list[Check]:
-    """Every check, in the order an operator fixes things. `session` is None when the
-    database could not be opened (that is then a blocker of its own)."""
-    return list(_checks(settings, session, dkim_record))
+    """Every check, in the order an operator fixes things. `facts` is None when the
+    database could not be read (that is then a blocker of its own)."""
+    return list(_checks(settings, facts, dkim_record))
 
 
 def _checks(
-    settings: Settings, session: Session | None, dkim_record: str | None
+    settings: Settings, facts: StoredFacts | None, dkim_record: str | None
 ) -> Iterator[Check]:
     yield from _sender(settings)
-    yield from _postal(settings, session)
-    yield from _base_url(settings, session)
+    yield from _postal(settings, facts)
+    yield from _base_url(settings, facts)
     yield from _transport(settings)
     yield from _dkim(settings, dkim_record)
     yield from _dns_records(settings)
@@ -113,7 +136,7 @@ def _sender(settings: Settings) -> Iterator[Check]:
         )
 
 
-def _postal(settings: Settings, session: Session | None) -> Iterator[Check]:
+def _postal(settings: Settings, facts: StoredFacts | None) -> Iterator[Check]:
     if not settings.postal_address.strip():
         yield Check(
             FAIL,
@@ -123,32 +146,33 @@ def _postal(settings: Settings, session: Session | None) -> Iterator[Check]:
         )
     else:
         yield Check(OK, "postal", settings.postal_address)
-    if session is None:
-        return
     # The footer is compiled at load time: a campaign loaded before the address was set
     # still has none.
-    for campaign in session.scalars(select(Campaign).order_by(Campaign.slug)):
-        stored = (campaign.definition.get("sender") or {}).get("postal_address", "")
-        if not str(stored).strip():
-            yield Check(
-                FAIL,
-                "postal",
-                f"campaign {campaign.slug} was loaded without a postal address: load it again "
-                f"(tidings campaigns load {campaign.source_path or campaign.slug})",
-            )
+    for slug, folder in facts.unaddressed if facts is not None else ():
+        yield Check(
+            FAIL,
+            "postal",
+            f"campaign {slug} was loaded without a postal address: load it again "
+            f"(tidings campaigns load {folder})",
+        )
 
 
 def _get(url: str, data: bytes | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url, data=data, headers={"User-Agent": "tidings-check"})
-    context = ssl.create_default_context()
+    handlers: list[urllib.request.BaseHandler] = [
+        urllib.request.HTTPSHandler(context=ssl.create_default_context())
+    ]
+    if is_local_host(urlsplit(url).hostname or ""):
+        handlers.append(urllib.request.ProxyHandler({}))  # this machine: never via a proxy
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:
+        with opener.open(request, timeout=TIMEOUT) as response:
             return response.status, response.read(200_000).decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(200_000).decode("utf-8", "replace")
 
 
-def _base_url(settings: Settings, session: Session | None) -> Iterator[Check]:
+def _base_url(settings: Settings, facts: StoredFacts | None) -> Iterator[Check]:
     base = settings.public_base_url
     parts = urlsplit(base)
     local = is_local_host(parts.hostname or "")
@@ -189,15 +213,15 @@ def _base_url(settings: Settings, session: Session | None) -> Iterator[Check]:
         )
         return
     yield Check(OK, "base url", f"{base} answers (healthz ok)")
-    yield from _unsubscribe(settings, session)
+    yield from _unsubscribe(settings, facts)
 
 
-def _unsubscribe(settings: Settings, session: Session | None) -> Iterator[Check]:
+def _unsubscribe(settings: Settings, facts: StoredFacts | None) -> Iterator[Check]:
     """The unsubscribe page answers GET and RFC 8058's one-click POST, and accepts the links
     this configuration signs (same TIDINGS_SECRET_KEY as the web pages)."""
-    if session is None:
+    if facts is None:
         return
-    links = Links(settings.public_base_url, signing_key(session, settings.secret_key))
+    links = Links(settings.public_base_url, facts.secret)
     probe = links.unsubscribe("preflight-" + secrets.token_urlsafe(8))  # nobody's key
     try:
         get_status, get_body = _get(probe)
@@ -215,9 +239,7 @@ def _unsubscribe(settings: Settings, session: Session | None) -> Iterator[Check]
         )
         return
     # A real reader's page (GET only shows the button; nothing is changed).
-    key = session.scalar(
-        select(Subscriber.key).where(Subscriber.status == SubscriberStatus.ACTIVE).limit(1)
-    )
+    key = facts.subscriber_key
     if key is None:
         yield Check(OK, "unsubscribe", "the page answers GET and one-click POST")
         return

@@ -35,7 +35,7 @@ from tidings.cli.campaigns import _builder, campaigns_group
 from tidings.dkim import generate_key, record_name, zone_file_line
 from tidings.errors import CampaignError, TidingsError
 from tidings.models import Campaign
-from tidings.preflight import FAIL, run_checks
+from tidings.preflight import FAIL, run_checks, stored_facts
 from tidings.previews import CHROMIUM, render_campaign, screenshot, write_folder
 from tidings.spamcheck import THRESHOLD, score_messages
 
@@ -418,7 +418,8 @@ def check_cmd(state: State, dkim_record: str | None) -> None:
         blockers = 1
     else:
         with runtime.sessions.begin() as session:
-            checks = run_checks(settings, session, dkim_record)
+            facts = stored_facts(session, settings)
+        checks = run_checks(settings, facts, dkim_record)  # outside the transaction
         blockers = 0
     for check in checks:
         click.echo(str(check))
