@@ -93,12 +93,16 @@ def at(text: str) -> datetime:
 
 
 def test_one_instant_in_a_named_timezone_after_its_dst_change(tidings, smtp_server):
-    for email, tz in [("paris@example.org", "Europe/Paris"), ("ny@example.org",
-                      "America/New_York"), ("tokyo@example.org", "Asia/Tokyo")]:
+    for email, tz in [
+        ("paris@example.org", "Europe/Paris"),
+        ("ny@example.org", "America/New_York"),
+        ("tokyo@example.org", "Asia/Tokyo"),
+    ]:
         add(tidings, email, tz)
     # Europe leaves summer time on Sunday 25 October: 10:00 in Paris on the 26th is 09:00 UTC.
-    out = tidings.ok("campaigns", "schedule", "winter-news", "--at", "2026-10-26 10:00",
-                     "--tz", "Europe/Paris").output
+    out = tidings.ok(
+        "campaigns", "schedule", "winter-news", "--at", "2026-10-26 10:00", "--tz", "Europe/Paris"
+    ).output
     assert "2026-10-26 10:00 Europe/Paris (2026-10-26 09:00 UTC)" in out
     assert "3 subscriber(s)" in out
 
@@ -113,18 +117,30 @@ def test_one_instant_in_a_named_timezone_after_its_dst_change(tidings, smtp_serv
     assert show["broadcast"]["state"] == "sent" and show["broadcast"]["sent"] == 3
 
 
-def test_local_time_in_each_timezone_across_a_dst_change(runtime, worker, clock, smtp_server,
-                                                           tmp_path):
+def test_local_time_in_each_timezone_across_a_dst_change(
+    runtime, worker, clock, smtp_server, tmp_path
+):
     with runtime.sessions.begin() as session:
         load_campaign(session, write_newsletter(tmp_path / "n"), runtime.settings, clock.now())
-        for email, tz in [("tokyo@example.org", "Asia/Tokyo"), ("paris@example.org",
-                          "Europe/Paris"), ("london@example.org", "Europe/London"),
-                          ("ny@example.org", "America/New_York"),
-                          ("ny2@example.org", "America/New_York")]:
-            add_subscriber(session, clock.now(), email, Consent(source="cli", evidence="t"),
-                           timezone=tz, confirmed=True, message_domain="center.example.org")
-        report = schedule_broadcast(session, "winter-news", "2026-10-26 10:00", clock.now(),
-                                    local_time=True)
+        for email, tz in [
+            ("tokyo@example.org", "Asia/Tokyo"),
+            ("paris@example.org", "Europe/Paris"),
+            ("london@example.org", "Europe/London"),
+            ("ny@example.org", "America/New_York"),
+            ("ny2@example.org", "America/New_York"),
+        ]:
+            add_subscriber(
+                session,
+                clock.now(),
+                email,
+                Consent(source="cli", evidence="t"),
+                timezone=tz,
+                confirmed=True,
+                message_domain="center.example.org",
+            )
+        report = schedule_broadcast(
+            session, "winter-news", "2026-10-26 10:00", clock.now(), local_time=True
+        )
     assert report.matching == 5
 
     run_for(worker, clock, timedelta(days=8))
@@ -140,8 +156,15 @@ def test_local_time_in_each_timezone_across_a_dst_change(runtime, worker, clock,
 
 
 def test_a_local_time_that_dst_skips_goes_out_just_after_the_gap(tidings):
-    out = tidings.ok("campaigns", "schedule", "winter-news", "--at", "2027-03-14 02:30",
-                     "--tz", "America/New_York").output
+    out = tidings.ok(
+        "campaigns",
+        "schedule",
+        "winter-news",
+        "--at",
+        "2027-03-14 02:30",
+        "--tz",
+        "America/New_York",
+    ).output
     # Clocks jump from 02:00 to 03:00 that night: 02:30 does not exist; 03:30 EDT = 07:30 UTC.
     assert "does not exist in America/New_York" in out
     assert "(2027-03-14 07:30 UTC)" in out
@@ -151,8 +174,11 @@ def test_a_local_time_that_dst_skips_goes_out_just_after_the_gap(tidings):
     ("args", "message", "code"),
     [
         (["--at", "tomorrow"], "expected a date and time like '2026-12-03 10:00'", 1),
-        (["--at", "2026-12-03 10:00", "--tz", "Mars/Olympus"], "unknown timezone 'Mars/Olympus'",
-         1),
+        (
+            ["--at", "2026-12-03 10:00", "--tz", "Mars/Olympus"],
+            "unknown timezone 'Mars/Olympus'",
+            1,
+        ),
         (["--at", "2026-10-01 10:00"], "which has passed", 1),
         (["--at", "2026-12-03 10:00", "--tz", "UTC", "--local-time"], "exclude each other", 1),
         (["--at", "2026-12-03 10:00", "--enrolled", "nope"], "no campaign 'nope' is loaded", 1),
@@ -170,14 +196,16 @@ def test_bad_schedules_are_refused_with_a_clear_message(tidings, args, message, 
 def test_a_sequence_cannot_be_scheduled(tidings):
     tidings.ok("campaigns", "load", "kap-benefits")
     assert "only broadcasts are scheduled" in tidings.fails(
-        "campaigns", "schedule", "kap-benefits", "--at", "2026-12-03 10:00")
+        "campaigns", "schedule", "kap-benefits", "--at", "2026-12-03 10:00"
+    )
 
 
 def test_local_time_already_passed_somewhere_is_refused(tidings):
     add(tidings, "kiritimati@example.org", "Pacific/Kiritimati")  # UTC+14
     tidings.at(at("2026-10-19T21:00:00"))  # 11:00 on the 20th in Kiritimati
-    output = tidings.fails("campaigns", "schedule", "winter-news", "--at", "2026-10-20 10:00",
-                           "--local-time")
+    output = tidings.fails(
+        "campaigns", "schedule", "winter-news", "--at", "2026-10-20 10:00", "--local-time"
+    )
     assert "already passed in Pacific/Kiritimati" in output
 
 
@@ -215,12 +243,23 @@ def bulk_subscribers(runtime, count: int, tz: str = "UTC") -> list[str]:
     now = runtime.clock.now()
     addresses = [f"reader{i:04d}@example.org" for i in range(count)]
     with runtime.sessions.begin() as session:
-        session.execute(insert(Subscriber), [
-            {"email": a, "name": "", "timezone": tz, "status": "active",
-             "key": secrets.token_urlsafe(16), "attributes": {}, "created_at": now,
-             "updated_at": now, "confirmed_at": now}
-            for a in addresses
-        ])
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "email": a,
+                    "name": "",
+                    "timezone": tz,
+                    "status": "active",
+                    "key": secrets.token_urlsafe(16),
+                    "attributes": {},
+                    "created_at": now,
+                    "updated_at": now,
+                    "confirmed_at": now,
+                }
+                for a in addresses
+            ],
+        )
     return addresses
 
 
@@ -260,9 +299,11 @@ def test_planning_interrupted_by_a_crash_resumes_nobody_twice_nobody_missed(
     assert result.planned == 110
     # ...and even with the cursor lost (a pass replayed from the start), nothing is doubled.
     with runtime.sessions.begin() as session:
-        session.execute(update(BroadcastSchedule).values(
-            state="sending", after_subscriber_id=0, planned_through=None,
-            next_at=clock.now()))
+        session.execute(
+            update(BroadcastSchedule).values(
+                state="sending", after_subscriber_id=0, planned_through=None, next_at=clock.now()
+            )
+        )
     assert plan_broadcasts(runtime.sessions, clock.now(), small).planned == 0
     ids = planned()
     assert len(ids) == len(set(ids)) == 230
@@ -279,24 +320,47 @@ def test_audience_filters_attributes_timezones_and_enrollment(tidings, smtp_serv
     # keeps this test about who gets it; the gap has a test of its own below.)
     tidings.env["TIDINGS_NEWSLETTER_AFTER_DRIP"] = "send"
     with tidings.session() as session:  # before the series existed: not enrolled in it
-        for email, tz, clinic in [("old-portland@example.org", "America/Los_Angeles",
-                                   "portland"),
-                                  ("old-salem@example.org", "America/Los_Angeles", "salem"),
-                                  ("old-paris@example.org", "Europe/Paris", "portland")]:
-            add_subscriber(session, at("2026-10-19T08:00:00"), email,
-                           Consent(source="cli", evidence="t"), timezone=tz, confirmed=True,
-                           message_domain="center.example.org")
-            session.execute(update(Subscriber).where(Subscriber.email == email).values(
-                attributes={"clinic": clinic}))
+        for email, tz, clinic in [
+            ("old-portland@example.org", "America/Los_Angeles", "portland"),
+            ("old-salem@example.org", "America/Los_Angeles", "salem"),
+            ("old-paris@example.org", "Europe/Paris", "portland"),
+        ]:
+            add_subscriber(
+                session,
+                at("2026-10-19T08:00:00"),
+                email,
+                Consent(source="cli", evidence="t"),
+                timezone=tz,
+                confirmed=True,
+                message_domain="center.example.org",
+            )
+            session.execute(
+                update(Subscriber)
+                .where(Subscriber.email == email)
+                .values(attributes={"clinic": clinic})
+            )
     tidings.ok("campaigns", "load", "kap-benefits")  # those added from now on are enrolled
     add(tidings, "in-kap-portland@example.org", "America/Los_Angeles")
     with tidings.session() as session:
-        session.execute(update(Subscriber).where(Subscriber.email.like("in-kap-portland%"))
-                        .values(attributes={"clinic": "portland"}))
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.email.like("in-kap-portland%"))
+            .values(attributes={"clinic": "portland"})
+        )
 
-    out = tidings.ok("campaigns", "schedule", "winter-news", "--at", "2026-10-20 18:00",
-                     "--where", "clinic=portland", "--timezone", "America/*",
-                     "--not-enrolled", "kap-benefits").output
+    out = tidings.ok(
+        "campaigns",
+        "schedule",
+        "winter-news",
+        "--at",
+        "2026-10-20 18:00",
+        "--where",
+        "clinic=portland",
+        "--timezone",
+        "America/*",
+        "--not-enrolled",
+        "kap-benefits",
+    ).output
     assert "1 subscriber(s)" in out
     tidings.at(at("2026-10-20T18:00:00"))
     tidings.ok("send-due")
@@ -306,10 +370,20 @@ def test_audience_filters_attributes_timezones_and_enrollment(tidings, smtp_serv
     smtp_server.handler.messages.clear()
     tidings.ok("campaigns", "unschedule", "winter-news")
     with tidings.session() as session:  # start over: nobody has it
-        session.execute(delete(Delivery).where(Delivery.campaign_id.in_(
-            select(Campaign.id).where(Campaign.slug == "winter-news"))))
-    tidings.ok("campaigns", "schedule", "winter-news", "--at", "2026-10-20 19:00",
-               "--enrolled", "kap-benefits")
+        session.execute(
+            delete(Delivery).where(
+                Delivery.campaign_id.in_(select(Campaign.id).where(Campaign.slug == "winter-news"))
+            )
+        )
+    tidings.ok(
+        "campaigns",
+        "schedule",
+        "winter-news",
+        "--at",
+        "2026-10-20 19:00",
+        "--enrolled",
+        "kap-benefits",
+    )
     tidings.at(at("2026-10-20T19:00:00"))
     tidings.ok("send-due")
     assert set(arrivals(smtp_server)) == {"in-kap-portland@example.org"}
@@ -317,10 +391,13 @@ def test_audience_filters_attributes_timezones_and_enrollment(tidings, smtp_serv
 
 def test_the_audience_in_campaign_toml(database_url, smtp_server, tmp_path):
     t = Tidings(database_url, smtp_server.url)
-    folder = write_newsletter(tmp_path / "n", audience=textwrap.dedent("""
+    folder = write_newsletter(
+        tmp_path / "n",
+        audience=textwrap.dedent("""
         [audience]
         timezones = ["Europe/*"]
-        """))
+        """),
+    )
     t.ok("campaigns", "load", str(folder))
     add(t, "paris@example.org", "Europe/Paris")
     add(t, "ny@example.org", "America/New_York")
@@ -381,18 +458,21 @@ def test_pause_resume_unschedule_and_cancel(tidings, smtp_server):
     tidings.at(at("2026-10-19T12:00:00"))
     tidings.ok("send-due")
     assert set(arrivals(smtp_server)) == {"ann@example.org"}
-    assert "was cancelled" in tidings.fails("campaigns", "schedule", "winter-news", "--at",
-                                            "2026-10-20 12:00")
+    assert "was cancelled" in tidings.fails(
+        "campaigns", "schedule", "winter-news", "--at", "2026-10-20 12:00"
+    )
     assert tidings.json("campaigns", "show", "winter-news")["broadcast"]["state"] == "cancelled"
 
 
 # ----------------------------------------------------------------------------- drip gap
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("wait", "2026-10-20T09:00:00"),
-                                                ("send", "2026-10-19T14:00:00")])
-def test_a_newsletter_waits_a_day_after_a_drip_email_or_goes_by_config(tidings, smtp_server,
-                                                                        mode, expected):
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("wait", "2026-10-20T09:00:00"), ("send", "2026-10-19T14:00:00")]
+)
+def test_a_newsletter_waits_a_day_after_a_drip_email_or_goes_by_config(
+    tidings, smtp_server, mode, expected
+):
     tidings.env["TIDINGS_NEWSLETTER_AFTER_DRIP"] = mode
     add(tidings, "no-series@example.org", "UTC")  # before the series was loaded
     tidings.ok("campaigns", "load", "kap-benefits")
@@ -403,8 +483,13 @@ def test_a_newsletter_waits_a_day_after_a_drip_email_or_goes_by_config(tidings, 
     for hour in ("2026-10-19T14:00:00", "2026-10-20T09:00:00", "2026-10-21T09:00:00"):
         tidings.at(at(hour))
         tidings.ok("send-due")
-    assert arrivals(smtp_server) == {"no-series@example.org": at("2026-10-19T14:00:00"),
-                                     "in-series@example.org": at(expected)}
-    series = [parsedate_to_datetime(m["Date"]) for m in received(smtp_server)
-              if m["Subject"] != "Winter news from the center"]
+    assert arrivals(smtp_server) == {
+        "no-series@example.org": at("2026-10-19T14:00:00"),
+        "in-series@example.org": at(expected),
+    }
+    series = [
+        parsedate_to_datetime(m["Date"])
+        for m in received(smtp_server)
+        if m["Subject"] != "Winter news from the center"
+    ]
     assert series == [at("2026-10-19T09:00:00"), at("2026-10-21T09:00:00")]

@@ -14,14 +14,22 @@ import dkim
 import pytest
 from cli_helpers import Tidings
 
-REQUIRED = {"from", "to", "subject", "date", "message-id", "list-unsubscribe",
-            "list-unsubscribe-post"}
+REQUIRED = {
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+}
 
 
 def generate(t: Tidings, folder, selector="s2026", domain="center.example.org") -> str:
     """Run `tidings dkim generate`; returns the TXT record it printed."""
-    out = t.ok("dkim", "generate", "--selector", selector, "--domain", domain,
-               "--out", str(folder)).output
+    out = t.ok(
+        "dkim", "generate", "--selector", selector, "--domain", domain, "--out", str(folder)
+    ).output
     record = re.search(r"^  (v=DKIM1; k=rsa; p=[A-Za-z0-9+/=]+)$", out, re.MULTILINE)
     assert record, out
     assert f"{selector}._domainkey.{domain}" in out
@@ -30,9 +38,11 @@ def generate(t: Tidings, folder, selector="s2026", domain="center.example.org") 
 
 def dns_returning(record: str, asked: list[bytes]):
     """dkimpy's dnsfunc: answers the TXT query for the test key, and notes what was asked."""
+
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
         asked.append(name)
         return record.encode()
+
     return dnsfunc
 
 
@@ -56,11 +66,26 @@ def test_generate_writes_a_private_key_and_the_record(database_url, smtp_server,
     assert all(len(s) <= 255 for s in re.findall(r'"([^"]*)"', zone))
 
     # A second key for the same selector would break the published record.
-    assert "exists" in t.fails("dkim", "generate", "--selector", "s2026", "--domain",
-                               "center.example.org", "--out", str(tmp_path / "dkim"))
-    assert "expected a domain name" in t.fails("dkim", "generate", "--selector", "s1",
-                                               "--domain", "not a domain", "--out",
-                                               str(tmp_path / "x"))
+    assert "exists" in t.fails(
+        "dkim",
+        "generate",
+        "--selector",
+        "s2026",
+        "--domain",
+        "center.example.org",
+        "--out",
+        str(tmp_path / "dkim"),
+    )
+    assert "expected a domain name" in t.fails(
+        "dkim",
+        "generate",
+        "--selector",
+        "s1",
+        "--domain",
+        "not a domain",
+        "--out",
+        str(tmp_path / "x"),
+    )
 
 
 def test_every_message_is_signed_and_verifies_with_the_published_record(
@@ -68,12 +93,22 @@ def test_every_message_is_signed_and_verifies_with_the_published_record(
 ):
     t = Tidings(database_url, smtp_server.url)
     record = generate(t, tmp_path / "dkim")
-    t.env.update(TIDINGS_DKIM_SELECTOR="s2026",
-                 TIDINGS_DKIM_PRIVATE_KEY=str(tmp_path / "dkim" / "s2026.private"))
+    t.env.update(
+        TIDINGS_DKIM_SELECTOR="s2026",
+        TIDINGS_DKIM_PRIVATE_KEY=str(tmp_path / "dkim" / "s2026.private"),
+    )
     t.ok("campaigns", "load", "kap-benefits")
     t.ok("subscribers", "add", "ann@example.org", "--timezone", "UTC")  # confirmation email
-    t.ok("subscribers", "add", "bob@example.org", "--confirmed", "--evidence", "form",
-         "--timezone", "UTC")
+    t.ok(
+        "subscribers",
+        "add",
+        "bob@example.org",
+        "--confirmed",
+        "--evidence",
+        "form",
+        "--timezone",
+        "UTC",
+    )
     t.at(datetime(2026, 10, 19, 9, 0, tzinfo=UTC))
     t.ok("send-due")
     messages = [data for _, _, data in smtp_server.handler.messages]
@@ -86,7 +121,7 @@ def test_every_message_is_signed_and_verifies_with_the_published_record(
         tags = signature_tags(data)
         assert tags["c"] == "relaxed/relaxed" and tags["a"] == "rsa-sha256"
         assert tags["d"] == "center.example.org" and tags["s"] == "s2026"
-        assert REQUIRED <= set(tags["h"].lower().split(":"))
+        assert set(tags["h"].lower().split(":")) >= REQUIRED
 
         # Any change to a signed header or to the body breaks it.
         tampered_subject = re.sub(rb"\r\nSubject: ", b"\r\nSubject: Re: ", data, count=1)
@@ -106,8 +141,10 @@ def test_a_key_of_another_domain_does_not_verify(database_url, smtp_server, tmp_
     t = Tidings(database_url, smtp_server.url)
     generate(t, tmp_path / "dkim")
     other = generate(t, tmp_path / "other", selector="s2026")
-    t.env.update(TIDINGS_DKIM_SELECTOR="s2026",
-                 TIDINGS_DKIM_PRIVATE_KEY=str(tmp_path / "dkim" / "s2026.private"))
+    t.env.update(
+        TIDINGS_DKIM_SELECTOR="s2026",
+        TIDINGS_DKIM_PRIVATE_KEY=str(tmp_path / "dkim" / "s2026.private"),
+    )
     t.ok("campaigns", "load", "kap-benefits")
     eml = t.ok("campaigns", "preview", "kap-benefits", "--format", "eml").stdout_bytes
     assert not dkim.verify(eml, dnsfunc=dns_returning(other, []))
@@ -117,8 +154,10 @@ def test_a_key_of_another_domain_does_not_verify(database_url, smtp_server, tmp_
     ("env", "message"),
     [
         ({"TIDINGS_DKIM_SELECTOR": "s2026"}, "TIDINGS_DKIM_SELECTOR and TIDINGS_DKIM_PRIVATE_KEY"),
-        ({"TIDINGS_DKIM_SELECTOR": "s2026", "TIDINGS_DKIM_PRIVATE_KEY": "/nonexistent/key"},
-         "TIDINGS_DKIM_PRIVATE_KEY: cannot read /nonexistent/key"),
+        (
+            {"TIDINGS_DKIM_SELECTOR": "s2026", "TIDINGS_DKIM_PRIVATE_KEY": "/nonexistent/key"},
+            "TIDINGS_DKIM_PRIVATE_KEY: cannot read /nonexistent/key",
+        ),
     ],
 )
 def test_a_broken_dkim_setting_stops_sending_with_a_clear_message(
@@ -126,7 +165,10 @@ def test_a_broken_dkim_setting_stops_sending_with_a_clear_message(
 ):
     t = Tidings(database_url, smtp_server.url)
     t.ok("campaigns", "load", "kap-benefits")
-    for command in (("subscribers", "add", "ann@example.org"), ("send-due",),
-                    ("campaigns", "test-send", "kap-benefits", "--to", "me@example.org")):
+    for command in (
+        ("subscribers", "add", "ann@example.org"),
+        ("send-due",),
+        ("campaigns", "test-send", "kap-benefits", "--to", "me@example.org"),
+    ):
         assert message in t.fails(*command, **env)
     assert smtp_server.handler.messages == []  # nothing goes out unsigned

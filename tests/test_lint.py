@@ -45,12 +45,14 @@ BODY_LINE_OF_TEXT = 9  # +++, 2 lines of front matter, +++, heading, blank, para
 CRISIS_FRONT = FRONT + "crisis_at_top = true\n"  # one more line of front matter
 
 
-def write(folder: Path, text: str = "A plain second paragraph.", front: str = FRONT,
-          toml: str = TOML) -> Path:
+def write(
+    folder: Path, text: str = "A plain second paragraph.", front: str = FRONT, toml: str = TOML
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "campaign.toml").write_text(toml, encoding="utf-8")
-    (folder / "01-email.md").write_text(f"+++\n{front}+++\n" + BODY.format(text=text),
-                                        encoding="utf-8")
+    (folder / "01-email.md").write_text(
+        f"+++\n{front}+++\n" + BODY.format(text=text), encoding="utf-8"
+    )
     return folder
 
 
@@ -82,21 +84,25 @@ WORDING = [
     ("claim-no-side-effects", "It has no side effects.", "Side effects are usually brief."),
     ("claim-non-addictive", "Ketamine is non-addictive.", "Ketamine has misuse potential."),
     ("claim-prevents-suicide", "Ketamine prevents suicide.", "It may reduce suicidal thoughts."),
-    ("claim-fda-ketamine", "Ketamine is FDA-approved for depression.",
-     "The esketamine nasal spray is FDA-approved for depression."),
-    ("stigma-committed-suicide", "Her brother committed suicide.",
-     "Her brother died by suicide."),
+    (
+        "claim-fda-ketamine",
+        "Ketamine is FDA-approved for depression.",
+        "The esketamine nasal spray is FDA-approved for depression.",
+    ),
+    ("stigma-committed-suicide", "Her brother committed suicide.", "Her brother died by suicide."),
     ("stigma-attempt", "It was a failed attempt.", "It was a suicide attempt."),
     ("sensational", "Depression is an epidemic.", "Depression is common."),
-    ("suicide-as-way-out", "Suicide seemed the only way out.",
-     "There is a way out of a long wait: ask us."),
+    (
+        "suicide-as-way-out",
+        "Suicide seemed the only way out.",
+        "There is a way out of a long wait: ask us.",
+    ),
     ("method-detail", "A lethal dose is small.", "The dose is set by a clinician."),
 ]
 
 
 @pytest.mark.parametrize(("rule", "bad", "good"), WORDING, ids=[w[0] for w in WORDING])
-def test_each_wording_rule_fires_with_its_line_and_not_on_the_near_miss(tmp_path, rule, bad,
-                                                                          good):
+def test_each_wording_rule_fires_with_its_line_and_not_on_the_near_miss(tmp_path, rule, bad, good):
     # Emails mentioning suicide open with the crisis line, so that rule stays out of the way.
     found = [f for f in lint(write(tmp_path / "bad", bad, CRISIS_FRONT)) if f.rule == rule]
     assert len(found) == 1, found
@@ -114,8 +120,9 @@ def test_a_finding_in_a_wrapped_paragraph_names_the_line_it_is_on(tmp_path):
 
 def test_wording_is_checked_in_subjects_preheaders_and_the_footer(tmp_path):
     front = 'subject = "A guaranteed calm"\npreheader = "Results are 100% yours."\n'
-    toml = TOML.replace('risk = "Ketamine treatment has risks',
-                        'risk = "Ketamine is non-addictive but has risks')
+    toml = TOML.replace(
+        'risk = "Ketamine treatment has risks', 'risk = "Ketamine is non-addictive but has risks'
+    )
     found = lint(write(tmp_path / "c", front=front, toml=toml))
     where = {(f.rule, f.file, f.line) for f in found}
     assert ("claim-guarantee", "01-email.md", 2) in where
@@ -139,8 +146,9 @@ def test_a_campaign_can_allow_a_phrase_explicitly(tmp_path):
 def test_a_suicide_statistic_needs_help_next_to_it(tmp_path):
     bad = "About 48,000 people die by suicide each year."
     good = bad + " If you are struggling, call or text 988."
-    found = [f for f in lint(write(tmp_path / "a", bad, CRISIS_FRONT))
-             if f.rule == "suicide-statistic"]
+    found = [
+        f for f in lint(write(tmp_path / "a", bad, CRISIS_FRONT)) if f.rule == "suicide-statistic"
+    ]
     assert [(f.severity, f.line) for f in found] == [(WARNING, BODY_LINE_OF_TEXT + 1)]
     assert "suicide-statistic" not in rules(lint(write(tmp_path / "b", good, CRISIS_FRONT)))
 
@@ -171,8 +179,10 @@ def test_subject_length_preheader_and_the_readers_condition(tmp_path):
 
     front = 'subject = "Your depression can lift"\npreheader = "About your anxiety"\n'
     found = lint(write(tmp_path / "d", front=front))
-    assert {(f.rule, f.line) for f in found} == {("subject-condition", 2),
-                                                ("preheader-condition", 3)}
+    assert {(f.rule, f.line) for f in found} == {
+        ("subject-condition", 2),
+        ("preheader-condition", 3),
+    }
     front = 'subject = "Depression can lift"\npreheader = "About anxiety"\n'
     assert lint(write(tmp_path / "e", front=front)) == []
 
@@ -190,8 +200,9 @@ def test_suicide_in_a_subject_is_refused_when_the_folder_is_read(sqlite_template
 @pytest.mark.parametrize("part", ["crisis", "disclaimer", "risk", "reason"])
 def test_footer_parts_are_errors_when_required_and_warnings_otherwise(tmp_path, part):
     without = "\n".join(line for line in TOML.splitlines() if not line.startswith(f"{part} ="))
-    found = [f for f in lint(write(tmp_path / "a", toml=without + "\n")) if f.rule ==
-             f"footer-{part}"]
+    found = [
+        f for f in lint(write(tmp_path / "a", toml=without + "\n")) if f.rule == f"footer-{part}"
+    ]
     assert [(f.severity, f.file, f.line) for f in found] == [(ERROR, "campaign.toml", 5)]
     optional = without.replace(f'"{part}", ', "").replace(f', "{part}"', "") + "\n"
     found = [f for f in lint(write(tmp_path / "b", toml=optional)) if f.rule == f"footer-{part}"]
@@ -216,9 +227,11 @@ def test_links_must_be_https_and_to_allowed_domains(tmp_path):
     assert [f.rule for f in found] == ["link-scheme"]
     # The web pages, the sender's domain (and subdomains), 988, mailto and tel are fine;
     # other domains once listed in [lint] link_domains.
-    fine = ("[a](https://news.example.org/x) [b](https://www.center.example.org/about) "
-            "[c](https://988lifeline.org/chat) [d](mailto:help@center.example.org) "
-            "[e](tel:988) [f](https://elsewhere.example.com/page)")
+    fine = (
+        "[a](https://news.example.org/x) [b](https://www.center.example.org/about) "
+        "[c](https://988lifeline.org/chat) [d](mailto:help@center.example.org) "
+        "[e](tel:988) [f](https://elsewhere.example.com/page)"
+    )
     toml = TOML + 'link_domains = ["elsewhere.example.com"]\n'
     assert lint(write(tmp_path / "d", fine, toml=toml)) == []
 
@@ -247,8 +260,9 @@ def test_images_need_alt_text_and_pixels_are_refused(tmp_path):
 
 
 def test_html_over_gmails_clipping_limit_is_an_error(tmp_path):
-    big = "\n\n".join("A long paragraph about the therapy and what to expect. " * 20
-                      for _ in range(100))
+    big = "\n\n".join(
+        "A long paragraph about the therapy and what to expect. " * 20 for _ in range(100)
+    )
     found = lint(write(tmp_path / "a", big))
     assert [f.rule for f in found] == ["gmail-clipping"]
     assert "Gmail clips emails over 102 KB" in found[0].message
@@ -263,11 +277,14 @@ def test_missing_unsubscribe_link_and_parts_that_differ(tmp_path):
     broken = dataclasses.replace(
         email,
         html=email.html.replace('href="TIDINGSVARUNSUBSCRIBEURLX"', 'href="#"').replace(
-            "A first paragraph", "A first paragraph with a secret coupon"),
+            "A first paragraph", "A first paragraph with a secret coupon"
+        ),
     )
     found = lint_campaign(definition, SETTINGS, [(source, broken)])
-    assert {(f.rule, f.severity) for f in found} == {("unsubscribe-link", ERROR),
-                                                     ("parts-differ", WARNING)}
+    assert {(f.rule, f.severity) for f in found} == {
+        ("unsubscribe-link", ERROR),
+        ("parts-differ", WARNING),
+    }
     assert "coupon" in next(f for f in found if f.rule == "parts-differ").message
 
 
@@ -284,8 +301,7 @@ def test_lint_command_prints_file_and_line_and_exits_1_on_errors(sqlite_template
     assert "0 error(s), 0 warning(s)" in clean
 
 
-def test_load_runs_the_lint_errors_block_it_warnings_do_not(database_url, smtp_server,
-                                                            tmp_path):
+def test_load_runs_the_lint_errors_block_it_warnings_do_not(database_url, smtp_server, tmp_path):
     t = Tidings(database_url, smtp_server.url)
     bad = write(tmp_path / "bad", "Results are guaranteed.")
     output = t.fails("campaigns", "load", str(bad))
@@ -303,11 +319,14 @@ def test_lint_of_a_loaded_campaign_by_slug_reads_its_folder(database_url, smtp_s
     t = Tidings(database_url, smtp_server.url)
     folder = write(tmp_path / "mine")
     t.ok("campaigns", "load", str(folder))
-    (folder / "01-email.md").write_text(textwrap.dedent("""\
+    (folder / "01-email.md").write_text(
+        textwrap.dedent("""\
         +++
         subject = "Hello"
         preheader = "x y"
         +++
         It is a cure.
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     assert "01-email.md:5: error [claim-cure]" in t.fails("campaigns", "lint", "lint-me")

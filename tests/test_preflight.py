@@ -32,9 +32,12 @@ def site(sqlite_url) -> Iterator[str]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     settings = t.settings().replace(base_url=base_url)
-    with Runtime.open(settings, FixedClock(datetime(2026, 10, 19, 8, tzinfo=UTC))) as runtime:
-        with WebServer(create_app(runtime), "127.0.0.1", port, threads=2):
-            yield base_url
+    clock = FixedClock(datetime(2026, 10, 19, 8, tzinfo=UTC))
+    with (
+        Runtime.open(settings, clock) as runtime,
+        WebServer(create_app(runtime), "127.0.0.1", port, threads=2),
+    ):
+        yield base_url
 
 
 @pytest.fixture
@@ -42,10 +45,19 @@ def ready(sqlite_url, smtp_server, site, tmp_path) -> Tidings:
     """Everything in order: the checks pass."""
     t = Tidings(sqlite_url, smtp_server.url)
     t.env["TIDINGS_BASE_URL"] = site
-    t.ok("dkim", "generate", "--selector", "s1", "--domain", "center.example.org",
-         "--out", str(tmp_path / "dkim"))
-    t.env.update(TIDINGS_DKIM_SELECTOR="s1",
-                 TIDINGS_DKIM_PRIVATE_KEY=str(tmp_path / "dkim" / "s1.private"))
+    t.ok(
+        "dkim",
+        "generate",
+        "--selector",
+        "s1",
+        "--domain",
+        "center.example.org",
+        "--out",
+        str(tmp_path / "dkim"),
+    )
+    t.env.update(
+        TIDINGS_DKIM_SELECTOR="s1", TIDINGS_DKIM_PRIVATE_KEY=str(tmp_path / "dkim" / "s1.private")
+    )
     t.ok("campaigns", "load", "kap-benefits")
     t.ok("subscribers", "add", "ann@example.org", "--confirmed", "--evidence", "form")
     return t
@@ -79,8 +91,9 @@ def blocked(t: Tidings, name: str, **env: str) -> str:
 
 
 def test_a_sender_at_localhost(ready):
-    assert "newsletter@localhost" in blocked(ready, "sender",
-                                             TIDINGS_FROM_ADDRESS="newsletter@localhost")
+    assert "newsletter@localhost" in blocked(
+        ready, "sender", TIDINGS_FROM_ADDRESS="newsletter@localhost"
+    )
 
 
 def test_no_postal_address(ready):
@@ -113,8 +126,9 @@ def test_a_base_url_that_is_not_tidings(ready):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        message = blocked(ready, "base url",
-                          TIDINGS_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}")
+        message = blocked(
+            ready, "base url", TIDINGS_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}"
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -142,8 +156,13 @@ def test_a_refused_login(ready):
         return AuthResult(success=False, handled=False)
 
     port = free_port()
-    controller = Controller(MemoryHandler(), hostname="127.0.0.1", port=port,
-                            authenticator=refuse, auth_require_tls=False)
+    controller = Controller(
+        MemoryHandler(),
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=refuse,
+        auth_require_tls=False,
+    )
     controller.start()
     try:
         message = blocked(ready, "smtp", TIDINGS_SMTP_URL=f"smtp://news:wrong@127.0.0.1:{port}")
@@ -158,8 +177,16 @@ def test_a_dkim_key_that_cannot_be_read(ready):
 
 
 def test_a_dkim_key_that_does_not_match_the_published_record(ready, tmp_path):
-    ready.ok("dkim", "generate", "--selector", "s1", "--domain", "center.example.org",
-             "--out", str(tmp_path / "other"))
+    ready.ok(
+        "dkim",
+        "generate",
+        "--selector",
+        "s1",
+        "--domain",
+        "center.example.org",
+        "--out",
+        str(tmp_path / "other"),
+    )
     published = (tmp_path / "other" / "s1.txt").read_text()
     message = ready.fails("check", "--dkim-record", published)
     assert "does not match the record given" in line(message, "FAIL", "dkim")
@@ -175,13 +202,28 @@ def test_a_dkim_key_that_does_not_match_the_published_record(ready, tmp_path):
 def test_sending_refuses_to_start_without_a_postal_address(sqlite_url, smtp_server, tmp_path):
     t = Tidings(sqlite_url, smtp_server.url)
     t.ok("campaigns", "load", "kap-benefits")
-    t.ok("subscribers", "add", "ann@example.org", "--confirmed", "--evidence", "form",
-         "--timezone", "UTC")
+    t.ok(
+        "subscribers",
+        "add",
+        "ann@example.org",
+        "--confirmed",
+        "--evidence",
+        "form",
+        "--timezone",
+        "UTC",
+    )
     t.at(datetime(2026, 10, 19, 9, tzinfo=UTC))
     for command in (("send-due",), ("worker",), ("run", "--no-web")):
         output = t.fails(*command, TIDINGS_POSTAL_ADDRESS="")
         assert "TIDINGS_POSTAL_ADDRESS is empty" in output and "CAN-SPAM" in output
     assert smtp_server.handler.messages == []
     # Writing to a local maildir sends nothing out: allowed.
-    assert "sent 1" in t.ok("send-due", TIDINGS_POSTAL_ADDRESS="", TIDINGS_TRANSPORT="maildir",
-                            TIDINGS_MAILDIR=str(tmp_path / "outbox")).output
+    assert (
+        "sent 1"
+        in t.ok(
+            "send-due",
+            TIDINGS_POSTAL_ADDRESS="",
+            TIDINGS_TRANSPORT="maildir",
+            TIDINGS_MAILDIR=str(tmp_path / "outbox"),
+        ).output
+    )

@@ -48,12 +48,21 @@ def test_screenshots_at_desktop_and_phone_width(sqlite_template, tmp_path):
         assert width == (1280 if shot.name.endswith("-desktop.png") else 375), shot.name
         assert height > 600 and shot.stat().st_size > 10_000, shot.name
     # On a phone the same email is narrower, so taller.
-    assert png_size(out / "05-reduction-in-suicidal-ideation-phone.png")[1] > png_size(
-        out / "05-reduction-in-suicidal-ideation-desktop.png")[1]
+    assert (
+        png_size(out / "05-reduction-in-suicidal-ideation-phone.png")[1]
+        > png_size(out / "05-reduction-in-suicidal-ideation-desktop.png")[1]
+    )
 
 
 def test_screenshot_says_what_is_missing(sqlite_template, tmp_path):
     t = kap_cli(sqlite_template, tmp_path)
-    output = t.fails("campaigns", "screenshot", "kap-benefits", "--out", str(tmp_path / "s"),
-                     "--chromium", "/nonexistent/chromium")
+    output = t.fails(
+        "campaigns",
+        "screenshot",
+        "kap-benefits",
+        "--out",
+        str(tmp_path / "s"),
+        "--chromium",
+        "/nonexistent/chromium",
+    )
     assert "no Chromium at /nonexistent/chromium" in output

@@ -28,11 +28,14 @@ def test_a_spammy_email_scores_high_and_fails_the_check(sqlite_template, tmp_pat
     folder.mkdir()
     (folder / "campaign.toml").write_text(
         'slug = "spammy"\nkind = "broadcast"\n[footer]\nreason = "You signed up."\n',
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     (folder / "01-offer.md").write_text(
-        "+++\nsubject = \"FREE!!! ACT NOW!!! LIMITED TIME OFFER $$$\"\npreheader = \"x\"\n+++\n"
+        '+++\nsubject = "FREE!!! ACT NOW!!! LIMITED TIME OFFER $$$"\npreheader = "x"\n+++\n'
         + "CLICK HERE NOW!!! Buy cheap meds online, no prescription needed! Viagra, Cialis!\n\n"
-        "Double your income! Risk free! Act now! Winner! You have been selected!\n", encoding="utf-8")
+        "Double your income! Risk free! Act now! Winner! You have been selected!\n",
+        encoding="utf-8",
+    )
     t.ok("campaigns", "load", str(folder))
     output = t.fails("campaigns", "spamcheck", "spammy", "--max", "3")
     score = float(re.search(r"^\s*(-?\d+\.\d)  01-offer", output, re.MULTILINE).group(1))
