@@ -524,7 +524,12 @@ def _qp_piece(text: str) -> bytes:
     if text.isascii() and text.isprintable() and "=" not in text:
         # Plain text (a link, a name): nothing to encode, only lines to keep short.
         data = text.encode("ascii")
-        return data + _SOFT_BREAK if len(data) <= _QP_LINE else _wrap_last_line(data)
+        if len(data) <= _QP_LINE:
+            return data + _SOFT_BREAK
+        return (
+            _SOFT_BREAK.join([data[i : i + _QP_LINE] for i in range(0, len(data), _QP_LINE)])
+            + _SOFT_BREAK
+        )
     data = text.encode("utf-8")
     encoded = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
     if encoded.endswith(b"\r\n"):
