@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -615,3 +616,33 @@ def test_an_export_imports_again_into_another_database(tidings, tmp_path, sqlite
         ("ann@example.org", "Ann", "Asia/Tokyo", {}),
         ("bob@example.org", "Bob, Jr.", "UTC", {"city": "Lyon", "ref": "7"}),
     ]
+
+
+def test_a_database_error_midway_says_where_and_the_import_runs_again(sqlite_template, tmp_path):
+    tidings = on_sqlite_copy(sqlite_template, tmp_path)
+    database = tidings.env["TIDINGS_DATABASE_URL"].removeprefix("sqlite:///")  # type: ignore[union-attr]
+    with sqlite3.connect(database) as conn:  # the database refuses one row, as a full disk would
+        conn.execute(
+            "CREATE TRIGGER refuse AFTER INSERT ON subscribers WHEN NEW.email = 'boom@example.org' "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+    conn.close()
+    path = tmp_path / "list.csv"
+    path.write_text(
+        HEADER + "\n" + rows_text(0, 5) + "boom@example.org,Boom,UTC,\n" + rows_text(5, 9)
+    )
+    output = tidings.fails(
+        "subscribers", "import", str(path), "--evidence", "form", "--batch-size", "3"
+    )
+    assert output.strip() == (
+        "Error: the database failed: disk on fire; rows up to line 4 are stored, each whole: "
+        "run the same import again to finish it"
+    )
+    assert sorted(snapshot(tidings)) == sorted(f"person{i}@example.org" for i in range(3))
+
+    with sqlite3.connect(database) as conn:
+        conn.execute("DROP TRIGGER refuse")
+    conn.close()
+    result = tidings.ok("subscribers", "import", str(path), "--evidence", "form")
+    assert result.stdout.startswith("created 7, updated 0, unchanged 3, suppressed 0, rejected 0")
+    assert len(snapshot(tidings)) == 10

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import base64
 import codecs
+import contextlib
 import csv
 import functools
+import json
 import logging
 import os
+import queue
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import IO, Any
 
-from sqlalchemy import Column, Dialect, Table, bindparam, insert, select, update
+from sqlalchemy import JSON, Column, Dialect, Table, bindparam, insert, select, update
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 from sqlalchemy.exc import IntegrityError
@@ -48,7 +52,6 @@ from tidings.models import (
     Step,
     Subscriber,
     SubscriberStatus,
-    Suppression,
 )
 from tidings.subscribers.service import Consent, activate, record_consent
 from tidings.subscribers.validation import (
@@ -542,27 +545,32 @@ class _Batch:
     def plan(self, rows: list[_Row]) -> None:
         digests = {r.email: email_sha256(r.email) for r in rows}
         emails = list(digests)
-        table = Subscriber.__table__
+        # Plain driver statements: with 2,000 values in an IN list, SQLAlchemy's per-value
+        # work would cost more than the query.
         stored = {
-            row.email: dict(row._mapping)
-            for row in self.session.execute(
-                select(
-                    table.c.id,
-                    table.c.email,
-                    table.c.name,
-                    table.c.timezone,
-                    table.c.status,
-                    table.c.attributes,
-                ).where(table.c.email.in_(emails))
+            email: {
+                "id": sid,
+                "email": email,
+                "name": name,
+                "timezone": timezone,
+                "status": status,
+                "attributes": json.loads(attributes) if isinstance(attributes, str) else attributes,
+            }
+            for sid, email, name, timezone, status, attributes in select_in(
+                self.session,
+                "SELECT id, email, name, timezone, status, attributes FROM subscribers "
+                "WHERE email IN ({})",
+                emails,
             )
         }
-        suppressed = set(
-            self.session.scalars(
-                select(Suppression.email_sha256).where(
-                    Suppression.email_sha256.in_(list(digests.values()))
-                )
+        suppressed = {
+            digest
+            for (digest,) in select_in(
+                self.session,
+                "SELECT email_sha256 FROM suppressions WHERE email_sha256 IN ({})",
+                list(digests.values()),
             )
-        )
+        }
         for row in rows:
             if row.email in self.new:  # the same address twice in one batch: an update
                 self._count(self._merge(self.new[row.email], row))
@@ -652,11 +660,13 @@ class _Batch:
             for values, key in zip(self.new.values(), new_keys(len(self.new)), strict=True):
                 values["key"] = key
             bulk_insert(self.session, table, list(self.new.values()), self.constants)
-            created = self.session.execute(
-                select(table.c.id, table.c.timezone)
-                .where(table.c.email.in_(list(self.new)))
-                .order_by(table.c.id)
-            ).all()
+            created = sorted(
+                select_in(
+                    self.session,
+                    "SELECT id, timezone FROM subscribers WHERE email IN ({})",
+                    list(self.new),
+                )
+            )
             if self.options.double_opt_in:
                 self._request_confirmation([sid for sid, _ in created])
             else:
@@ -781,7 +791,39 @@ def bulk_insert(
     session.connection().exec_driver_sql(statement, params)  # type: ignore[arg-type]
 
 
+@functools.lru_cache(maxsize=4096)
+def _json_of(items: tuple[tuple[str, Any], ...]) -> str:
+    return json.dumps(dict(items))
+
+
+def _json(value: Any) -> str:
+    # Attribute dicts repeat a lot in a list (same city, same source): serialize each once.
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return _json_of(tuple(value.items()))
+    return json.dumps(value)
+
+
+def select_in(session: Session, statement: str, values: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a SELECT whose one `{}` is filled with a placeholder per value, through the
+    driver (SQLite's "?" or psycopg's "%s"). Values must be plain strings or numbers."""
+    if not values:
+        return []
+    dialect = session.get_bind().dialect
+    if dialect.paramstyle not in ("qmark", "format", "pyformat"):  # pragma: no cover
+        raise NotImplementedError(f"paramstyle {dialect.paramstyle}")
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = statement.format(", ".join(mark for _ in values))
+    cursor = session.connection().connection.cursor()  # the driver's own, inside our transaction
+    try:
+        cursor.execute(sql, tuple(values))
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
 def _processor(col: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    if isinstance(col.type, JSON):
+        return _json  # what SQLAlchemy's JSON type stores, without its wrapping
     # dialect_impl: on SQLite the string format of DATETIME comes from the dialect's type.
     return col.type.dialect_impl(dialect).bind_processor(dialect)
 
@@ -811,24 +853,64 @@ class Importer:
 
     def run(self, stream: IO[bytes]) -> ImportReport:
         records = read_records(stream, self.options.encoding, self.progress)
-        header = _read_header(records)
+        header = _read_header(records)  # a file that cannot be imported fails here, whole
         self.report.ignored_columns = header.ignored
         self.report.attribute_columns = [name for _, name in header.attributes]
-        batch: list[_Row] = []
-        for record in records:
-            self.report.rows += 1
-            row = _validate(record, header)
-            if isinstance(row, Reject):
-                self.report.rejected += 1
-                self.on_reject(row)
-                continue
-            batch.append(row)
-            if len(batch) >= self.options.batch_size:
-                self._apply(batch)
-                batch = []
-        if batch:
-            self._apply(batch)
+        # Reading and checking rows (Python) runs in a thread of its own while this one
+        # writes the previous batch (mostly inside SQLite or the network, which let go of the
+        # GIL). The queue holds two batches: memory stays flat.
+        batches: queue.Queue[list[_Row] | BaseException | None] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=self._read, args=(records, header, batches, stop), name="import-reader"
+        )
+        reader.start()
+        try:
+            while (item := batches.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                self._apply(item)
+        finally:
+            stop.set()
+            while reader.is_alive():  # let a reader blocked on a full queue see `stop`
+                with contextlib.suppress(queue.Empty):
+                    batches.get(timeout=0.05)
+            reader.join()
         return self.report
+
+    def _read(
+        self,
+        records: Iterator[_Record],
+        header: _Header,
+        batches: queue.Queue[list[_Row] | BaseException | None],
+        stop: threading.Event,
+    ) -> None:
+        def hand_over(item: list[_Row] | BaseException | None) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    batches.put(item, timeout=0.1)
+                    return True
+            return False
+
+        try:
+            batch: list[_Row] = []
+            for record in records:
+                self.report.rows += 1
+                row = _validate(record, header)
+                if isinstance(row, Reject):
+                    self.report.rejected += 1
+                    self.on_reject(row)
+                    continue
+                batch.append(row)
+                if len(batch) >= self.options.batch_size:
+                    if not hand_over(batch):
+                        return
+                    batch = []
+            if batch and not hand_over(batch):
+                return
+            hand_over(None)
+        except BaseException as exc:  # the writer re-raises it, in its own thread
+            hand_over(exc)
 
     def _apply(self, rows: list[_Row]) -> None:
         for attempt in range(1, 4):
