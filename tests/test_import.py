@@ -620,7 +620,7 @@ def test_an_export_imports_again_into_another_database(tidings, tmp_path, sqlite
 
 def test_a_database_error_midway_says_where_and_the_import_runs_again(sqlite_template, tmp_path):
     tidings = on_sqlite_copy(sqlite_template, tmp_path)
-    database = tidings.env["TIDINGS_DATABASE_URL"].removeprefix("sqlite:///")  # type: ignore[union-attr]
+    database = str(tidings.env["TIDINGS_DATABASE_URL"]).removeprefix("sqlite:///")
     with sqlite3.connect(database) as conn:  # the database refuses one row, as a full disk would
         conn.execute(
             "CREATE TRIGGER refuse AFTER INSERT ON subscribers WHEN NEW.email = 'boom@example.org' "

@@ -862,7 +862,10 @@ class Importer:
         batches: queue.Queue[list[_Row] | BaseException | None] = queue.Queue(maxsize=2)
         stop = threading.Event()
         reader = threading.Thread(
-            target=self._read, args=(records, header, batches, stop), name="import-reader"
+            target=self._read,
+            args=(records, header, batches, stop),
+            name="import-reader",
+            daemon=True,  # it may be blocked reading stdin when the import is interrupted
         )
         reader.start()
         try:
@@ -871,11 +874,8 @@ class Importer:
                     raise item
                 self._apply(item)
         finally:
-            stop.set()
-            while reader.is_alive():  # let a reader blocked on a full queue see `stop`
-                with contextlib.suppress(queue.Empty):
-                    batches.get(timeout=0.05)
-            reader.join()
+            stop.set()  # the reader stops at its next row
+            reader.join(timeout=5)
         return self.report
 
     def _read(
@@ -895,6 +895,8 @@ class Importer:
         try:
             batch: list[_Row] = []
             for record in records:
+                if stop.is_set():
+                    return
                 self.report.rows += 1
                 row = _validate(record, header)
                 if isinstance(row, Reject):
