@@ -590,7 +590,7 @@ def _print_import(
     if rejects.written:
         click.echo(
             f"{report.rejected} rejected rows written to {rejects.written} "
-            "(line, field, reason, data); fix them and import that file's rows again",
+            "(line, field, reason, and the row as it was)",
             err=True,
         )
 
