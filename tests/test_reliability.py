@@ -437,11 +437,13 @@ def at(hours: int) -> str:
 def test_a_killed_worker_loses_nothing_and_repeats_at_most_its_chunk(database_url, tmp_path):
     runtime = queued_deliveries(database_url, tmp_path, 2000)
     handler = CountingHandler()
-    kills = 0
+    kills, chunk = 0, 32  # the in-flight bound: TIDINGS_SEND_CHUNK (a multiple of the pool)
     with LocalSMTPServer(handler) as server:
-        for hours, kill_at in enumerate((300, 900, 1500)):
+        # Kill points that do not fall on chunk boundaries, as well as one that does.
+        for hours, kill_at in enumerate((317, 900, 1504)):
             # Each restart runs an hour later, when the dead worker's leases have expired.
-            worker = start(["worker"], process_env(database_url, server.url, at(hours)))
+            worker = start(["worker"], process_env(database_url, server.url, at(hours),
+                                                   TIDINGS_SEND_CHUNK=str(chunk)))
             assert handler.wait_for(kill_at), worker.stderr.read() if worker.poll() else ""
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
@@ -458,7 +460,7 @@ def test_a_killed_worker_loses_nothing_and_repeats_at_most_its_chunk(database_ur
     assert counts == {"sent": 2000}
     assert {mid.strip("<>") for mid in received} == ids, "every delivery arrived at least once"
     duplicates = sum(n - 1 for n in received.values())
-    assert duplicates <= kills * 4 * 4, f"{duplicates} duplicates: more than in-flight chunks"
+    assert duplicates <= kills * chunk, f"{duplicates} duplicates: more than in-flight chunks"
 
 
 def test_sigterm_finishes_the_chunk_in_flight_and_nothing_arrives_twice(database_url, tmp_path):
@@ -516,7 +518,7 @@ def test_a_per_minute_cap_is_never_exceeded_across_two_workers(postgres_url, tmp
     clock_spec = f"scaled:{MONDAY.isoformat()}:{factor}@{anchor}"
     with LocalSMTPServer(handler) as server:
         env = process_env(database_url, f"{server.url}?name=relay&per_minute={cap}", clock_spec,
-                          TIDINGS_BATCH_SIZE="5")
+                          TIDINGS_BATCH_SIZE="5", TIDINGS_SEND_CHUNK="4")
         workers = [start(["worker"], env) for _ in range(2)]
         try:
             assert handler.wait_for(total, timeout=120)
