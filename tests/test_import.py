@@ -21,7 +21,10 @@ from cli_helpers import Tidings, load_kap, on_sqlite_copy, sqlite_with_kap
 from conftest import received
 from sqlalchemy import func, select
 
+from tidings.errors import InvalidInput
 from tidings.models import ConsentEvent, Delivery, Enrollment, Subscriber
+from tidings.subscribers.importer import fast_normalize_email
+from tidings.subscribers.validation import normalize_email
 
 TIMEZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"]
 HEADER = "email,name,timezone,city"
@@ -646,3 +649,60 @@ def test_a_database_error_midway_says_where_and_the_import_runs_again(sqlite_tem
     result = tidings.ok("subscribers", "import", str(path), "--evidence", "form")
     assert result.stdout.startswith("created 7, updated 0, unchanged 3, suppressed 0, rejected 0")
     assert len(snapshot(tidings)) == 10
+
+
+TRICKY_ADDRESSES = [
+    "a@b.org",
+    "A.B@Example.ORG",
+    "a..b@x.org",
+    ".a@x.org",
+    "a.@x.org",
+    "a@x",
+    "a@localhost",
+    "a@x.local",
+    "a@x.test",
+    "a@x.invalid",
+    "a@x.onion",
+    "a@-x.org",
+    "a@x-.org",
+    "a@x..org",
+    "a@ab--cd.org",
+    "a@xn--abc.org",
+    "a@xn--nxasmq6b.com",
+    "a@123.456",
+    "a@x.123",
+    "a@x.o",
+    "x" * 65 + "@x.org",
+    "x" * 64 + "@x.org",
+    "a@" + "b" * 64 + ".org",
+    "a@" + ("b" * 60 + ".") * 5 + "org",
+    " a@x.org ",
+    "a@x.org\n",
+    "postmaster@X.org",
+    "a+b@x.org",
+    "a'b@x.org",
+    "a_b@x_y.org",
+    "a@x.org.",
+    "a@_x.org",
+    "a b@x.org",
+    "zoë@example.org",
+    "a@exämple.org",
+    "",
+    "@x.org",
+    "a@",
+    "a@@x.org",
+]
+
+
+@pytest.mark.parametrize("address", TRICKY_ADDRESSES)
+def test_the_import_normalizes_addresses_exactly_as_every_other_path(address):
+    """The import checks everyday addresses on a fast path; whatever it accepts or refuses,
+    and how it writes it, must be what `subscribers add` and the web form do."""
+
+    def outcome(check):  # type: ignore[no-untyped-def]
+        try:
+            return "ok", check(address)
+        except InvalidInput as exc:
+            return "refused", str(exc)
+
+    assert outcome(fast_normalize_email) == outcome(normalize_email)
