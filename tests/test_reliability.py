@@ -34,6 +34,7 @@ from tidings.devsmtp import LocalSMTPServer, free_port
 from tidings.models import (
     BounceEvent,
     Campaign,
+    ConsentEvent,
     Delivery,
     Enrollment,
     Subscriber,
@@ -313,6 +314,15 @@ def test_ingest_matches_by_verp_and_message_id_and_counts_nothing_twice(runtime,
         assert session.scalar(select(func.count()).select_from(BounceEvent)) == 5
         hard_delivery = session.get(Delivery, rows["hard@example.net"].id)
         assert hard_delivery.status == "bounced"
+        # The suppression list names nobody, even though servers quote the address.
+        details = " ".join(d or "" for d in session.scalars(select(Suppression.detail)))
+        diagnostics = " ".join(d or "" for d in session.scalars(select(BounceEvent.diagnostic)))
+        assert "hard@example.net" not in details + diagnostics
+        assert "h**@example.net" in details
+        complainer = subscribers["complains@example.net"]
+        kinds = session.scalars(select(ConsentEvent.kind).where(
+            ConsentEvent.subscriber_id == complainer.id))
+        assert "complained" in list(kinds), "a complaint withdraws consent, on the record"
 
 
 def test_the_bounces_ingest_command_reports_and_leaves_unknown_mail(runtime, tmp_path):

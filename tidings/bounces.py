@@ -39,9 +39,15 @@ from tidings.models import (
     Subscriber,
     SubscriberStatus,
 )
-from tidings.subscribers.service import exit_enrollments, skip_waiting_deliveries, suppress
+from tidings.subscribers.service import (
+    Consent,
+    exit_enrollments,
+    record_consent,
+    skip_waiting_deliveries,
+    suppress,
+)
 from tidings.subscribers.tokens import read_verp_address
-from tidings.subscribers.validation import mask_email
+from tidings.subscribers.validation import mask_addresses, mask_email
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +357,7 @@ def apply_report(
             report_sha256=digest,
             kind=report.kind,
             status=report.status,
-            diagnostic=report.diagnostic,
+            diagnostic=mask_addresses(report.diagnostic),
             delivery_id=delivery.id,
             campaign_id=delivery.campaign_id,
             created_at=now,
@@ -368,10 +374,16 @@ def apply_report(
         if report.kind == "hard"
         else ("complaint", SubscriberStatus.COMPLAINED)
     )
-    log.warning("%s for %s: %s", reason, mask_email(subscriber.email), report.diagnostic)
-    suppress(session, subscriber.email, reason, report.diagnostic, now)
+    masked = mask_addresses(report.diagnostic)
+    log.warning("%s for %s: %s", reason, mask_email(subscriber.email), masked)
+    suppress(session, subscriber.email, reason, masked, now)
     subscriber.status = status
     subscriber.updated_at = now
+    if report.kind == "complaint":
+        # Marking an email as spam withdraws consent as surely as unsubscribing does.
+        record_consent(
+            session, subscriber, "complained", Consent(source="email", evidence=masked), now
+        )
     if report.kind == "hard" and delivery.status == DeliveryStatus.SENT:
         delivery.status = DeliveryStatus.BOUNCED
         delivery.outcome = f"bounced later: {report.diagnostic}"[:1000]

@@ -51,7 +51,7 @@ from tidings.rendering import CompiledStep
 from tidings.routing import Lane, RateLimiter, Router, single_lane
 from tidings.subscribers.service import exit_enrollments, skip_waiting_deliveries, suppress
 from tidings.subscribers.tokens import Links, verp_address
-from tidings.subscribers.validation import email_sha256, mask_email
+from tidings.subscribers.validation import email_sha256, mask_addresses, mask_email
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +457,7 @@ class Dispatcher:
                     status=DeliveryStatus.RETRY, next_attempt_at=now + self._backoff(job.attempts)
                 )
                 result.retried += 1
-                log.info("retry %s later: %s", mask_email(job.email), outcome.reply)
+                log.info("retry %s later: %s", mask_email(job.email), mask_addresses(outcome.reply))
             elif status == "bounced":
                 change.update(status=DeliveryStatus.BOUNCED)
                 result.bounced += 1
@@ -465,7 +465,7 @@ class Dispatcher:
             else:
                 change.update(status=DeliveryStatus.FAILED)
                 result.failed += 1
-                log.warning("failed %s: %s", mask_email(job.email), outcome.reply)
+                log.warning("failed %s: %s", mask_email(job.email), mask_addresses(outcome.reply))
             changes.append(change)
             if status in ("sent", "failed") and job.campaign_id is not None:
                 finished.append((job.subscriber_id, job.campaign_id))
@@ -497,8 +497,9 @@ class Dispatcher:
                 pause = min(pause * 2, 10.0)
 
     def _bounce(self, session: Session, job: _Job, reply: str, now: datetime) -> None:
-        log.warning("bounced %s: %s", mask_email(job.email), reply)
-        suppress(session, job.email, "hard-bounce", reply[:500], now)
+        masked = mask_addresses(reply)
+        log.warning("bounced %s: %s", mask_email(job.email), masked)
+        suppress(session, job.email, "hard-bounce", masked[:500], now)
         session.execute(
             update(Subscriber)
             .where(Subscriber.id == job.subscriber_id)

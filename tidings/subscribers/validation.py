@@ -66,3 +66,13 @@ def mask_email(address: str) -> str:
     """For logs: 'ann@example.org' -> 'a**@example.org' (logs never carry full addresses)."""
     local, _, domain = address.partition("@")
     return (local[:1] + "**@" + domain) if domain else "***"
+
+
+_ADDRESS_IN_TEXT = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def mask_addresses(text: str) -> str:
+    """Every address in a text masked: mail servers quote the recipient in their replies
+    ("550 5.1.1 <ann@example.org>: User unknown"), and such text goes to logs and to the
+    suppression list, which must not name anyone."""
+    return _ADDRESS_IN_TEXT.sub(lambda m: mask_email(m.group()), text)
