@@ -10,15 +10,17 @@ import shutil
 import time
 
 from common import MONDAY, QUICK, bench_runtime, database, enroll, notice_campaign, report
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
-from tidings.models import Delivery
+from tidings.models import Delivery, Enrollment
 from tidings.scheduler import Worker
 
 DUE = 2_000 if QUICK else 10_000
 
 
-def plan_pass(kind: str, total: int) -> float:
+def plan_pass(kind: str, total: int, repeats: int = 3) -> float:
+    """The fastest of `repeats` plan passes (the state is put back between them)."""
+    times = []
     with database(kind) as url:
         runtime = bench_runtime(url)
         notice_campaign(runtime)
@@ -26,16 +28,20 @@ def plan_pass(kind: str, total: int) -> float:
         if kind == "postgresql":
             with runtime.engine.connect() as conn:
                 conn.exec_driver_sql("ANALYZE")
-        worker = Worker(runtime)
-        gc.collect()  # the bulk insert above leaves garbage; do not time its collection
-        started = time.perf_counter()
-        planned = worker.plan()
-        elapsed = time.perf_counter() - started
-        with runtime.sessions.begin() as session:
-            queued = session.scalar(select(func.count()).select_from(Delivery))
+        for _ in range(repeats):
+            worker = Worker(runtime)
+            gc.collect()  # the bulk insert above leaves garbage; do not time its collection
+            started = time.perf_counter()
+            planned = worker.plan()
+            times.append(time.perf_counter() - started)
+            with runtime.sessions.begin() as session:
+                queued = session.scalar(select(func.count()).select_from(Delivery))
+                assert planned.planned == DUE == queued, (planned, queued)
+                session.execute(delete(Delivery))
+                session.execute(update(Enrollment).where(Enrollment.next_due_at.is_(None))
+                                .values(next_position=1, next_due_at=MONDAY))
         runtime.close()
-    assert planned.planned == DUE == queued, (planned, queued)
-    return elapsed
+    return min(times)
 
 
 def main() -> None:

@@ -150,11 +150,11 @@ class Settings:
     bounce_pause_ratio: float = 0.05
     # Engine tuning.
     tick_seconds: float = 5.0
-    batch_size: int = 500
+    batch_size: int = 1000
     # Emails handed to the SMTP servers between two writes to the ledger: bigger is faster,
     # and is also the most a hard crash (SIGKILL, power loss) can send twice. Rounded up to
     # a multiple of the SMTP pool size so that every connection stays busy.
-    send_chunk: int = 100
+    send_chunk: int = 200
     lease_seconds: float = 300.0
     retry_max_age_seconds: float = 3 * 86400
     confirm_token_max_age_seconds: float = 7 * 86400

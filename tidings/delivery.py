@@ -149,7 +149,7 @@ class _Connection:
         if self.smtp is not None:
             return self.smtp
         s = self.server
-        context = ssl.create_default_context()
+        context = ssl.create_default_context() if s.ssl or s.starttls else None
         if s.ssl:
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                 s.host,
@@ -329,17 +329,34 @@ class SMTPTransport(Transport):
         list(self._executor.map(connect, self._all))
 
     def _send_one(self, message: OutgoingMessage) -> SendResult:
-        connection = self._idle.get()
-        try:
-            return connection.send(message)
-        finally:
-            self._idle.put(connection)
+        return self.send_messages([message])[0]
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Each connection takes the next unsent message until none is left: one task per
+        connection, not one per message (thread hand-offs cost more than the SMTP work)."""
         opened = self.open()
         try:
             assert self._executor is not None
-            return list(self._executor.map(self._send_one, messages))
+            results: list[SendResult | None] = [None] * len(messages)
+            indexes = iter(range(len(messages)))
+            taking = threading.Lock()
+
+            def work() -> None:
+                connection = self._idle.get()
+                try:
+                    while True:
+                        with taking:
+                            i = next(indexes, None)
+                        if i is None:
+                            return
+                        results[i] = connection.send(messages[i])
+                finally:
+                    self._idle.put(connection)
+
+            tasks = [self._executor.submit(work) for _ in range(min(self.pool_size, len(messages)))]
+            for task in tasks:
+                task.result()
+            return [r for r in results if r is not None]
         finally:
             if opened:
                 self.close()

@@ -5,9 +5,10 @@
             (sent / retry / bounced / failed / skipped)
 
 A claimed delivery is `sending` with a lease: if this process dies, the lease expires and
-`reap_expired_leases` puts it back in the queue, so nothing is lost (a hard crash can repeat
-at most the chunk that was in flight: settings.chunk_size messages). A graceful stop (the `stop`
-event) finishes the chunk in flight and gives the rest of the claim back before returning.
+`reap_expired_leases` puts it back in the queue, so nothing is lost. A hard crash can repeat
+what was sent but not yet recorded: the chunk on the wire and the one being recorded, at most
+2 × settings.chunk_size messages. A graceful stop (the `stop` event) finishes and records the
+chunk in flight and gives the rest of the claim back before returning.
 If the database goes away after a chunk was sent, recording its outcome is retried until
 the database is back (within the lease), so a sent message is not sent again.
 """
@@ -21,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -93,6 +95,11 @@ class _Job:
     message: OutgoingMessage | None = None
 
 
+# What sending a chunk gave: the outcomes (job, result, server), the jobs no server had
+# room for, and when there will be room.
+_Sent = tuple[list[tuple["_Job", SendResult, str | None]], list["_Job"], datetime | None]
+
+
 @dataclass
 class _Claimed:
     jobs: list[_Job] = field(default_factory=list)
@@ -123,6 +130,8 @@ class Dispatcher:
         self.stop = stop or threading.Event()
         self._builder: MessageBuilder | None = None
         self._compiled: dict[tuple[int, str], CompiledStep] = {}
+        # Sends one chunk while this thread records the one before (see _process).
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix="dispatch")
         # The most a hard crash can send twice: what is on the wire, not yet recorded.
         self.chunk_size = settings.chunk_size
         # Claims are whole chunks, so the last chunk of a claim keeps every connection busy.
@@ -181,32 +190,40 @@ class Dispatcher:
         return ids
 
     def _process(self, ids: list[int]) -> DispatchResult:
+        """Send the claim chunk by chunk. While one chunk is on the wire (a sender thread,
+        which mostly waits on the network) the previous one is recorded here, so the SMTP
+        connections and the database are both kept busy."""
         claimed = self._prepare(ids)
         result = claimed.result
         queue = claimed.jobs
-        while queue:
-            if self.stop.is_set():
-                self._release(queue)
-                break
-            chunk, queue = queue[: self.chunk_size], queue[self.chunk_size :]
-            outcomes, waiting, retry_at = self._send_chunk(chunk)
-            result += self._record(outcomes)
-            if not waiting:
-                continue
-            # A server cap is reached: wait if it frees up soon, else requeue for later.
-            now = self.clock.now()
-            if retry_at is not None and retry_at - now <= self.clock.span(MAX_RATE_WAIT_SECONDS):
-                self._wait_until(retry_at)
-                queue = waiting + queue
-            else:
-                self._release(waiting + queue, not_before=retry_at)
-                result.deferred += len(waiting) + len(queue)
-                break
+        sending: Future[_Sent] | None = None
+        while queue or sending is not None:
+            chunk: list[_Job] = []
+            if queue and not self.stop.is_set():
+                chunk, queue = queue[: self.chunk_size], queue[self.chunk_size :]
+            current = self._sender.submit(self._send_chunk, chunk) if chunk else None
+            if sending is not None:
+                outcomes, waiting, retry_at = sending.result()
+                result += self._record(outcomes)
+                if waiting:
+                    # A server cap is reached: wait if it frees up soon, else requeue.
+                    now = self.clock.now()
+                    if retry_at is not None and retry_at - now <= self.clock.span(
+                        MAX_RATE_WAIT_SECONDS
+                    ):
+                        self._wait_until(retry_at)
+                        queue = waiting + queue
+                    else:
+                        self._release(waiting + queue, not_before=retry_at)
+                        result.deferred += len(waiting) + len(queue)
+                        queue = []
+            sending = current
+            if self.stop.is_set() and queue:
+                self._release(queue)  # stopping: the chunk in flight is finished, not these
+                queue = []
         return result
 
-    def _send_chunk(
-        self, chunk: list[_Job]
-    ) -> tuple[list[tuple[_Job, SendResult, str | None]], list[_Job], datetime | None]:
+    def _send_chunk(self, chunk: list[_Job]) -> _Sent:
         """Route and send one chunk. Returns (outcomes, jobs without capacity, when capacity
         frees). A server that cannot be reached is marked down and its messages go to
         another server at once; with no server left they are retried later."""

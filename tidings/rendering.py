@@ -419,7 +419,7 @@ def _normalize_newlines(text: str) -> str:
 # --------------------------------------------------------------------------- personalize
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Recipient:
     email: str
     name: str
@@ -439,7 +439,7 @@ class Recipient:
         return {name: self.value(name) for name in PERSONAL_FIELDS}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MessageHeaders:
     """Per-message header values. Everything here is cleaned of CR/LF before it is written."""
 
@@ -667,12 +667,17 @@ class MessageSkeleton:
         return formatted
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 '-]+")  # needs no quoting in a header
+
+
 def format_address(name: str, address: str) -> str:
     """A header address: plain ASCII when possible, RFC 2047 words for non-ASCII names."""
     name = clean_header_text(name)
     address = clean_header_text(address)
     if not name:
         return address
+    if _PLAIN_NAME.fullmatch(name):
+        return f"{name} <{address}>"  # what formataddr writes too, without its checks
     if name.isascii():
         return formataddr((name, address))
     return f"{encoded_words(name)} <{address}>"
