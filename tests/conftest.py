@@ -175,7 +175,10 @@ def received(server: LocalSMTPServer) -> list[EmailMessage]:
 
 
 def run_for(
-    worker: Worker, clock: FixedClock, duration: timedelta, max_step: timedelta = timedelta(hours=12)
+    worker: Worker,
+    clock: FixedClock,
+    duration: timedelta,
+    max_step: timedelta = timedelta(hours=12),
 ) -> None:
     """Advance simulated time by `duration`, ticking the engine at every moment something is
     due and at least every `max_step` (as a scheduler that ticks all the time would)."""
