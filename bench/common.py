@@ -241,6 +241,9 @@ def enroll(
         first = (session.scalar(select(func.max(Subscriber.id))) or 0) + 1
     later = due.replace(year=due.year + 1)
     total = count + not_due
+    if runtime.engine.dialect.name == "postgresql":
+        _copy_enroll(runtime, campaign_id, first, total, count, due, later)
+        return
     for start in range(0, total, chunk):
         ids = range(first + start, first + min(total, start + chunk))
         with runtime.sessions.begin() as session:
@@ -278,6 +281,37 @@ def enroll(
                     for i in ids
                 ],
             )
+
+
+def _copy_enroll(
+    runtime: Runtime, campaign_id: int, first: int, total: int, count: int, due: datetime,
+    later: datetime,
+) -> None:
+    """The same rows as `enroll`, written with PostgreSQL's COPY: ten million rows through
+    executemany take most of an hour; COPY takes minutes."""
+    stamp, later_stamp = due.replace(tzinfo=None), later.replace(tzinfo=None)
+    connection = runtime.engine.raw_connection()
+    try:
+        with connection.cursor() as cursor:
+            with cursor.copy(
+                "COPY subscribers (id, email, name, timezone, status, key, attributes,"
+                " created_at, updated_at, confirmed_at, soft_bounces) FROM STDIN"
+            ) as copy:
+                for i in range(first, first + total):
+                    copy.write_row((i, f"reader{i}@example.org", f"Reader {i}", "UTC", "active",
+                                    secrets.token_urlsafe(16), "{}", stamp, stamp, stamp, 0))
+            with cursor.copy(
+                "COPY enrollments (subscriber_id, campaign_id, status, next_position,"
+                " next_due_at, created_at, updated_at) FROM STDIN"
+            ) as copy:
+                for i in range(first, first + total):
+                    copy.write_row((i, campaign_id, "active", 1,
+                                    stamp if i - first < count else later_stamp, stamp, stamp))
+            # Explicit ids leave the sequence behind; later inserts must not collide.
+            cursor.execute("SELECT setval('subscribers_id_seq', (SELECT max(id) FROM subscribers))")
+        connection.commit()
+    finally:
+        connection.close()
 
 
 def bench_runtime(url: str, smtp_url: str = "smtp://127.0.0.1:25", **settings: object) -> Runtime:

@@ -79,25 +79,34 @@ def enroll(
         if existing.status != EnrollmentStatus.EXITED:
             return None
         return _resume(session, existing, subscriber, campaign, now)
-    first = session.scalar(select(Step).where(Step.campaign_id == campaign.id, Step.position == 1))
+    first_delay = session.scalar(
+        select(Step.delay_seconds).where(Step.campaign_id == campaign.id, Step.position == 1)
+    )
     enrollment = Enrollment(
         subscriber_id=subscriber.id,
         campaign_id=campaign.id,
-        status=EnrollmentStatus.ACTIVE,
-        next_position=1,
-        next_due_at=None,
         created_at=now,
         updated_at=now,
+        **first_enrollment_values(campaign, first_delay, subscriber.timezone, now),
     )
-    if first is None:
-        enrollment.status = EnrollmentStatus.COMPLETED
-        enrollment.ended_at = now
-    else:
-        enrollment.next_due_at = campaign_window(campaign).next_open(
-            now + timedelta(seconds=first.delay_seconds), zone(subscriber.timezone)
-        )
     session.add(enrollment)
     return enrollment
+
+
+def first_enrollment_values(
+    campaign: Campaign, first_delay_seconds: int | None, timezone: str, now: datetime
+) -> dict[str, Any]:
+    """Where a new enrollment starts: the first step, due after its delay at the next open
+    moment of the send window in the subscriber's timezone; an empty sequence (no first step)
+    is finished at once. Shared by enroll() and the bulk import, which must agree."""
+    if first_delay_seconds is None:
+        return {"status": EnrollmentStatus.COMPLETED, "next_position": 1,
+                "next_due_at": None, "ended_at": now}
+    due = campaign_window(campaign).next_open(
+        now + timedelta(seconds=first_delay_seconds), zone(timezone)
+    )
+    return {"status": EnrollmentStatus.ACTIVE, "next_position": 1,
+            "next_due_at": due, "ended_at": None}
 
 
 def _resume(

@@ -29,7 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from operator import itemgetter
 from typing import IO, Any
 
@@ -39,7 +39,7 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tidings.campaigns.sequencing import campaign_window, message_id, zone
+from tidings.campaigns.sequencing import first_enrollment_values, message_id
 from tidings.clock import Clock
 from tidings.errors import InvalidInput, TidingsError
 from tidings.models import (
@@ -48,7 +48,6 @@ from tidings.models import (
     Delivery,
     DeliveryStatus,
     Enrollment,
-    EnrollmentStatus,
     Step,
     Subscriber,
     SubscriberStatus,
@@ -703,7 +702,7 @@ class _Batch:
             self.session,
             Enrollment.__table__,
             rows,
-            {"next_position": 1, "created_at": self.now, "updated_at": self.now},
+            {"created_at": self.now, "updated_at": self.now},
         )
 
     def _request_confirmation(self, ids: list[int]) -> None:
@@ -970,21 +969,11 @@ class Importer:
         key = (timezone, now)
         cached = self._enrollment_values.get(key)
         if cached is None:
-            cached = []
-            for campaign, first_delay in self._sequences:
-                values: dict[str, Any] = {
-                    "campaign_id": campaign.id,
-                    "status": EnrollmentStatus.ACTIVE,
-                    "next_due_at": None,
-                    "ended_at": None,
-                }
-                if first_delay is None:  # an empty sequence: finished at once
-                    values.update(status=EnrollmentStatus.COMPLETED, ended_at=now)
-                else:
-                    values["next_due_at"] = campaign_window(campaign).next_open(
-                        now + timedelta(seconds=first_delay), zone(timezone)
-                    )
-                cached.append(values)
+            cached = [
+                {"campaign_id": campaign.id,
+                 **first_enrollment_values(campaign, first_delay, timezone, now)}
+                for campaign, first_delay in self._sequences
+            ]
             if len(self._enrollment_values) > 1000:
                 self._enrollment_values.clear()
             self._enrollment_values[key] = cached
