@@ -47,10 +47,10 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        # SQLite's default page cache is 2 MB: far too small once the enrollment index runs
-        # to tens of MB, and planning then reads pages from the OS on every pass.
-        cursor.execute("PRAGMA cache_size=-65536")  # 64 MB
-        cursor.execute("PRAGMA mmap_size=268435456")  # 256 MB, read through the OS cache
+        # SQLite's default page cache is 2 MB; 16 MB keeps the hot index pages of planning
+        # and claiming at hand. More (or mmap) only grows a worker's memory with the size of
+        # the file: bench/RESULTS.md, figures 4 and 5, measured both.
+        cursor.execute("PRAGMA cache_size=-16384")  # 16 MB, per connection
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
