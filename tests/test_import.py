@@ -537,6 +537,30 @@ def test_dry_run_checks_and_counts_but_stores_nothing(tidings, tmp_path):
     assert read_rejects(tmp_path / "list.rejects.csv")[1][:2] == ["4", "email"]
 
 
+def test_dry_run_counts_what_the_real_run_does_when_an_address_repeats_across_batches(
+    tidings, tmp_path
+):
+    # Batches of 2 rows: carol is new in the first batch and comes back, renamed, in the
+    # second; dan comes back unchanged in the third. The real run creates each once.
+    path = tmp_path / "list.csv"
+    path.write_text(
+        HEADER
+        + "\ncarol@example.org,Carol,UTC,\nbob@example.org,Bob,UTC,"
+        + "\ncarol@example.org,Carol B,UTC,\ndan@example.org,Dan,UTC,"
+        + "\ndan@example.org,Dan,UTC,\n"
+    )
+    args = ("subscribers", "import", str(path), "--evidence", "form", "--batch-size", "2")
+    before = stored(tidings)
+    dry = tidings(*args, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert stored(tidings) == before
+    real = tidings(*args)
+    assert real.exit_code == 0, real.output
+    counts = "created 3, updated 1, unchanged 1, suppressed 0, rejected 0"
+    assert dry.stdout.splitlines()[0] == f"dry run, nothing was stored: would have {counts}"
+    assert counts in real.stdout.splitlines()[0]
+
+
 def test_double_opt_in_sends_new_addresses_a_confirmation_and_nobody_else(
     tidings_kap, smtp_server, tmp_path
 ):

@@ -494,6 +494,10 @@ def import_cmd(
         try:
             report = importer.run(stream)
         except DBAPIError as exc:
+            if dry_run:
+                raise click.ClickException(
+                    f"the database failed: {exc.orig}; nothing was stored (dry run)"
+                ) from exc
             done = importer.report.last_committed_line
             raise click.ClickException(
                 f"the database failed: {exc.orig}; rows up to line {done} are stored, "

@@ -849,6 +849,7 @@ class Importer:
         self.report = ImportReport()
         self._sequences: list[tuple[Campaign, int | None]] | None = None
         self._enrollment_values: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
+        self._dry_run: Session | None = None  # the one transaction of a dry run
 
     def run(self, stream: IO[bytes]) -> ImportReport:
         records = read_records(stream, self.options.encoding, self.progress)
@@ -875,7 +876,17 @@ class Importer:
         finally:
             stop.set()  # the reader stops at its next row
             reader.join(timeout=5)
+            if self._dry_run is not None:
+                self._dry_run.rollback()
+                self._dry_run.close()
+                self._dry_run = None
         return self.report
+
+    def _dry_run_session(self) -> Session:
+        if self._dry_run is None:
+            self._dry_run = self.sessions()
+            self._dry_run.begin()
+        return self._dry_run
 
     def _read(
         self,
@@ -935,10 +946,14 @@ class Importer:
     def _apply_once(self, rows: list[_Row]) -> ImportReport:
         now = self.clock.now()
         if self.options.dry_run:
-            with self.sessions() as session:
+            # Every batch is written into one transaction that is never committed, so a later
+            # batch sees the earlier ones as the real run would (an address repeated across
+            # batches is new once, then updated). A savepoint per batch lets _apply retry one.
+            session = self._dry_run_session()
+            with session.begin_nested():
                 batch = _Batch(self, session, now)
                 batch.plan(rows)
-                session.rollback()
+                batch.write()
             return batch.report
         with self.sessions.begin() as session:
             batch = _Batch(self, session, now)
@@ -970,8 +985,10 @@ class Importer:
         cached = self._enrollment_values.get(key)
         if cached is None:
             cached = [
-                {"campaign_id": campaign.id,
-                 **first_enrollment_values(campaign, first_delay, timezone, now)}
+                {
+                    "campaign_id": campaign.id,
+                    **first_enrollment_values(campaign, first_delay, timezone, now),
+                }
                 for campaign, first_delay in self._sequences
             ]
             if len(self._enrollment_values) > 1000:
