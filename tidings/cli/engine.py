@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 
 import click
 
 from tidings.cli import State, pass_state
+from tidings.cli.ops import run_until_signalled
 from tidings.cli.web import host_option, port_option, start_web
 from tidings.db import upgrade
 from tidings.preflight import check_before_sending
@@ -91,35 +90,13 @@ def run(
     check_before_sending(state.settings)  # postal address (CAN-SPAM), DKIM key
     runtime = state.runtime()
     worker = Worker(runtime)
-    web = None
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        click.echo(f"{signal.Signals(signum).name}: finishing the message in flight...", err=True)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if not no_web:
-            web = start_web(runtime, host, port)  # before the worker: a busy port fails early
-        worker.start(tick_seconds)
-        click.echo(
-            f"tidings is running (every {tick_seconds or runtime.settings.tick_seconds}s"
-            + (f"; web pages at {web.url}" if web is not None else "")
-            + "); Ctrl-C to stop",
-            err=True,
-        )
-        while not stop.wait(0.5):
-            pass
-    finally:
-        try:
-            worker.shutdown()
-        finally:
-            if web is not None:
-                web.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    click.echo("stopped cleanly", err=True)
+    if no_web:
+        run_until_signalled(worker, tick_seconds, "tidings")
+        return
+    web = start_web(runtime, host, port)  # before the worker: a busy port fails early
+    run_until_signalled(
+        worker, tick_seconds, "tidings", f"; web pages at {web.url}", on_stop=web.stop
+    )
 
 
 @click.command("demo")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,16 @@ from tidings.scheduler import Worker
 from tidings.status import collect_status
 
 
-def run_until_signalled(worker: Worker, tick_seconds: float | None, what: str) -> None:
+def run_until_signalled(
+    worker: Worker,
+    tick_seconds: float | None,
+    what: str,
+    also_running: str = "",
+    on_stop: Callable[[], None] | None = None,
+) -> None:
     """Start the scheduler and wait for Ctrl-C or SIGTERM; then finish the message in flight,
-    give back the rest of the claim and return."""
+    give back the rest of the claim, run `on_stop` (what else the command started) and
+    return. `also_running` is added to the banner."""
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -32,13 +40,20 @@ def run_until_signalled(worker: Worker, tick_seconds: float | None, what: str) -
     try:
         worker.start(tick_seconds)
         every = tick_seconds or worker.runtime.settings.tick_seconds
-        click.echo(f"{what} is running (a pass every {every:g}s); Ctrl-C to stop", err=True)
+        click.echo(
+            f"{what} is running (a pass every {every:g}s{also_running}); Ctrl-C to stop",
+            err=True,
+        )
         while not stop.wait(0.5):
             pass
     finally:
-        worker.shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        try:
+            worker.shutdown()
+        finally:
+            if on_stop is not None:
+                on_stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     click.echo("stopped cleanly", err=True)
 
 

@@ -23,12 +23,7 @@ from tidings.cli.output import emit_object, emit_rows, output_options
 from tidings.dispatch import Dispatcher
 from tidings.errors import InvalidInput, TidingsError
 from tidings.models import (
-    Campaign,
-    ConsentEvent,
     Delivery,
-    Enrollment,
-    Step,
-    Subscriber,
     SubscriberStatus,
 )
 from tidings.subscribers.admin import (
@@ -39,6 +34,7 @@ from tidings.subscribers.admin import (
     export_data,
     parse_attribute,
     parse_since,
+    subscriber_details,
     subscriber_rows,
     update_subscriber,
 )
@@ -331,60 +327,6 @@ def show(state: State, email: str, fmt: str) -> None:
         subscriber = find_subscriber(session, email)
         info = subscriber_details(session, subscriber)
     emit_object(info, "json" if fmt == "json" else "table")
-
-
-def subscriber_details(session: Any, subscriber: Subscriber) -> dict[str, Any]:
-    consent = [
-        {"at": e.created_at, "kind": e.kind, "source": e.source, "evidence": e.evidence}
-        for e in session.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.subscriber_id == subscriber.id)
-            .order_by(ConsentEvent.id)
-        )
-    ]
-    enrollments = [
-        {
-            "campaign": slug,
-            "status": e.status,
-            "next_step": e.next_position,
-            "next_due_at": e.next_due_at,
-        }
-        for e, slug in session.execute(
-            select(Enrollment, Campaign.slug)
-            .join(Campaign, Campaign.id == Enrollment.campaign_id)
-            .where(Enrollment.subscriber_id == subscriber.id)
-            .order_by(Enrollment.id)
-        )
-    ]
-    deliveries = [
-        {
-            "id": d.id,
-            "kind": d.kind,
-            "step": key,
-            "status": d.status,
-            "attempts": d.attempts,
-            "sent_at": d.sent_at,
-            "outcome": d.outcome,
-        }
-        for d, key in session.execute(
-            select(Delivery, Step.key)
-            .outerjoin(Step, Step.id == Delivery.step_id)
-            .where(Delivery.subscriber_id == subscriber.id)
-            .order_by(Delivery.id)
-        )
-    ]
-    return {
-        "email": subscriber.email,
-        "name": subscriber.name,
-        "timezone": subscriber.timezone,
-        "status": subscriber.status,
-        "created_at": subscriber.created_at,
-        "confirmed_at": subscriber.confirmed_at,
-        "unsubscribed_at": subscriber.unsubscribed_at,
-        "consent": consent,
-        "enrollments": enrollments,
-        "deliveries": deliveries,
-    }
 
 
 # ----------------------------------------------------------------------------- import

@@ -243,6 +243,79 @@ def update_subscriber(
     return result
 
 
+# ----------------------------------------------------------------------------- one person
+
+
+def subscriber_details(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """What `subscribers show` prints: status, consent history, enrollments, deliveries."""
+    consent = [
+        {"at": e.created_at, "kind": e.kind, "source": e.source, "evidence": e.evidence}
+        for e in _consent_events(session, subscriber.id)
+    ]
+    enrollments = [
+        {
+            "campaign": slug,
+            "status": e.status,
+            "next_step": e.next_position,
+            "next_due_at": e.next_due_at,
+        }
+        for e, slug, _name in _enrollments(session, subscriber.id)
+    ]
+    deliveries = [
+        {
+            "id": d.id,
+            "kind": d.kind,
+            "step": key,
+            "status": d.status,
+            "attempts": d.attempts,
+            "sent_at": d.sent_at,
+            "outcome": d.outcome,
+        }
+        for d, _slug, key, _subject in _deliveries(session, subscriber.id)
+    ]
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "timezone": subscriber.timezone,
+        "status": subscriber.status,
+        "created_at": subscriber.created_at,
+        "confirmed_at": subscriber.confirmed_at,
+        "unsubscribed_at": subscriber.unsubscribed_at,
+        "consent": consent,
+        "enrollments": enrollments,
+        "deliveries": deliveries,
+    }
+
+
+def _consent_events(session: Session, subscriber_id: int) -> Sequence[ConsentEvent]:
+    return session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.subscriber_id == subscriber_id)
+        .order_by(ConsentEvent.id)
+    ).all()
+
+
+def _enrollments(session: Session, subscriber_id: int) -> Sequence[Any]:
+    """(enrollment, campaign slug, campaign name) rows."""
+    return session.execute(
+        select(Enrollment, Campaign.slug, Campaign.name)
+        .join(Campaign, Campaign.id == Enrollment.campaign_id)
+        .where(Enrollment.subscriber_id == subscriber_id)
+        .order_by(Enrollment.id)
+    ).all()
+
+
+def _deliveries(session: Session, subscriber_id: int) -> Sequence[Any]:
+    """(delivery, campaign slug, step key, step subject) rows; a confirmation has no step."""
+    return session.execute(
+        select(Delivery, Campaign.slug, Step.key, Step.subject)
+        .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
+        .outerjoin(Step, Step.id == Delivery.step_id)
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(Delivery.id)
+    ).all()
+
+
 # ----------------------------------------------------------------------------- data rights
 
 
@@ -262,11 +335,7 @@ def export_data(session: Session, email: str, now: datetime) -> dict[str, Any]:
             "ip": e.ip,
             "user_agent": e.user_agent,
         }
-        for e in session.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.subscriber_id == subscriber.id)
-            .order_by(ConsentEvent.id)
-        )
+        for e in _consent_events(session, subscriber.id)
     ]
     enrollments = [
         {
@@ -278,12 +347,7 @@ def export_data(session: Session, email: str, now: datetime) -> dict[str, Any]:
             "enrolled_at": e.created_at,
             "ended_at": e.ended_at,
         }
-        for e, slug, name in session.execute(
-            select(Enrollment, Campaign.slug, Campaign.name)
-            .join(Campaign, Campaign.id == Enrollment.campaign_id)
-            .where(Enrollment.subscriber_id == subscriber.id)
-            .order_by(Enrollment.id)
-        )
+        for e, slug, name in _enrollments(session, subscriber.id)
     ]
     deliveries = [
         {
@@ -298,13 +362,7 @@ def export_data(session: Session, email: str, now: datetime) -> dict[str, Any]:
             "sent_at": d.sent_at,
             "outcome": d.outcome,
         }
-        for d, slug, key, subject in session.execute(
-            select(Delivery, Campaign.slug, Step.key, Step.subject)
-            .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
-            .outerjoin(Step, Step.id == Delivery.step_id)
-            .where(Delivery.subscriber_id == subscriber.id)
-            .order_by(Delivery.id)
-        )
+        for d, slug, key, subject in _deliveries(session, subscriber.id)
     ]
     return {
         "exported_at": now,
