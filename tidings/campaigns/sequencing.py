@@ -100,21 +100,13 @@ def first_enrollment_values(
     moment of the send window in the subscriber's timezone; an empty sequence (no first step)
     is finished at once. Shared by enroll() and the bulk import, which must agree."""
     if first_delay_seconds is None:
-        return {
-            "status": EnrollmentStatus.COMPLETED,
-            "next_position": 1,
-            "next_due_at": None,
-            "ended_at": now,
-        }
-    due = campaign_window(campaign).next_open(
-        now + timedelta(seconds=first_delay_seconds), zone(timezone)
-    )
-    return {
-        "status": EnrollmentStatus.ACTIVE,
-        "next_position": 1,
-        "next_due_at": due,
-        "ended_at": None,
-    }
+        status, due, ended = EnrollmentStatus.COMPLETED, None, now
+    else:
+        status, ended = EnrollmentStatus.ACTIVE, None
+        due = campaign_window(campaign).next_open(
+            now + timedelta(seconds=first_delay_seconds), zone(timezone)
+        )
+    return {"status": status, "next_position": 1, "next_due_at": due, "ended_at": ended}
 
 
 def _resume(
