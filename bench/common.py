@@ -34,7 +34,7 @@ from tidings.campaigns.store import load_campaign  # noqa: E402
 from tidings.clock import FixedClock  # noqa: E402
 from tidings.config import Settings  # noqa: E402
 from tidings.db import upgrade  # noqa: E402
-from tidings.models import Campaign, Enrollment, Subscriber  # noqa: E402
+from tidings.db.models import Campaign, Enrollment, Subscriber  # noqa: E402
 from tidings.runtime import Runtime  # noqa: E402
 
 MONDAY = datetime(2026, 10, 19, 9, 0, tzinfo=UTC)
@@ -284,7 +284,12 @@ def enroll(
 
 
 def _copy_enroll(
-    runtime: Runtime, campaign_id: int, first: int, total: int, count: int, due: datetime,
+    runtime: Runtime,
+    campaign_id: int,
+    first: int,
+    total: int,
+    count: int,
+    due: datetime,
     later: datetime,
 ) -> None:
     """The same rows as `enroll`, written with PostgreSQL's COPY: ten million rows through
@@ -298,15 +303,37 @@ def _copy_enroll(
                 " created_at, updated_at, confirmed_at, soft_bounces) FROM STDIN"
             ) as copy:
                 for i in range(first, first + total):
-                    copy.write_row((i, f"reader{i}@example.org", f"Reader {i}", "UTC", "active",
-                                    secrets.token_urlsafe(16), "{}", stamp, stamp, stamp, 0))
+                    copy.write_row(
+                        (
+                            i,
+                            f"reader{i}@example.org",
+                            f"Reader {i}",
+                            "UTC",
+                            "active",
+                            secrets.token_urlsafe(16),
+                            "{}",
+                            stamp,
+                            stamp,
+                            stamp,
+                            0,
+                        )
+                    )
             with cursor.copy(
                 "COPY enrollments (subscriber_id, campaign_id, status, next_position,"
                 " next_due_at, created_at, updated_at) FROM STDIN"
             ) as copy:
                 for i in range(first, first + total):
-                    copy.write_row((i, campaign_id, "active", 1,
-                                    stamp if i - first < count else later_stamp, stamp, stamp))
+                    copy.write_row(
+                        (
+                            i,
+                            campaign_id,
+                            "active",
+                            1,
+                            stamp if i - first < count else later_stamp,
+                            stamp,
+                            stamp,
+                        )
+                    )
             # Explicit ids leave the sequence behind; later inserts must not collide.
             cursor.execute("SELECT setval('subscribers_id_seq', (SELECT max(id) FROM subscribers))")
         connection.commit()

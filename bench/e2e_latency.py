@@ -26,7 +26,7 @@ from common import (
 )
 from sqlalchemy import func, select
 
-from tidings.models import Delivery
+from tidings.db.models import Delivery
 from tidings.scheduler import Worker
 
 CONNECTIONS = 64

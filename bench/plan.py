@@ -12,7 +12,7 @@ import time
 from common import MONDAY, QUICK, bench_runtime, database, enroll, notice_campaign, report
 from sqlalchemy import delete, func, select, update
 
-from tidings.models import Delivery, Enrollment
+from tidings.db.models import Delivery, Enrollment
 from tidings.scheduler import Worker
 
 DUE = 2_000 if QUICK else 10_000
@@ -38,8 +38,11 @@ def plan_pass(kind: str, total: int, repeats: int = 3) -> float:
                 queued = session.scalar(select(func.count()).select_from(Delivery))
                 assert planned.planned == DUE == queued, (planned, queued)
                 session.execute(delete(Delivery))
-                session.execute(update(Enrollment).where(Enrollment.next_due_at.is_(None))
-                                .values(next_position=1, next_due_at=MONDAY))
+                session.execute(
+                    update(Enrollment)
+                    .where(Enrollment.next_due_at.is_(None))
+                    .values(next_position=1, next_due_at=MONDAY)
+                )
         runtime.close()
     return min(times)
 

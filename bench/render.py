@@ -18,9 +18,11 @@ from tidings.campaigns import SHIPPED_DIR
 from tidings.campaigns.definition import read_campaign
 from tidings.campaigns.store import campaign_sender, compile_campaign
 from tidings.config import Settings
-from tidings.messages import Addressee, MessageBuilder
-from tidings.models import Campaign
-from tidings.rendering import CampaignContext, MessageHeaders, Recipient, render_message_naive
+from tidings.db.models import Campaign
+from tidings.rendering.compile import CampaignContext
+from tidings.rendering.message import Addressee, MessageBuilder
+from tidings.rendering.mime import MessageHeaders, Recipient
+from tidings.rendering.reference import render_message_naive
 from tidings.subscribers.tokens import Links
 
 SETTINGS = Settings(

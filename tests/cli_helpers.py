@@ -20,8 +20,7 @@ from sqlalchemy.orm import Session
 
 from tidings.cli import cli
 from tidings.config import load_settings
-from tidings.devsmtp import free_port
-from tidings.models import (
+from tidings.db.models import (
     Campaign,
     ConsentEvent,
     Delivery,
@@ -31,6 +30,7 @@ from tidings.models import (
     Suppression,
 )
 from tidings.runtime import Runtime
+from tidings.sending.devsmtp import free_port
 
 BASE_URL = "https://news.example.org"
 SECRET_KEY = "cli-test-secret-key"

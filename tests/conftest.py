@@ -26,9 +26,9 @@ from tidings.campaigns.store import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock
 from tidings.config import Settings
 from tidings.db import make_engine, upgrade
-from tidings.devsmtp import LocalSMTPServer, MemoryHandler
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
+from tidings.sending.devsmtp import LocalSMTPServer, MemoryHandler
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TIDINGS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

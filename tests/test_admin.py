@@ -21,9 +21,10 @@ from cli_helpers import MONDAY_8, MONDAY_9, Tidings, load_kap, on_sqlite_copy, s
 from conftest import received
 from sqlalchemy import func, select
 
-from tidings.devsmtp import LocalSMTPServer, free_port
-from tidings.models import Base, BounceEvent, Delivery, Erasure, Subscriber, Suppression
-from tidings.subscribers.service import Consent, find_subscriber, record_consent
+from tidings.db.models import Base, BounceEvent, Delivery, Erasure, Subscriber, Suppression
+from tidings.sending.devsmtp import LocalSMTPServer, free_port
+from tidings.subscribers.directory import find_subscriber
+from tidings.subscribers.lifecycle import Consent, record_consent
 
 
 @pytest.fixture
@@ -401,7 +402,8 @@ def test_suppressions_add_list_remove(tidings_kap, smtp_server):
     assert info["status"] == "complained"
     assert info["enrollments"][0]["status"] == "exited"
     assert [d["status"] for d in info["deliveries"]] == ["skipped"]
-    assert info["consent"][-1]["kind"] == "unsubscribed"
+    # The same record as a complaint read from a feedback-loop report: consent withdrawn.
+    assert info["consent"][-1]["kind"] == "complained"
     result = tidings.ok("suppressions", "add", "ann@example.org", "stranger@example.org")
     assert result.stdout.splitlines() == [
         "ann@example.org: was already suppressed (complaint)",

@@ -19,14 +19,15 @@ from cli_helpers import Tidings
 from conftest import received, run_for
 from sqlalchemy import delete, func, insert, select, update
 
-from tidings.campaigns import broadcasts
-from tidings.campaigns.broadcasts import plan_broadcasts, schedule_broadcast
+from tidings.campaigns import broadcast_planning
+from tidings.campaigns.broadcast_planning import plan_broadcasts
+from tidings.campaigns.broadcasts import schedule_broadcast
 from tidings.campaigns.store import load_campaign
 from tidings.clock import FixedClock
-from tidings.models import BroadcastSchedule, Campaign, Delivery, Subscriber
+from tidings.db.models import BroadcastSchedule, Campaign, Delivery, Subscriber
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
-from tidings.subscribers.service import Consent, add_subscriber
+from tidings.subscribers.lifecycle import Consent, add_subscriber
 
 NEWSLETTER_TOML = """\
 slug = "winter-news"
@@ -275,7 +276,7 @@ def test_planning_interrupted_by_a_crash_resumes_nobody_twice_nobody_missed(
     small = runtime.settings.replace(batch_size=40)
 
     # The planner dies while writing its fourth batch (three batches are committed).
-    real_write = broadcasts._WavePlanner._write
+    real_write = broadcast_planning._WavePlanner._write
     calls = Counter()
 
     def dying_write(self, session, step, ids):
@@ -284,7 +285,7 @@ def test_planning_interrupted_by_a_crash_resumes_nobody_twice_nobody_missed(
             raise RuntimeError("worker killed")
         return real_write(self, session, step, ids)
 
-    monkeypatch.setattr(broadcasts._WavePlanner, "_write", dying_write)
+    monkeypatch.setattr(broadcast_planning._WavePlanner, "_write", dying_write)
     with pytest.raises(RuntimeError, match="worker killed"):
         plan_broadcasts(runtime.sessions, clock.now(), small)
     monkeypatch.undo()

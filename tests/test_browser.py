@@ -25,11 +25,12 @@ from tidings.campaigns.store import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock
 from tidings.config import Settings
 from tidings.db import signing_key
-from tidings.devsmtp import free_port
-from tidings.models import Subscriber
+from tidings.db.models import Subscriber
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
-from tidings.subscribers.service import Consent, add_subscriber, find_subscriber
+from tidings.sending.devsmtp import free_port
+from tidings.subscribers.directory import find_subscriber
+from tidings.subscribers.lifecycle import Consent, add_subscriber
 from tidings.subscribers.tokens import Links
 from tidings.web import WebServer, create_app
 
@@ -49,10 +50,12 @@ TIMEOUT_MS = 15_000
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), (
-        f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does it)")
+        f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does it)"
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield browser
         finally:
@@ -67,8 +70,9 @@ def site(settings: Settings, clock: FixedClock) -> Iterator[tuple[str, Runtime]]
     base_url = f"http://127.0.0.1:{port}"
     with Runtime.open(settings.replace(base_url=base_url), clock) as runtime:
         with runtime.sessions.begin() as session:
-            load_campaign(session, resolve_campaign_dir("kap-benefits"), runtime.settings,
-                          clock.now())
+            load_campaign(
+                session, resolve_campaign_dir("kap-benefits"), runtime.settings, clock.now()
+            )
         with WebServer(create_app(runtime), "127.0.0.1", port, threads=2):
             yield base_url, runtime
 
@@ -133,13 +137,23 @@ def test_the_whole_journey_in_a_real_browser(browser, site, smtp_server):
 
     # RFC 8058: what Gmail or Yahoo send for another subscriber, from a plain HTTP client.
     with runtime.sessions.begin() as session:
-        bob = add_subscriber(session, runtime.clock.now(), "bob@example.org",
-                             Consent("cli", "test"), timezone="UTC", confirmed=True)
+        bob = add_subscriber(
+            session,
+            runtime.clock.now(),
+            "bob@example.org",
+            Consent("cli", "test"),
+            timezone="UTC",
+            confirmed=True,
+        )
         url = Links(base_url, signing_key(session, runtime.settings.secret_key)).unsubscribe(
-            bob.key)
+            bob.key
+        )
     request = urllib.request.Request(
-        url, data=b"List-Unsubscribe=One-Click", method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded"})
+        url,
+        data=b"List-Unsubscribe=One-Click",
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
     assert status_of(runtime, "bob@example.org") == "unsubscribed"

@@ -27,7 +27,7 @@ from cli_helpers import (
 from conftest import received
 
 from tidings.campaigns import SHIPPED_DIR
-from tidings.devsmtp import free_port
+from tidings.sending.devsmtp import free_port
 
 KAP_DIR = SHIPPED_DIR / "kap-benefits"
 KAP_FILES = sorted(p.name for p in KAP_DIR.glob("*.md"))
@@ -672,8 +672,16 @@ def test_import_text_rejects_a_bad_slug_and_a_missing_file(no_database, tmp_path
 def test_the_maildir_transport_writes_each_due_email_as_a_file(tidings, kap_sqlite, tmp_path):
     outbox = tmp_path / "outbox"
     load_kap(tidings, lambda: kap_sqlite)
-    tidings.ok("subscribers", "add", "ann@example.org", "--confirmed", "--evidence", "form",
-               "--timezone", "UTC")
+    tidings.ok(
+        "subscribers",
+        "add",
+        "ann@example.org",
+        "--confirmed",
+        "--evidence",
+        "form",
+        "--timezone",
+        "UTC",
+    )
     tidings.at(MONDAY_9)
     done = tidings.ok("send-due", TIDINGS_TRANSPORT="maildir", TIDINGS_MAILDIR=str(outbox))
     assert "sent 1" in done.output

@@ -24,8 +24,8 @@ from cli_helpers import (
 from conftest import received
 from sqlalchemy import select
 
-from tidings.devsmtp import free_port
-from tidings.models import Subscriber
+from tidings.db.models import Subscriber
+from tidings.sending.devsmtp import free_port
 from tidings.subscribers.tokens import read_token
 
 NOTHING_STORED = {

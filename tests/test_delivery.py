@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 from tidings.config import Settings, SmtpServer
-from tidings.delivery import (
+from tidings.errors import ConfigError
+from tidings.sending.devsmtp import LocalSMTPServer, MaildirHandler, MemoryHandler, free_port
+from tidings.sending.routing import lanes_from_settings
+from tidings.sending.transports import (
     MaildirTransport,
     MemoryTransport,
     OutgoingMessage,
     SMTPTransport,
     classify,
-    make_transport,
 )
-from tidings.devsmtp import LocalSMTPServer, MaildirHandler, MemoryHandler, free_port
-from tidings.errors import ConfigError
 
 SENDER = "kap@center.example.org"
 
@@ -294,12 +294,13 @@ def test_memory_transport_keeps_an_outbox():
     ]
 
 
-def test_make_transport_follows_the_settings(tmp_path):
-    maildir = make_transport(Settings(transport="maildir", maildir=str(tmp_path / "m")))
-    assert isinstance(maildir, MaildirTransport)
-    smtp = make_transport(
+def test_the_lanes_follow_the_settings(tmp_path):
+    [maildir] = lanes_from_settings(Settings(transport="maildir", maildir=str(tmp_path / "m")))
+    assert isinstance(maildir.transport, MaildirTransport)
+    [lane] = lanes_from_settings(
         Settings(smtp_url="smtp://mx.example.org:2525", smtp_pool_size=7, from_address="a@b.org")
     )
+    smtp = lane.transport
     assert isinstance(smtp, SMTPTransport)
     assert (smtp.server.host, smtp.server.port, smtp.pool_size) == ("mx.example.org", 2525, 7)
     assert smtp.local_hostname == "b.org"

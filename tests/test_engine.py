@@ -14,34 +14,44 @@ from conftest import received, run_for
 from sqlalchemy import func, select
 
 from tidings.campaigns.store import load_campaign, set_status
-from tidings.devsmtp import LocalSMTPServer
+from tidings.db.models import Delivery, Enrollment, Step, Subscriber, Suppression
 from tidings.errors import CampaignError, Conflict
-from tidings.models import Delivery, Enrollment, Step, Subscriber, Suppression
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
-from tidings.subscribers.service import (
+from tidings.sending.devsmtp import LocalSMTPServer
+from tidings.states import StopReason
+from tidings.subscribers.directory import find_subscriber
+from tidings.subscribers.lifecycle import (
     Consent,
     activate,
     add_subscriber,
-    find_subscriber,
     resubscribe,
+    stop,
     unsubscribe,
 )
 
 
 def subscribe(runtime: Runtime, email: str, tz: str = "America/New_York") -> None:
     with runtime.sessions.begin() as session:
-        add_subscriber(session, runtime.clock.now(), email, Consent(source="cli", evidence="test"),
-                       name="Test Reader", timezone=tz, confirmed=True,
-                       message_domain=runtime.settings.sender_domain)
+        add_subscriber(
+            session,
+            runtime.clock.now(),
+            email,
+            Consent(source="cli", evidence="test"),
+            name="Test Reader",
+            timezone=tz,
+            confirmed=True,
+            message_domain=runtime.settings.sender_domain,
+        )
 
 
 def subjects_to(server: LocalSMTPServer, address: str) -> list[str]:
     return [m["Subject"] for m in received(server) if m["To"].addresses[0].addr_spec == address]
 
 
-def test_unsubscribe_halfway_stops_everything_including_queued(runtime, worker, kap, clock,
-                                                               smtp_server):
+def test_unsubscribe_halfway_stops_everything_including_queued(
+    runtime, worker, kap, clock, smtp_server
+):
     subscribe(runtime, "ann@example.org")
     run_for(worker, clock, timedelta(days=9))
     before = subjects_to(smtp_server, "ann@example.org")
@@ -54,22 +64,26 @@ def test_unsubscribe_halfway_stops_everything_including_queued(runtime, worker, 
     planned = worker.plan()
     assert planned.planned == 1
     with runtime.sessions.begin() as session:
-        assert unsubscribe(session, find_subscriber(session, "ann@example.org"), "cli",
-                           clock.now())
+        assert unsubscribe(session, find_subscriber(session, "ann@example.org"), "cli", clock.now())
 
     run_for(worker, clock, timedelta(days=40))
     assert subjects_to(smtp_server, "ann@example.org") == before
     with runtime.sessions.begin() as session:
-        statuses = dict(session.execute(
-            select(Delivery.status, func.count()).where(Delivery.kind == "step")
-            .group_by(Delivery.status)).all())
+        statuses = dict(
+            session.execute(
+                select(Delivery.status, func.count())
+                .where(Delivery.kind == "step")
+                .group_by(Delivery.status)
+            ).all()
+        )
         assert statuses == {"sent": len(before), "skipped": 1}
         assert session.scalars(select(Enrollment.status)).one() == "exited"
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1
 
 
-def test_pause_sends_nothing_and_resume_sends_nothing_twice(runtime, worker, kap, clock,
-                                                            smtp_server):
+def test_pause_sends_nothing_and_resume_sends_nothing_twice(
+    runtime, worker, kap, clock, smtp_server
+):
     subscribe(runtime, "ann@example.org")
     subscribe(runtime, "bob@example.org", tz="Europe/London")
     run_for(worker, clock, timedelta(days=5))
@@ -93,8 +107,7 @@ def test_pause_sends_nothing_and_resume_sends_nothing_twice(runtime, worker, kap
         assert len(set(subjects)) == 16, "a step was sent twice"
 
 
-def test_catch_up_after_downtime_is_one_email_at_a_time(runtime, worker, kap, clock,
-                                                        smtp_server):
+def test_catch_up_after_downtime_is_one_email_at_a_time(runtime, worker, kap, clock, smtp_server):
     subscribe(runtime, "ann@example.org")
     run_for(worker, clock, timedelta(days=3))
     assert len(received(smtp_server)) == 2  # welcome, then the first benefit
@@ -128,22 +141,30 @@ reason = "You signed up."
 
 
 def write_step(folder: Path, filename: str, subject: str) -> None:
-    (folder / filename).write_text(textwrap.dedent(f"""\
+    (folder / filename).write_text(
+        textwrap.dedent(f"""\
         +++
         subject = "{subject}"
         preheader = "{subject} preheader"
         +++
         Body of {subject}.
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
 
 
-def test_editing_a_live_campaign_keeps_subscribers_in_place(runtime, worker, clock, smtp_server,
-                                                             tmp_path):
+def test_editing_a_live_campaign_keeps_subscribers_in_place(
+    runtime, worker, clock, smtp_server, tmp_path
+):
     folder = tmp_path / "mini"
     folder.mkdir()
     (folder / "campaign.toml").write_text(CAMPAIGN_TOML, encoding="utf-8")
-    for filename, subject in [("10-a.md", "A"), ("20-b.md", "B"), ("30-c.md", "C"),
-                              ("40-d.md", "D")]:
+    for filename, subject in [
+        ("10-a.md", "A"),
+        ("20-b.md", "B"),
+        ("30-c.md", "C"),
+        ("40-d.md", "D"),
+    ]:
         write_step(folder, filename, subject)
     with runtime.sessions.begin() as session:
         load_campaign(session, folder, runtime.settings, clock.now())
@@ -165,8 +186,9 @@ def test_editing_a_live_campaign_keeps_subscribers_in_place(runtime, worker, clo
     assert subjects_to(smtp_server, "late@example.org") == ["A", "X", "B", "C", "Y", "D"]
 
 
-def test_a_template_error_fails_the_load_not_the_send(runtime, worker, clock, smtp_server,
-                                                     tmp_path):
+def test_a_template_error_fails_the_load_not_the_send(
+    runtime, worker, clock, smtp_server, tmp_path
+):
     folder = tmp_path / "mini"
     folder.mkdir()
     (folder / "campaign.toml").write_text(CAMPAIGN_TOML, encoding="utf-8")
@@ -176,8 +198,9 @@ def test_a_template_error_fails_the_load_not_the_send(runtime, worker, clock, sm
         load_campaign(session, folder, runtime.settings, clock.now())
     subscribe(runtime, "ann@example.org", tz="UTC")
 
-    (folder / "20-b.md").write_text("+++\nsubject = \"B2\"\n+++\nHello {{ subscriber.nmae }}\n",
-                                    encoding="utf-8")
+    (folder / "20-b.md").write_text(
+        '+++\nsubject = "B2"\n+++\nHello {{ subscriber.nmae }}\n', encoding="utf-8"
+    )
     with pytest.raises(CampaignError) as failure, runtime.sessions.begin() as session:
         load_campaign(session, folder, runtime.settings, clock.now())
     assert "20-b.md:4" in str(failure.value)
@@ -202,13 +225,15 @@ class RejectingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
-                              envelope.original_content))
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
         return "250 2.0.0 Ok: queued"
 
 
-def test_a_hard_bounce_suppresses_the_address_and_others_still_get_theirs(settings, clock, kap,
-                                                                          runtime):
+def test_a_hard_bounce_suppresses_the_address_and_others_still_get_theirs(
+    settings, clock, kap, runtime
+):
     with LocalSMTPServer(RejectingHandler("gone@example.org")) as server:
         bouncing = Runtime.open(settings.replace(smtp_url=server.url), clock)
         worker = Worker(bouncing)
@@ -222,14 +247,16 @@ def test_a_hard_bounce_suppresses_the_address_and_others_still_get_theirs(settin
     with runtime.sessions.begin() as session:
         gone = find_subscriber(session, "gone@example.org")
         assert gone.status == "bounced"
-        delivery = session.scalars(select(Delivery).where(
-            Delivery.subscriber_id == gone.id)).one()
+        delivery = session.scalars(select(Delivery).where(Delivery.subscriber_id == gone.id)).one()
         assert delivery.status == "bounced"
         assert "550 5.1.1" in (delivery.outcome or "")
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1
-        ann_sent = session.scalar(select(func.count()).select_from(Delivery).join(Subscriber)
-                                  .where(Subscriber.email == "ann@example.org",
-                                         Delivery.status == "sent"))
+        ann_sent = session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .join(Subscriber)
+            .where(Subscriber.email == "ann@example.org", Delivery.status == "sent")
+        )
         assert ann_sent >= 3
 
 
@@ -245,21 +272,34 @@ def test_someone_who_left_can_come_back_with_new_consent_and_resumes_where_they_
     assert subjects_to(smtp_server, "ann@example.org") == before
 
     with runtime.sessions.begin() as session:
-        resubscribe(session, find_subscriber(session, "ann@example.org"),
-                    Consent(source="contact-form"), clock.now(), runtime.settings.sender_domain)
+        resubscribe(
+            session,
+            find_subscriber(session, "ann@example.org"),
+            Consent(source="contact-form"),
+            clock.now(),
+            runtime.settings.sender_domain,
+        )
     run_for(worker, clock, timedelta(days=3))
     after_request = subjects_to(smtp_server, "ann@example.org")
-    assert after_request == [*before, "Please confirm your subscription"], \
+    assert after_request == [*before, "Please confirm your subscription"], (
         "only the confirmation while she has not clicked"
+    )
 
     with runtime.sessions.begin() as session:
-        joined = activate(session, find_subscriber(session, "ann@example.org"),
-                          Consent(source="contact-form"), clock.now())
+        joined = activate(
+            session,
+            find_subscriber(session, "ann@example.org"),
+            Consent(source="contact-form"),
+            clock.now(),
+        )
         assert joined == [kap]
         assert session.scalar(select(func.count()).select_from(Suppression)) == 0
     run_for(worker, clock, timedelta(days=60))
-    series = [s for s in subjects_to(smtp_server, "ann@example.org")
-              if s != "Please confirm your subscription"]
+    series = [
+        s
+        for s in subjects_to(smtp_server, "ann@example.org")
+        if s != "Please confirm your subscription"
+    ]
     assert len(series) == 16 and len(set(series)) == 16, "resumed, nothing twice or skipped"
 
 
@@ -267,8 +307,13 @@ def test_a_bounced_address_cannot_come_back(runtime, kap, clock):
     subscribe(runtime, "gone@example.org")
     with runtime.sessions.begin() as session:
         gone = find_subscriber(session, "gone@example.org")
-        unsubscribe(session, gone, "cli", clock.now(), reason="hard-bounce")
-    with pytest.raises(Conflict, match="hard-bounce"), runtime.sessions.begin() as session:
-        resubscribe(session, find_subscriber(session, "gone@example.org"),
-                    Consent(source="cli", evidence="asked by phone"), clock.now(),
-                    runtime.settings.sender_domain, confirmed=True)
+        stop(session, gone, StopReason.HARD_BOUNCE, "smtp", "550 no such user", clock.now())
+    with pytest.raises(Conflict, match="bounced"), runtime.sessions.begin() as session:
+        resubscribe(
+            session,
+            find_subscriber(session, "gone@example.org"),
+            Consent(source="cli", evidence="asked by phone"),
+            clock.now(),
+            runtime.settings.sender_domain,
+            confirmed=True,
+        )

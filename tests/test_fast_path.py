@@ -17,13 +17,9 @@ from tidings.campaigns import SHIPPED_DIR
 from tidings.campaigns.definition import read_campaign
 from tidings.campaigns.store import campaign_sender, compile_campaign
 from tidings.config import Settings
-from tidings.rendering import (
-    CampaignContext,
-    MessageHeaders,
-    MessageSkeleton,
-    Recipient,
-    render_message_naive,
-)
+from tidings.rendering.compile import CampaignContext
+from tidings.rendering.mime import MessageHeaders, MessageSkeleton, Recipient
+from tidings.rendering.reference import render_message_naive
 
 SETTINGS = Settings(
     postal_address="100 Example Street, Springfield",

@@ -21,9 +21,9 @@ from cli_helpers import Tidings, load_kap, on_sqlite_copy, sqlite_with_kap
 from conftest import received
 from sqlalchemy import func, select
 
+from tidings.db.models import ConsentEvent, Delivery, Enrollment, Subscriber
 from tidings.errors import InvalidInput
-from tidings.models import ConsentEvent, Delivery, Enrollment, Subscriber
-from tidings.subscribers.importer import fast_normalize_email
+from tidings.subscribers.importing import fast_normalize_email
 from tidings.subscribers.validation import normalize_email
 
 TIMEZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"]

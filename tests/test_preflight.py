@@ -20,8 +20,8 @@ from aiosmtpd.smtp import AuthResult
 from cli_helpers import Tidings
 
 from tidings.clock import FixedClock
-from tidings.devsmtp import MemoryHandler, free_port
 from tidings.runtime import Runtime
+from tidings.sending.devsmtp import MemoryHandler, free_port
 from tidings.web import WebServer, create_app
 
 

@@ -18,11 +18,11 @@ from sqlalchemy import func, select
 from tidings.campaigns.store import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock, clock_from_spec
 from tidings.config import load_settings
-from tidings.demo import DEMO_TIMEZONES
-from tidings.devsmtp import LocalSMTPServer, free_port
-from tidings.models import Delivery
+from tidings.db.models import Delivery
+from tidings.ops.demo import DEMO_TIMEZONES
 from tidings.runtime import Runtime
-from tidings.subscribers.service import Consent, add_subscriber
+from tidings.sending.devsmtp import LocalSMTPServer, free_port
+from tidings.subscribers.lifecycle import Consent, add_subscriber
 
 TIDINGS = [sys.executable, "-m", "tidings"]
 
@@ -31,15 +31,19 @@ def test_demo_runs_the_whole_series_for_three_subscribers(tmp_path: Path):
     demo_dir = tmp_path / "demo"
     done = subprocess.run(
         [*TIDINGS, "demo", "--dir", str(demo_dir), "--subscribers", "3", "--day-seconds", "0.5"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "48 emails delivered" in done.stdout
     assert str(demo_dir / "outbox") in done.stdout
     assert (demo_dir / "tidings.db").is_file()
 
-    messages = [email.message_from_bytes(m.as_bytes(), policy=policy.default)
-                for m in mailbox.Maildir(demo_dir / "outbox", create=False)]
+    messages = [
+        email.message_from_bytes(m.as_bytes(), policy=policy.default)
+        for m in mailbox.Maildir(demo_dir / "outbox", create=False)
+    ]
     assert len(messages) == 48
     by_reader: dict[str, list] = {}
     for message in messages:
@@ -88,16 +92,28 @@ def test_run_sends_on_schedule_and_stops_cleanly_on_sigterm(tmp_path: Path, sqli
         }
         settings = load_settings(env)
         start = clock_from_spec(settings.clock).start  # type: ignore[attr-defined]
-        with Runtime.open(settings, FixedClock(start)) as runtime, \
-                runtime.sessions.begin() as session:
+        with (
+            Runtime.open(settings, FixedClock(start)) as runtime,
+            runtime.sessions.begin() as session,
+        ):
             load_campaign(session, resolve_campaign_dir("kap-benefits"), settings, start)
             for i in range(4):
-                add_subscriber(session, start, f"r{i}@example.org",
-                               Consent("cli", "test"), timezone="UTC", confirmed=True)
+                add_subscriber(
+                    session,
+                    start,
+                    f"r{i}@example.org",
+                    Consent("cli", "test"),
+                    timezone="UTC",
+                    confirmed=True,
+                )
         # `run` serves the web pages too: on a free port, so a busy 8000 cannot fail this.
-        process = subprocess.Popen([*TIDINGS, "run", "--port", str(free_port())], env=env,
-                                   stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [*TIDINGS, "run", "--port", str(free_port())],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert handler.enough.wait(timeout=120), "tidings run sent nothing"
             process.send_signal(signal.SIGTERM)
@@ -110,10 +126,10 @@ def test_run_sends_on_schedule_and_stops_cleanly_on_sigterm(tmp_path: Path, sqli
     assert "stopped cleanly" in err
 
     with Runtime.open(settings) as runtime, runtime.sessions.begin() as session:
-        counts = dict(session.execute(select(Delivery.status, func.count())
-                                      .group_by(Delivery.status)).all())
+        counts = dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        )
     assert "sending" not in counts, "a claimed delivery was left behind"
     assert counts.get("sent", 0) == received_count, "every send recorded exactly once"
     ids = [email.message_from_bytes(m)["Message-ID"] for m in handler.messages]
     assert len(set(ids)) == len(ids)
-

@@ -25,13 +25,11 @@ import pytest
 from conftest import MONDAY, run_for
 from sqlalchemy import func, insert, select
 
-from tidings.bounces import NotAReport, ingest, parse_report
 from tidings.campaigns.store import load_campaign, set_status
 from tidings.clock import FixedClock
 from tidings.config import Settings, parse_smtp_servers
 from tidings.db import signing_key
-from tidings.devsmtp import LocalSMTPServer, free_port
-from tidings.models import (
+from tidings.db.models import (
     BounceEvent,
     Campaign,
     ConsentEvent,
@@ -40,10 +38,12 @@ from tidings.models import (
     Subscriber,
     Suppression,
 )
-from tidings.routing import RateLimiter
+from tidings.inbound.ingest import ingest
+from tidings.inbound.reports import NotAReport, parse_report
+from tidings.ops.status import collect_status
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
-from tidings.status import collect_status
+from tidings.sending.devsmtp import LocalSMTPServer, free_port
 from tidings.subscribers.tokens import verp_address
 
 TIDINGS = [sys.executable, "-m", "tidings"]
@@ -64,7 +64,8 @@ def notice_campaign(runtime: Runtime, folder: Path) -> None:
     folder.mkdir(exist_ok=True)
     (folder / "campaign.toml").write_text(NOTICE_TOML, encoding="utf-8")
     (folder / "01-notice.md").write_text(
-        '+++\nsubject = "A notice"\npreheader = "Just one."\n+++\nHello.\n', encoding="utf-8")
+        '+++\nsubject = "A notice"\npreheader = "Just one."\n+++\nHello.\n', encoding="utf-8"
+    )
     with runtime.sessions.begin() as session:
         load_campaign(session, folder, runtime.settings, runtime.clock.now())
 
@@ -74,24 +75,50 @@ def bulk_enroll(runtime: Runtime, addresses: list[str], due: datetime) -> None:
     with runtime.sessions.begin() as session:
         campaign_id = session.scalar(select(Campaign.id).where(Campaign.slug == "notice"))
         start = (session.scalar(select(func.max(Subscriber.id))) or 0) + 1
-        session.execute(insert(Subscriber), [
-            {"id": start + i, "email": a, "name": "", "timezone": "UTC", "status": "active",
-             "key": secrets.token_urlsafe(16), "attributes": {}, "created_at": due,
-             "updated_at": due, "confirmed_at": due}
-            for i, a in enumerate(addresses)
-        ])
-        session.execute(insert(Enrollment), [
-            {"subscriber_id": start + i, "campaign_id": campaign_id, "status": "active",
-             "next_position": 1, "next_due_at": due, "created_at": due, "updated_at": due}
-            for i in range(len(addresses))
-        ])
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "id": start + i,
+                    "email": a,
+                    "name": "",
+                    "timezone": "UTC",
+                    "status": "active",
+                    "key": secrets.token_urlsafe(16),
+                    "attributes": {},
+                    "created_at": due,
+                    "updated_at": due,
+                    "confirmed_at": due,
+                }
+                for i, a in enumerate(addresses)
+            ],
+        )
+        session.execute(
+            insert(Enrollment),
+            [
+                {
+                    "subscriber_id": start + i,
+                    "campaign_id": campaign_id,
+                    "status": "active",
+                    "next_position": 1,
+                    "next_due_at": due,
+                    "created_at": due,
+                    "updated_at": due,
+                }
+                for i in range(len(addresses))
+            ],
+        )
 
 
 def statuses(runtime: Runtime) -> dict[str, str]:
     with runtime.sessions.begin() as session:
-        return dict(session.execute(select(Subscriber.email, Delivery.status)
-                                    .join(Delivery, Delivery.subscriber_id == Subscriber.id))
-                    .all())
+        return dict(
+            session.execute(
+                select(Subscriber.email, Delivery.status).join(
+                    Delivery, Delivery.subscriber_id == Subscriber.id
+                )
+            ).all()
+        )
 
 
 # ----------------------------------------------------------------------------- SMTP faults
@@ -149,18 +176,21 @@ class ScriptedHandler:
         return "250 2.0.0 Ok: queued"
 
 
-def test_every_message_ends_as_its_script_dictates_and_none_arrives_twice(
-    database_url, tmp_path
-):
+def test_every_message_ends_as_its_script_dictates_and_none_arrives_twice(database_url, tmp_path):
     kinds = ["ok", "greylist", "hard", "full", "content", "drop", "stall", "random"]
     addresses = [f"{kind}-{i}@example.org" for kind in kinds for i in range(3)]
     handler = ScriptedHandler(seed=11)
     clock = FixedClock(MONDAY)
     with LocalSMTPServer(handler) as server:
         # (A bounce rate this high would pause the campaign: that is tested on its own below.)
-        settings = Settings(database_url=database_url, smtp_url=f"{server.url}?timeout=1",
-                            secret_key="k", smtp_pool_size=3, from_address="kap@center.example",
-                            bounce_pause_ratio=1.0)
+        settings = Settings(
+            database_url=database_url,
+            smtp_url=f"{server.url}?timeout=1",
+            secret_key="k",
+            smtp_pool_size=3,
+            from_address="kap@center.example",
+            bounce_pause_ratio=1.0,
+        )
         with Runtime.open(settings, clock) as runtime:
             notice_campaign(runtime, tmp_path / "notice")
             bulk_enroll(runtime, addresses, clock.now())
@@ -170,8 +200,16 @@ def test_every_message_ends_as_its_script_dictates_and_none_arrives_twice(
             with runtime.sessions.begin() as session:
                 suppressed = session.scalar(select(func.count()).select_from(Suppression))
 
-    expected = {"ok": "sent", "greylist": "sent", "drop": "sent", "stall": "sent",
-                "random": "sent", "hard": "bounced", "content": "failed", "full": "failed"}
+    expected = {
+        "ok": "sent",
+        "greylist": "sent",
+        "drop": "sent",
+        "stall": "sent",
+        "random": "sent",
+        "hard": "bounced",
+        "content": "failed",
+        "full": "failed",
+    }
     assert {a: final[a] for a in addresses} == {a: expected[a.split("-")[0]] for a in addresses}
     received = Counter(rcpt for rcpt, _ in handler.accepted)
     for address in addresses:
@@ -186,11 +224,16 @@ def test_every_message_ends_as_its_script_dictates_and_none_arrives_twice(
 def test_a_campaign_pauses_itself_when_hard_bounces_pass_the_threshold(database_url, tmp_path):
     handler = ScriptedHandler()
     clock = FixedClock(MONDAY)
-    addresses = [f"ok-{i}@example.org" for i in range(40)] + \
-        [f"hard-{i}@example.org" for i in range(4)]
+    addresses = [f"ok-{i}@example.org" for i in range(40)] + [
+        f"hard-{i}@example.org" for i in range(4)
+    ]
     with LocalSMTPServer(handler) as server:
-        settings = Settings(database_url=database_url, smtp_url=server.url, secret_key="k",
-                            from_address="kap@center.example")
+        settings = Settings(
+            database_url=database_url,
+            smtp_url=server.url,
+            secret_key="k",
+            from_address="kap@center.example",
+        )
         with Runtime.open(settings, clock) as runtime:
             notice_campaign(runtime, tmp_path / "notice")
             bulk_enroll(runtime, addresses, clock.now())
@@ -198,16 +241,18 @@ def test_a_campaign_pauses_itself_when_hard_bounces_pass_the_threshold(database_
                 worker.tick()
             with runtime.sessions.begin() as session:
                 campaign = session.scalars(select(Campaign)).one()
-                info = collect_status(session, RateLimiter(runtime.sessions, clock),
-                                      runtime.lanes())
+            info = collect_status(runtime)
     assert campaign.status == "paused"
     assert "4 hard bounces in the last 50 sends" in (campaign.status_reason or "")
     assert info["campaigns"][0]["why"] == campaign.status_reason
 
     # Resumed by someone who looked: the bounces already seen do not pause it again.
-    with LocalSMTPServer(handler) as server, Runtime.open(
-        Settings(database_url=database_url, smtp_url=server.url, secret_key="k"), clock
-    ) as runtime:
+    with (
+        LocalSMTPServer(handler) as server,
+        Runtime.open(
+            Settings(database_url=database_url, smtp_url=server.url, secret_key="k"), clock
+        ) as runtime,
+    ):
         with runtime.sessions.begin() as session:
             set_status(session, "notice", "active")
         bulk_enroll(runtime, ["hard-new@example.org", "ok-new@example.org"], clock.now())
@@ -223,8 +268,12 @@ def test_a_campaign_pauses_itself_when_hard_bounces_pass_the_threshold(database_
 
 def fill(sample: str, verp: str, recipient: str, message_id: str) -> bytes:
     text = (SAMPLES / sample).read_text(encoding="utf-8")
-    return (text.replace("{VERP}", verp).replace("{RCPT}", recipient)
-            .replace("{MSGID}", message_id).encode())
+    return (
+        text.replace("{VERP}", verp)
+        .replace("{RCPT}", recipient)
+        .replace("{MSGID}", message_id)
+        .encode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -263,34 +312,60 @@ def test_other_messages_are_not_taken_for_reports(sample, why):
         parse_report(b"\x00\xff garbage \r\n\r\n")
 
 
-def test_ingest_matches_by_verp_and_message_id_and_counts_nothing_twice(runtime, tmp_path,
-                                                                        clock):
+def test_ingest_matches_by_verp_and_message_id_and_counts_nothing_twice(runtime, tmp_path, clock):
     settings = runtime.settings.replace(bounce_address="bounces@center.example.org")
     notice_campaign(runtime, tmp_path / "notice")
-    people = ["hard@example.net", "soft@example.net", "complains@example.net",
-              "plain@example.net", "policy@example.net"]
+    people = [
+        "hard@example.net",
+        "soft@example.net",
+        "complains@example.net",
+        "plain@example.net",
+        "policy@example.net",
+    ]
     bulk_enroll(runtime, people, clock.now())
-    with Worker(Runtime(settings, clock, runtime.engine, runtime.sessions)) as worker:
+    with Worker(
+        Runtime(settings, clock, runtime.engine, runtime.sessions, runtime.read_sessions)
+    ) as worker:
         worker.tick()
     with runtime.sessions.begin() as session:
         secret = signing_key(session, settings.secret_key)
-        rows = dict(session.execute(select(Subscriber.email, Delivery)
-                                    .join(Delivery, Delivery.subscriber_id == Subscriber.id))
-                    .all())
+        rows = dict(
+            session.execute(
+                select(Subscriber.email, Delivery).join(
+                    Delivery, Delivery.subscriber_id == Subscriber.id
+                )
+            ).all()
+        )
 
     def verp(address: str) -> str:
-        return verp_address(settings.bounce_address, secret, rows[address].id).split("+")[1] \
+        return (
+            verp_address(settings.bounce_address, secret, rows[address].id)
+            .split("+")[1]
             .split("@")[0]
+        )
 
     box = mailbox.Maildir(tmp_path / "bounces", create=True)
     box.add(fill("postfix-hard.eml", verp("hard@example.net"), "hard@example.net", "unknown@x"))
-    box.add(fill("postfix-delayed.eml", "", "soft@example.net",
-                 rows["soft@example.net"].message_id))
-    box.add(fill("arf-complaint.eml", verp("complains@example.net"), "complains@example.net",
-                 rows["complains@example.net"].message_id))
+    box.add(
+        fill("postfix-delayed.eml", "", "soft@example.net", rows["soft@example.net"].message_id)
+    )
+    box.add(
+        fill(
+            "arf-complaint.eml",
+            verp("complains@example.net"),
+            "complains@example.net",
+            rows["complains@example.net"].message_id,
+        )
+    )
     box.add(fill("exim-plain.eml", "", "plain@example.net", rows["plain@example.net"].message_id))
-    box.add(fill("policy-rejection.eml", "1-forged", "policy@example.net",
-                 rows["policy@example.net"].message_id))
+    box.add(
+        fill(
+            "policy-rejection.eml",
+            "1-forged",
+            "policy@example.net",
+            rows["policy@example.net"].message_id,
+        )
+    )
     box.add(fill("human-reply.eml", "", "", rows["hard@example.net"].message_id))
     box.add(fill("postfix-hard.eml", "999-forgedmacx", "x@example.net", "nobody@nowhere"))
 
@@ -320,8 +395,9 @@ def test_ingest_matches_by_verp_and_message_id_and_counts_nothing_twice(runtime,
         assert "hard@example.net" not in details + diagnostics
         assert "h**@example.net" in details
         complainer = subscribers["complains@example.net"]
-        kinds = session.scalars(select(ConsentEvent.kind).where(
-            ConsentEvent.subscriber_id == complainer.id))
+        kinds = session.scalars(
+            select(ConsentEvent.kind).where(ConsentEvent.subscriber_id == complainer.id)
+        )
         assert "complained" in list(kinds), "a complaint withdraws consent, on the record"
 
 
@@ -333,8 +409,10 @@ def test_the_bounces_ingest_command_reports_and_leaves_unknown_mail(runtime, tmp
     folder = tmp_path / "mail"
     folder.mkdir()
     (folder / "reply.eml").write_bytes(fill("human-reply.eml", "", "", "m@x"))
-    env = {"TIDINGS_DATABASE_URL": runtime.settings.database_url,
-           "TIDINGS_SMTP_URL": runtime.settings.smtp_url}
+    env = {
+        "TIDINGS_DATABASE_URL": runtime.settings.database_url,
+        "TIDINGS_SMTP_URL": runtime.settings.smtp_url,
+    }
     result = CliRunner().invoke(cli, ["bounces", "ingest", str(folder)], env=env)
     assert result.exit_code == 0, result.output
     assert "read 1: 0 hard bounces" in result.output
@@ -367,18 +445,18 @@ def test_two_servers_share_the_traffic_by_weight_and_fail_over_when_one_dies(
             bulk_enroll(runtime, addresses[100:], clock.now())
             with Worker(runtime) as worker:
                 worker.tick()
-                with runtime.sessions.begin() as session:
-                    info = collect_status(session, worker.dispatcher.router.limiter,
-                                          worker.lanes)
+                info = collect_status(runtime)
     assert len(light.accepted) + len(heavy.accepted) == 200, "nothing lost to the dead server"
     assert {s["name"]: s["state"] for s in info["servers"]} == {"dead": "down", "small": "up"}
-    assert "refused" in (info["servers"][0]["last_error"] or "").lower() or \
-        "failed" in (info["servers"][0]["last_error"] or "")
+    assert "refused" in (info["servers"][0]["last_error"] or "").lower() or "failed" in (
+        info["servers"][0]["last_error"] or ""
+    )
 
 
 def test_smtp_url_lists_parse_caps_and_weights():
     servers = parse_smtp_servers(
-        "smtp://a.example.org?per_minute=20&per_day=1000&weight=2, smtps://u:p@b.example.org")
+        "smtp://a.example.org?per_minute=20&per_day=1000&weight=2, smtps://u:p@b.example.org"
+    )
     assert [s.name for s in servers] == ["a.example.org:25", "b.example.org:465"]
     assert servers[0].limits == ((60, 20), (86400, 1000)) and servers[0].weight == 2
     with pytest.raises(Exception, match="per_hour"):
@@ -420,16 +498,24 @@ class CountingHandler:
 
 def process_env(database_url: str, smtp_url: str, clock: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
-    env.update(TIDINGS_DATABASE_URL=database_url, TIDINGS_SMTP_URL=smtp_url,
-               TIDINGS_SECRET_KEY="k", TIDINGS_CLOCK=clock, TIDINGS_TICK_SECONDS="0.05",
-               TIDINGS_SMTP_POOL_SIZE="4", TIDINGS_FROM_ADDRESS="kap@center.example",
-               TIDINGS_POSTAL_ADDRESS="1 Main St", **extra)  # no real send starts without one
+    env.update(
+        TIDINGS_DATABASE_URL=database_url,
+        TIDINGS_SMTP_URL=smtp_url,
+        TIDINGS_SECRET_KEY="k",
+        TIDINGS_CLOCK=clock,
+        TIDINGS_TICK_SECONDS="0.05",
+        TIDINGS_SMTP_POOL_SIZE="4",
+        TIDINGS_FROM_ADDRESS="kap@center.example",
+        TIDINGS_POSTAL_ADDRESS="1 Main St",
+        **extra,
+    )  # no real send starts without one
     return env
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([*TIDINGS, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*TIDINGS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def queued_deliveries(database_url: str, tmp_path: Path, count: int) -> Runtime:
@@ -454,20 +540,28 @@ def test_a_killed_worker_loses_nothing_and_repeats_at_most_its_chunk(database_ur
         # Kill points that do not fall on chunk boundaries, as well as one that does.
         for hours, kill_at in enumerate((317, 900, 1504)):
             # Each restart runs an hour later, when the dead worker's leases have expired.
-            worker = start(["worker"], process_env(database_url, server.url, at(hours),
-                                                   TIDINGS_SEND_CHUNK=str(chunk)))
+            worker = start(
+                ["worker"],
+                process_env(database_url, server.url, at(hours), TIDINGS_SEND_CHUNK=str(chunk)),
+            )
             assert handler.wait_for(kill_at), worker.stderr.read() if worker.poll() else ""
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=30)
             kills += 1
-        done = subprocess.run([*TIDINGS, "send-due"], capture_output=True, text=True, timeout=300,
-                              env=process_env(database_url, server.url, at(5)))
+        done = subprocess.run(
+            [*TIDINGS, "send-due"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=process_env(database_url, server.url, at(5)),
+        )
         assert done.returncode == 0, done.stderr
     received = Counter(handler.message_ids)
     with runtime.sessions.begin() as session:
         ids = set(session.scalars(select(Delivery.message_id)))
-        counts = dict(session.execute(select(Delivery.status, func.count())
-                                      .group_by(Delivery.status)).all())
+        counts = dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        )
     runtime.close()
     assert counts == {"sent": 2000}
     assert {mid.strip("<>") for mid in received} == ids, "every delivery arrived at least once"
@@ -486,10 +580,19 @@ def test_sigterm_finishes_the_chunk_in_flight_and_nothing_arrives_twice(database
         assert worker.returncode == 0, err
         assert "stopped cleanly" in err
         with runtime.sessions.begin() as session:
-            assert session.scalar(select(func.count()).select_from(Delivery)
-                                  .where(Delivery.status == "sending")) == 0
-        done = subprocess.run([*TIDINGS, "send-due"], capture_output=True, text=True, timeout=300,
-                              env=process_env(database_url, server.url, at(0)))
+            assert (
+                session.scalar(
+                    select(func.count()).select_from(Delivery).where(Delivery.status == "sending")
+                )
+                == 0
+            )
+        done = subprocess.run(
+            [*TIDINGS, "send-due"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=process_env(database_url, server.url, at(0)),
+        )
         assert done.returncode == 0, done.stderr
     runtime.close()
     assert len(handler.message_ids) == 2000
@@ -529,8 +632,13 @@ def test_a_per_minute_cap_is_never_exceeded_across_two_workers(postgres_url, tmp
     anchor = time.time() + 0.5
     clock_spec = f"scaled:{MONDAY.isoformat()}:{factor}@{anchor}"
     with LocalSMTPServer(handler) as server:
-        env = process_env(database_url, f"{server.url}?name=relay&per_minute={cap}", clock_spec,
-                          TIDINGS_BATCH_SIZE="5", TIDINGS_SEND_CHUNK="4")
+        env = process_env(
+            database_url,
+            f"{server.url}?name=relay&per_minute={cap}",
+            clock_spec,
+            TIDINGS_BATCH_SIZE="5",
+            TIDINGS_SEND_CHUNK="4",
+        )
         workers = [start(["worker"], env) for _ in range(2)]
         try:
             assert handler.wait_for(total, timeout=120)
@@ -560,10 +668,12 @@ def test_sqlite_allows_one_dispatcher_and_says_so(sqlite_url, tmp_path):
         first = start(["worker"], env)
         try:
             assert server.handler.wait_for(1)
-            second = subprocess.run([*TIDINGS, "worker"], env=env, capture_output=True,
-                                    text=True, timeout=60)
-            overlapping_cron = subprocess.run([*TIDINGS, "send-due"], env=env,
-                                              capture_output=True, text=True, timeout=60)
+            second = subprocess.run(
+                [*TIDINGS, "worker"], env=env, capture_output=True, text=True, timeout=60
+            )
+            overlapping_cron = subprocess.run(
+                [*TIDINGS, "send-due"], env=env, capture_output=True, text=True, timeout=60
+            )
         finally:
             first.send_signal(signal.SIGTERM)
             first.communicate(timeout=60)
@@ -592,8 +702,7 @@ class StderrWatcher(threading.Thread):
 
     def seen(self, text: str, timeout: float = 60) -> bool:
         with self.changed:
-            return self.changed.wait_for(lambda: any(text in line for line in self.lines),
-                                         timeout)
+            return self.changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
 
 
 def test_workers_ride_out_the_database_going_away(postgres_url, tmp_path):
@@ -604,16 +713,20 @@ def test_workers_ride_out_the_database_going_away(postgres_url, tmp_path):
     handler = CountingHandler()
     with LocalSMTPServer(handler) as server:
         # Real time here, so that leases of work interrupted by the outage really expire.
-        env = process_env(database_url, server.url, "", TIDINGS_LEASE_SECONDS="8",
-                          TIDINGS_BATCH_SIZE="50")
+        env = process_env(
+            database_url, server.url, "", TIDINGS_LEASE_SECONDS="8", TIDINGS_BATCH_SIZE="50"
+        )
         worker = start(["worker"], env)
         stderr = StderrWatcher(worker)
         try:
             assert handler.wait_for(300)
             with psycopg.connect(f"{admin_url}/postgres", autocommit=True) as admin:
                 admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                )
                 # Down until the worker has noticed (and backed off), then back up.
                 noticed = stderr.seen("database unreachable")
                 admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
@@ -625,8 +738,9 @@ def test_workers_ride_out_the_database_going_away(postgres_url, tmp_path):
             stderr.join(timeout=10)
     runtime.engine.dispose()
     with runtime.sessions.begin() as session:
-        counts = dict(session.execute(select(Delivery.status, func.count())
-                                      .group_by(Delivery.status)).all())
+        counts = dict(
+            session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+        )
     runtime.close()
     assert worker.returncode == 0, "".join(stderr.lines)
     assert counts == {"sent": 1500}
@@ -650,18 +764,25 @@ class PipeliningHandler(ScriptedHandler):
 
 
 def test_pipelined_transactions_keep_each_outcome_and_the_exact_bytes():
-    from tidings.delivery import OutgoingMessage, SMTPTransport
+    from tidings.sending.transports import OutgoingMessage, SMTPTransport
 
     handler = PipeliningHandler()
     body = b"Subject: dots\r\n\r\n.a line starting with a dot\r\n..two\r\nend\r\n"
-    recipients = ["ok-1@example.org", "hard-1@example.org", "content-1@example.org",
-                  "ok-2@example.org"]
+    recipients = [
+        "ok-1@example.org",
+        "hard-1@example.org",
+        "content-1@example.org",
+        "ok-2@example.org",
+    ]
     with LocalSMTPServer(handler) as server:
         transport = SMTPTransport(parse_smtp_servers(server.url)[0], pool_size=1)
         with transport:
             results = transport.send_messages(
-                [OutgoingMessage(i, "kap@center.example", r, body)
-                 for i, r in enumerate(recipients)])
+                [
+                    OutgoingMessage(i, "kap@center.example", r, body)
+                    for i, r in enumerate(recipients)
+                ]
+            )
             assert transport._all[0].smtp.has_extn("pipelining")
     assert [r.outcome for r in results] == ["sent", "bounced", "failed", "sent"]
     assert handler.raw[0] == body, "dot-stuffing undone exactly by the server"

@@ -20,10 +20,11 @@ from tidings.campaigns import shipped_campaign_dir
 from tidings.campaigns.definition import read_campaign
 from tidings.campaigns.store import campaign_sender, compile_campaign
 from tidings.config import Settings
+from tidings.db.models import Campaign
 from tidings.errors import CampaignError
-from tidings.messages import Addressee, MessageBuilder
-from tidings.models import Campaign
-from tidings.rendering import CompiledStep, MessageHeaders, MessageSkeleton, Recipient
+from tidings.rendering.compile import CompiledStep
+from tidings.rendering.message import Addressee, MessageBuilder
+from tidings.rendering.mime import MessageHeaders, MessageSkeleton, Recipient
 from tidings.subscribers.tokens import Links, read_token
 
 BASE_URL = "https://news.example.org"

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 from conftest import received, run_for
 from sqlalchemy import select
 
-from tidings.models import Delivery, Enrollment
-from tidings.subscribers.service import Consent, activate, add_subscriber, find_subscriber
+from tidings.db.models import Delivery, Enrollment
+from tidings.subscribers.directory import find_subscriber
+from tidings.subscribers.lifecycle import Consent, activate, add_subscriber
 
 NEW_YORK = ZoneInfo("America/New_York")
 

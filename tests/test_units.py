@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import tidings.clock
-from tidings.campaigns.schedule import SendWindow, parse_days, parse_delay
+from tidings.campaigns.windows import SendWindow, parse_days, parse_delay
 from tidings.clock import FixedClock, RealClock, ScaledClock, clock_from_spec
 from tidings.config import DEFAULT_CRISIS_LINE, Settings, load_settings
 from tidings.errors import ConfigError, InvalidInput

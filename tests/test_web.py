@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from tidings.clock import FixedClock
 from tidings.config import Settings
-from tidings.models import (
+from tidings.db.models import (
     ApiKey,
     ConsentEvent,
     Delivery,
@@ -34,12 +34,8 @@ from tidings.models import (
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
 from tidings.subscribers.apikeys import create_api_key, revoke_api_key
-from tidings.subscribers.service import (
-    Consent,
-    add_subscriber,
-    find_subscriber,
-    unsubscribe,
-)
+from tidings.subscribers.directory import find_subscriber
+from tidings.subscribers.lifecycle import Consent, add_subscriber, unsubscribe
 from tidings.subscribers.tokens import Links, make_token
 from tidings.web import create_app
 from tidings.web.app import consent_text_for
@@ -84,16 +80,19 @@ class Visitor:
         fields = self.hidden_fields(page)
         return self.post(action or page, data={**fields, **data})
 
-    def sign_up(self, email: str, name: str = "Ann", timezone: str = "Europe/Paris",
-                **extra: str) -> Any:
+    def sign_up(
+        self, email: str, name: str = "Ann", timezone: str = "Europe/Paris", **extra: str
+    ) -> Any:
         data = {"email": email, "name": name, "timezone": timezone, "consent": "yes", **extra}
         return self.submit("/subscribe", data)
 
 
 def counts(runtime: Runtime) -> dict[str, int]:
     with runtime.sessions.begin() as session:
-        return {name: session.scalar(select(func.count()).select_from(model)) or 0
-                for name, model in TABLES.items()}
+        return {
+            name: session.scalar(select(func.count()).select_from(model)) or 0
+            for name, model in TABLES.items()
+        }
 
 
 def subscriber(runtime: Runtime, email: str) -> Subscriber:
@@ -104,16 +103,28 @@ def subscriber(runtime: Runtime, email: str) -> Subscriber:
 def consent_events(runtime: Runtime, email: str) -> list[ConsentEvent]:
     with runtime.sessions.begin() as session:
         sub = find_subscriber(session, email)
-        return list(session.scalars(select(ConsentEvent).where(
-            ConsentEvent.subscriber_id == sub.id).order_by(ConsentEvent.id)))
+        return list(
+            session.scalars(
+                select(ConsentEvent)
+                .where(ConsentEvent.subscriber_id == sub.id)
+                .order_by(ConsentEvent.id)
+            )
+        )
 
 
 def add_active(runtime: Runtime, email: str, tz: str = "Europe/Paris", name: str = "Bob") -> str:
     """An active subscriber; returns their link key."""
     with runtime.sessions.begin() as session:
-        sub = add_subscriber(session, runtime.clock.now(), email, Consent("cli", "test"),
-                             name=name, timezone=tz, confirmed=True,
-                             message_domain=runtime.settings.sender_domain)
+        sub = add_subscriber(
+            session,
+            runtime.clock.now(),
+            email,
+            Consent("cli", "test"),
+            name=name,
+            timezone=tz,
+            confirmed=True,
+            message_domain=runtime.settings.sender_domain,
+        )
         return sub.key
 
 
@@ -182,7 +193,7 @@ def test_the_sign_up_form_is_accessible_and_loads_nothing_from_elsewhere(visitor
     assert consent_text_for(settings) in html
     assert "Center for Counseling" in html  # {organization} filled in
     assert "unsubscribe" in consent_text_for(settings)  # says how to leave
-    assert 'data-tidings-timezone' in html and 'list="timezones"' in html
+    assert "data-tidings-timezone" in html and 'list="timezones"' in html
     assert '<option value="America/New_York">' in html
     assert 'src="/static/timezone.js"' in html
     assert 'name="website"' in html and 'class="hp" aria-hidden="true"' in html
@@ -191,7 +202,8 @@ def test_the_sign_up_form_is_accessible_and_loads_nothing_from_elsewhere(visitor
 
 
 def test_signing_up_stores_consent_evidence_and_the_confirmation_email_arrives(
-        visitor, runtime, worker, smtp_server, settings):
+    visitor, runtime, worker, smtp_server, settings
+):
     response = visitor.sign_up("Ann@Example.org", name="Ann Lee", timezone="Europe/Paris")
     assert response.status_code == 200
     assert "Check your inbox" in assert_public_page(response)
@@ -200,7 +212,11 @@ def test_signing_up_stores_consent_evidence_and_the_confirmation_email_arrives(
     assert (ann.status, ann.name, ann.timezone) == ("pending", "Ann Lee", "Europe/Paris")
     [event] = consent_events(runtime, "ann@example.org")
     assert (event.kind, event.source, event.ip, event.user_agent) == (
-        "requested", "contact-form", "192.0.2.10", "TestBrowser/1.0")
+        "requested",
+        "contact-form",
+        "192.0.2.10",
+        "TestBrowser/1.0",
+    )
     shown = consent_text_for(settings)
     assert event.consent_text_sha256 == hashlib.sha256(shown.encode()).hexdigest()
     assert event.evidence == f"sign-up form at {BASE_URL}/subscribe"
@@ -214,8 +230,7 @@ def test_signing_up_stores_consent_evidence_and_the_confirmation_email_arrives(
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     unsubscribe_url = re.search(r"<(https://[^>]+)>", message["List-Unsubscribe"]).group(1)
     assert unsubscribe_url.startswith(f"{BASE_URL}/unsubscribe/")
-    one_click = visitor.post(urlsplit(unsubscribe_url).path,
-                             data={"List-Unsubscribe": "One-Click"})
+    one_click = visitor.post(urlsplit(unsubscribe_url).path, data={"List-Unsubscribe": "One-Click"})
     assert one_click.status_code == 200
     assert subscriber(runtime, "ann@example.org").status == "unsubscribed"
 
@@ -229,8 +244,9 @@ def test_the_answer_is_the_same_bytes_whoever_is_already_subscribed(app, runtime
         unsubscribe(session, find_subscriber(session, "gone@example.org"), "cli", clock.now())
     Visitor(app).sign_up("pending@example.org")
     with runtime.sessions.begin() as session:
-        sub = add_subscriber(session, clock.now(), "bounced@example.org", Consent("cli", "t"),
-                             confirmed=True)
+        sub = add_subscriber(
+            session, clock.now(), "bounced@example.org", Consent("cli", "t"), confirmed=True
+        )
         sub.status = "bounced"
 
     def answer(email: str) -> tuple[int, list[tuple[str, str]], bytes, str]:
@@ -243,13 +259,19 @@ def test_the_answer_is_the_same_bytes_whoever_is_already_subscribed(app, runtime
 
     new = answer("new@example.org")
     assert new[0] == 200
-    for existing in ("pending@example.org", "active@example.org", "gone@example.org",
-                     "bounced@example.org", "NEW@example.org"):
+    for existing in (
+        "pending@example.org",
+        "active@example.org",
+        "gone@example.org",
+        "bounced@example.org",
+        "NEW@example.org",
+    ):
         assert answer(existing) == new, existing
 
 
 def test_a_pending_address_gets_at_most_one_new_confirmation_per_interval(
-        visitor, runtime, clock, worker, smtp_server):
+    visitor, runtime, clock, worker, smtp_server
+):
     visitor.sign_up("ann@example.org")
     visitor.sign_up("ann@example.org")
     worker.tick()
@@ -270,7 +292,8 @@ def test_a_pending_address_gets_at_most_one_new_confirmation_per_interval(
 
 
 def test_someone_who_unsubscribed_can_come_back_through_double_opt_in(
-        visitor, runtime, clock, worker, smtp_server, kap):
+    visitor, runtime, clock, worker, smtp_server, kap
+):
     add_active(runtime, "bob@example.org")
     with runtime.sessions.begin() as session:
         unsubscribe(session, find_subscriber(session, "bob@example.org"), "cli", clock.now())
@@ -299,7 +322,8 @@ def test_someone_who_unsubscribed_can_come_back_through_double_opt_in(
     ],
 )
 def test_bad_sign_up_input_is_a_422_naming_the_field_and_nothing_is_stored(
-        visitor, runtime, fields, bad_field, message):
+    visitor, runtime, fields, bad_field, message
+):
     response = visitor.sign_up(**{"email": "ann@example.org", **fields})
     assert response.status_code == 422
     html = assert_public_page(response)
@@ -311,9 +335,11 @@ def test_bad_sign_up_input_is_a_422_naming_the_field_and_nothing_is_stored(
 
 
 def test_every_bad_field_is_reported_at_once_and_what_was_typed_comes_back_escaped(
-        visitor, runtime):
-    response = visitor.sign_up('"><script>alert(1)</script>', name="<b>Ann</b>\nBcc: x",
-                               timezone="Nowhere", consent="")
+    visitor, runtime
+):
+    response = visitor.sign_up(
+        '"><script>alert(1)</script>', name="<b>Ann</b>\nBcc: x", timezone="Nowhere", consent=""
+    )
     assert response.status_code == 422
     html = response.get_data(as_text=True)
     for field in ("email", "name", "timezone", "consent"):
@@ -324,11 +350,13 @@ def test_every_bad_field_is_reported_at_once_and_what_was_typed_comes_back_escap
 
 
 def test_a_form_without_a_valid_csrf_token_is_refused_and_comes_back_to_send_again(
-        visitor, runtime):
+    visitor, runtime
+):
     data = {"email": "ann@example.org", "name": "Ann", "timezone": "UTC", "consent": "yes"}
     fields = visitor.hidden_fields("/subscribe")
-    without = visitor.post("/subscribe", data={**data, "consent_version":
-                                               fields["consent_version"]})
+    without = visitor.post(
+        "/subscribe", data={**data, "consent_version": fields["consent_version"]}
+    )
     forged = visitor.post("/subscribe", data={**fields, **data, "csrf_token": "forged"})
     for response in (without, forged):
         assert response.status_code == 400
@@ -348,15 +376,23 @@ def test_the_embedded_form_is_accepted_from_an_allowed_origin_only(runtime, cloc
     app, other = app_with(runtime, clock, form_origins="https://www.center.example.org")
     try:
         from tidings.web.app import consent_version_of
-        data = {"email": "ann@example.org", "name": "Ann", "timezone": "UTC", "consent": "yes",
-                "consent_version": consent_version_of(consent_text_for(other.settings))}
+
+        data = {
+            "email": "ann@example.org",
+            "name": "Ann",
+            "timezone": "UTC",
+            "consent": "yes",
+            "consent_version": consent_version_of(consent_text_for(other.settings)),
+        }
         visitor = Visitor(app)
-        refused = visitor.post("/subscribe", data=data,
-                               headers={"Origin": "https://evil.example.net"})
+        refused = visitor.post(
+            "/subscribe", data=data, headers={"Origin": "https://evil.example.net"}
+        )
         assert refused.status_code == 400
         assert counts(runtime)["subscribers"] == 0
-        accepted = visitor.post("/subscribe", data=data,
-                                headers={"Origin": "https://www.center.example.org"})
+        accepted = visitor.post(
+            "/subscribe", data=data, headers={"Origin": "https://www.center.example.org"}
+        )
         assert accepted.status_code == 200
         assert subscriber(runtime, "ann@example.org").status == "pending"
         [event] = consent_events(runtime, "ann@example.org")
@@ -389,12 +425,12 @@ def test_too_many_sign_ups_from_one_address_get_429(runtime, clock):
         other.close()
 
 
-def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
-        runtime, clock):
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(runtime, clock):
     forwarded = {"X-Forwarded-For": "203.0.113.9"}
     direct_app, direct = app_with(runtime, clock, subscribe_rate_limit="1/minute")
-    proxied_app, proxied = app_with(runtime, clock, subscribe_rate_limit="1/minute",
-                                    trusted_proxies=1)
+    proxied_app, proxied = app_with(
+        runtime, clock, subscribe_rate_limit="1/minute", trusted_proxies=1
+    )
     try:
         visitor = Visitor(direct_app, ip="127.0.0.1")
         fields = visitor.hidden_fields("/subscribe")
@@ -403,8 +439,12 @@ def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
         assert consent_events(runtime, "ann@example.org")[0].ip == "127.0.0.1"
         # A forged header does not get around the limit when no proxy is trusted.
         data["email"] = "bob@example.org"
-        assert visitor.post("/subscribe", data=data, headers={
-            "X-Forwarded-For": "203.0.113.77"}).status_code == 429
+        assert (
+            visitor.post(
+                "/subscribe", data=data, headers={"X-Forwarded-For": "203.0.113.77"}
+            ).status_code
+            == 429
+        )
 
         visitor = Visitor(proxied_app, ip="127.0.0.1")
         fields = visitor.hidden_fields("/subscribe")
@@ -413,8 +453,12 @@ def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
         assert consent_events(runtime, "cat@example.org")[0].ip == "203.0.113.9"
         data["email"] = "dan@example.org"
         assert visitor.post("/subscribe", data=data, headers=forwarded).status_code == 429
-        assert visitor.post("/subscribe", data=data, headers={
-            "X-Forwarded-For": "203.0.113.10"}).status_code == 200
+        assert (
+            visitor.post(
+                "/subscribe", data=data, headers={"X-Forwarded-For": "203.0.113.10"}
+            ).status_code
+            == 200
+        )
     finally:
         direct.close()
         proxied.close()
@@ -428,7 +472,8 @@ def test_an_oversized_request_is_413_and_nothing_is_stored(visitor, runtime):
 
 
 def test_a_script_tag_in_the_name_is_escaped_on_every_page_and_in_the_email(
-        visitor, runtime, worker, smtp_server, kap):
+    visitor, runtime, worker, smtp_server, kap
+):
     name = "<script>alert('x')</script>"
     assert visitor.sign_up("ann@example.org", name=name).status_code == 200
     assert subscriber(runtime, "ann@example.org").name == name  # stored as typed
@@ -457,7 +502,8 @@ def confirmation_link(visitor: Visitor, worker: Worker, smtp_server: Any, email:
 
 
 def test_the_confirm_link_activates_enrolls_and_says_what_comes_next(
-        visitor, runtime, worker, smtp_server, kap, clock):
+    visitor, runtime, worker, smtp_server, kap, clock
+):
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
     clock.advance(hours=1)
     response = visitor.get(link)
@@ -472,21 +518,24 @@ def test_the_confirm_link_activates_enrolls_and_says_what_comes_next(
     with runtime.sessions.begin() as session:
         assert session.scalars(select(Enrollment.status)).all() == ["active"]
     confirmed = consent_events(runtime, "ann@example.org")[-1]
-    assert (confirmed.kind, confirmed.source, confirmed.ip) == ("confirmed", "email",
-                                                                "192.0.2.10")
+    assert (confirmed.kind, confirmed.source, confirmed.ip) == ("confirmed", "email", "192.0.2.10")
     # Opening it again changes nothing and says so.
     again = visitor.get(link)
     assert again.status_code == 200
     assert "already subscribed" in again.get_data(as_text=True)
-    assert [e.kind for e in consent_events(runtime, "ann@example.org")] == ["requested",
-                                                                            "confirmed"]
+    assert [e.kind for e in consent_events(runtime, "ann@example.org")] == [
+        "requested",
+        "confirmed",
+    ]
     worker.tick()
     assert emails_to(smtp_server, "ann@example.org")[-1]["Subject"] != (
-        "Please confirm your subscription")  # the welcome email arrived
+        "Please confirm your subscription"
+    )  # the welcome email arrived
 
 
 def test_an_expired_confirm_link_offers_a_new_email_whose_link_works(
-        visitor, runtime, worker, smtp_server, clock):
+    visitor, runtime, worker, smtp_server, clock
+):
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
     clock.advance(days=7, seconds=1)
     response = visitor.get(link)
@@ -508,7 +557,8 @@ def test_an_expired_confirm_link_offers_a_new_email_whose_link_works(
 
 
 def test_asking_for_a_new_confirmation_email_needs_a_csrf_token(
-        visitor, runtime, worker, smtp_server, clock):
+    visitor, runtime, worker, smtp_server, clock
+):
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
     clock.advance(days=8)
     assert visitor.post(link, data={}).status_code == 400
@@ -517,7 +567,8 @@ def test_asking_for_a_new_confirmation_email_needs_a_csrf_token(
 
 
 def test_a_confirm_link_of_someone_who_left_since_does_not_bring_them_back(
-        visitor, runtime, worker, smtp_server, clock):
+    visitor, runtime, worker, smtp_server, clock
+):
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
     with runtime.sessions.begin() as session:
         unsubscribe(session, find_subscriber(session, "ann@example.org"), "cli", clock.now())
@@ -533,7 +584,8 @@ def tampered(token: str) -> str:
 
 @pytest.mark.parametrize("scope", ["confirm", "unsubscribe", "preferences"])
 def test_forged_foreign_and_wrong_kind_links_are_404_and_change_nothing(
-        visitor, runtime, clock, scope):
+    visitor, runtime, clock, scope
+):
     key = add_active(runtime, "bob@example.org")
     with runtime.sessions.begin() as session:
         pending = add_subscriber(session, clock.now(), "ann@example.org", Consent("cli"))
@@ -545,8 +597,8 @@ def test_forged_foreign_and_wrong_kind_links_are_404_and_change_nothing(
         "a.b.c.d",
         tampered(link_path(scope, key, runtime).rsplit("/", 1)[1]),
         make_token("another-secret", "unsubscribe", key)
-        if scope != "confirm" else Links(BASE_URL, "another-secret").confirm(
-            key, clock.now()).rsplit("/", 1)[1],
+        if scope != "confirm"
+        else Links(BASE_URL, "another-secret").confirm(key, clock.now()).rsplit("/", 1)[1],
         "x" * 5000,
     ]
     # A genuine token of another kind: an unsubscribe link cannot confirm, a confirm link
@@ -570,7 +622,8 @@ def test_forged_foreign_and_wrong_kind_links_are_404_and_change_nothing(
 
 
 def test_the_unsubscribe_page_has_one_button_that_stops_everything(
-        visitor, runtime, worker, kap, clock, smtp_server):
+    visitor, runtime, worker, kap, clock, smtp_server
+):
     key = add_active(runtime, "bob@example.org")
     run_for(worker, clock, timedelta(days=3))
     sent = len(emails_to(smtp_server, "bob@example.org"))
@@ -604,7 +657,8 @@ def test_the_unsubscribe_button_without_csrf_token_is_refused(visitor, runtime):
 
 
 def test_rfc8058_one_click_unsubscribes_before_the_next_send_without_any_page(
-        visitor, runtime, worker, kap, clock, smtp_server):
+    visitor, runtime, worker, kap, clock, smtp_server
+):
     key = add_active(runtime, "bob@example.org")
     run_for(worker, clock, timedelta(days=3))
     sent = len(emails_to(smtp_server, "bob@example.org"))
@@ -612,42 +666,42 @@ def test_rfc8058_one_click_unsubscribes_before_the_next_send_without_any_page(
     assert worker.plan().planned == 1  # the next email is in the ledger, queued
 
     response = Visitor(create_app(runtime), ip="209.85.1.1").post(
-        link_path("unsubscribe", key), data="List-Unsubscribe=One-Click",
-        content_type="application/x-www-form-urlencoded")
+        link_path("unsubscribe", key),
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert response.status_code == 200
     assert subscriber(runtime, "bob@example.org").status == "unsubscribed"
     assert consent_events(runtime, "bob@example.org")[-1].source == "one-click"
     worker.tick()
     assert len(emails_to(smtp_server, "bob@example.org")) == sent
     with runtime.sessions.begin() as session:
-        statuses = session.scalars(select(Delivery.status).where(
-            Delivery.kind == "step")).all()
+        statuses = session.scalars(select(Delivery.status).where(Delivery.kind == "step")).all()
         assert statuses.count("skipped") == 1
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1
     # Mail providers may send it again: still 200, nothing more recorded.
     recorded = len(consent_events(runtime, "bob@example.org"))
-    again = visitor.post(link_path("unsubscribe", key),
-                         data={"List-Unsubscribe": "One-Click"})
+    again = visitor.post(link_path("unsubscribe", key), data={"List-Unsubscribe": "One-Click"})
     assert again.status_code == 200
     assert len(consent_events(runtime, "bob@example.org")) == recorded
 
 
 def test_one_click_also_accepts_multipart_bodies(visitor, runtime):
     key = add_active(runtime, "bob@example.org")
-    response = visitor.post(link_path("unsubscribe", key),
-                            data={"List-Unsubscribe": "One-Click"},
-                            content_type="multipart/form-data")
+    response = visitor.post(
+        link_path("unsubscribe", key),
+        data={"List-Unsubscribe": "One-Click"},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 200
     assert subscriber(runtime, "bob@example.org").status == "unsubscribed"
 
 
-def test_a_bounced_address_stays_bounced_when_its_unsubscribe_link_is_used(
-        visitor, runtime, clock):
+def test_a_bounced_address_stays_bounced_when_its_unsubscribe_link_is_used(visitor, runtime, clock):
     key = add_active(runtime, "bob@example.org")
     with runtime.sessions.begin() as session:
         find_subscriber(session, "bob@example.org").status = "bounced"
-    response = visitor.post(link_path("unsubscribe", key),
-                            data={"List-Unsubscribe": "One-Click"})
+    response = visitor.post(link_path("unsubscribe", key), data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 200
     assert subscriber(runtime, "bob@example.org").status == "bounced"
 
@@ -670,8 +724,9 @@ def test_the_preferences_page_shows_the_details_and_the_choices(visitor, runtime
 def test_changing_name_and_timezone(visitor, runtime):
     key = add_active(runtime, "bob@example.org", tz="America/Chicago")
     path = link_path("preferences", key)
-    response = visitor.submit(path, {"action": "save", "name": "  Robert  ",
-                                     "timezone": "Asia/Tokyo"})
+    response = visitor.submit(
+        path, {"action": "save", "name": "  Robert  ", "timezone": "Asia/Tokyo"}
+    )
     assert response.status_code == 200
     assert "Your details are saved." in response.get_data(as_text=True)
     bob = subscriber(runtime, "bob@example.org")
@@ -701,15 +756,18 @@ def test_bad_preferences_are_422_and_change_nothing(visitor, runtime, fields, fi
 def test_preferences_without_csrf_token_change_nothing(visitor, runtime):
     key = add_active(runtime, "bob@example.org")
     for action in ("save", "pause", "leave"):
-        response = visitor.post(link_path("preferences", key), data={
-            "action": action, "name": "Eve", "timezone": "UTC", "weeks": "4"})
+        response = visitor.post(
+            link_path("preferences", key),
+            data={"action": action, "name": "Eve", "timezone": "UTC", "weeks": "4"},
+        )
         assert response.status_code == 400
     bob = subscriber(runtime, "bob@example.org")
     assert (bob.status, bob.name, bob.paused_until) == ("active", "Bob", None)
 
 
 def test_a_pause_holds_the_series_and_it_continues_where_it_stopped(
-        visitor, runtime, worker, kap, clock, smtp_server):
+    visitor, runtime, worker, kap, clock, smtp_server
+):
     key = add_active(runtime, "bob@example.org")
     run_for(worker, clock, timedelta(days=3))
     before = [m["Subject"] for m in emails_to(smtp_server, "bob@example.org")]
@@ -720,8 +778,7 @@ def test_a_pause_holds_the_series_and_it_continues_where_it_stopped(
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert "Your emails are paused until" in html and "Resume my emails now" in html
-    assert subscriber(runtime, "bob@example.org").paused_until == clock.now() + timedelta(
-        weeks=2)
+    assert subscriber(runtime, "bob@example.org").paused_until == clock.now() + timedelta(weeks=2)
 
     run_for(worker, clock, timedelta(days=13))
     assert [m["Subject"] for m in emails_to(smtp_server, "bob@example.org")] == before
@@ -731,13 +788,16 @@ def test_a_pause_holds_the_series_and_it_continues_where_it_stopped(
     assert len(set(after)) == len(after), "an email was sent twice"
     with runtime.sessions.begin() as session:
         positions = session.scalars(
-            select(Step.position).join(Delivery, Delivery.step_id == Step.id)
-            .order_by(Delivery.sent_at)).all()
+            select(Step.position)
+            .join(Delivery, Delivery.step_id == Step.id)
+            .order_by(Delivery.sent_at)
+        ).all()
     assert positions == list(range(1, len(positions) + 1)), "an email was skipped"
 
 
 def test_resuming_now_sends_the_next_email_at_the_next_window_not_after_the_pause(
-        visitor, runtime, worker, kap, clock, smtp_server):
+    visitor, runtime, worker, kap, clock, smtp_server
+):
     key = add_active(runtime, "bob@example.org")
     run_for(worker, clock, timedelta(days=3))
     path = link_path("preferences", key)
@@ -762,8 +822,7 @@ def test_resuming_now_sends_the_next_email_at_the_next_window_not_after_the_paus
 @pytest.mark.parametrize("weeks", ["3", "0", "", "two", "-1"])
 def test_a_pause_of_another_length_is_refused(visitor, runtime, weeks):
     key = add_active(runtime, "bob@example.org")
-    response = visitor.submit(link_path("preferences", key), {"action": "pause",
-                                                              "weeks": weeks})
+    response = visitor.submit(link_path("preferences", key), {"action": "pause", "weeks": weeks})
     assert response.status_code == 422
     assert 'href="#field-weeks"' in response.get_data(as_text=True)
     assert subscriber(runtime, "bob@example.org").paused_until is None
@@ -797,8 +856,12 @@ def test_a_pending_subscriber_can_fix_details_but_not_pause(visitor, runtime, cl
     path = link_path("preferences", key)
     html = visitor.get(path).get_data(as_text=True)
     assert 'value="pause"' not in html
-    assert visitor.submit(path, {"action": "save", "name": "Ann",
-                                 "timezone": "Europe/Oslo"}).status_code == 200
+    assert (
+        visitor.submit(
+            path, {"action": "save", "name": "Ann", "timezone": "Europe/Oslo"}
+        ).status_code
+        == 200
+    )
     assert subscriber(runtime, "ann@example.org").timezone == "Europe/Oslo"
     assert visitor.submit(path, {"action": "pause", "weeks": "1"}).status_code == 409
     assert subscriber(runtime, "ann@example.org").paused_until is None
@@ -831,21 +894,27 @@ API_BODY = {
 }
 
 
-def test_the_api_forwards_an_opt_in_with_its_evidence(app, runtime, api_key, worker,
-                                                      smtp_server):
-    response = api_post(app, {**API_BODY, "ip": "198.51.100.23",
-                              "user_agent": "Mozilla/5.0"}, api_key)
+def test_the_api_forwards_an_opt_in_with_its_evidence(app, runtime, api_key, worker, smtp_server):
+    response = api_post(
+        app, {**API_BODY, "ip": "198.51.100.23", "user_agent": "Mozilla/5.0"}, api_key
+    )
     assert response.status_code == 202
     assert response.json["status"] == "accepted"
     ann = subscriber(runtime, "ann@example.org")
     assert (ann.status, ann.name, ann.timezone) == ("pending", "Ann", "America/Denver")
     [event] = consent_events(runtime, "ann@example.org")
     assert (event.kind, event.source, event.ip, event.user_agent) == (
-        "requested", "api", "198.51.100.23", "Mozilla/5.0")
-    assert event.consent_text_sha256 == hashlib.sha256(
-        API_BODY["consent_text"].encode()).hexdigest()
-    assert event.evidence == ("forwarded with API key 'contact-form'; "
-                              "source: contact page, 'newsletter' box")
+        "requested",
+        "api",
+        "198.51.100.23",
+        "Mozilla/5.0",
+    )
+    assert (
+        event.consent_text_sha256 == hashlib.sha256(API_BODY["consent_text"].encode()).hexdigest()
+    )
+    assert event.evidence == (
+        "forwarded with API key 'contact-form'; source: contact page, 'newsletter' box"
+    )
     with runtime.sessions.begin() as session:
         assert session.scalars(select(ApiKey.last_used_at)).one() == runtime.clock.now()
     worker.tick()
@@ -880,8 +949,15 @@ def test_the_api_names_every_bad_field_in_a_422(app, runtime, api_key):
     response = api_post(app, body, api_key)
     assert response.status_code == 422
     errors = response.json["errors"]
-    assert set(errors) == {"email", "name", "timezone", "consent_text", "source", "ip",
-                           "favourite_colour"}
+    assert set(errors) == {
+        "email",
+        "name",
+        "timezone",
+        "consent_text",
+        "source",
+        "ip",
+        "favourite_colour",
+    }
     assert "not a valid email address" in errors["email"]
     assert "control characters" in errors["name"]
     assert "unknown timezone" in errors["timezone"]
@@ -891,8 +967,9 @@ def test_the_api_names_every_bad_field_in_a_422(app, runtime, api_key):
     missing = api_post(app, {"name": "Ann"}, api_key)
     assert missing.status_code == 422
     assert set(missing.json["errors"]) == {"email", "consent_text"}
-    long = api_post(app, {**API_BODY, "email": "a" * 300 + "@example.org",
-                          "consent_text": "y" * 2001}, api_key)
+    long = api_post(
+        app, {**API_BODY, "email": "a" * 300 + "@example.org", "consent_text": "y" * 2001}, api_key
+    )
     assert set(long.json["errors"]) == {"email", "consent_text"}
     assert counts(runtime) == dict.fromkeys(TABLES, 0)
 
@@ -900,8 +977,7 @@ def test_the_api_names_every_bad_field_in_a_422(app, runtime, api_key):
 def test_the_api_wants_json(app, runtime, api_key):
     form = api_post(app, None, api_key, data={"email": "ann@example.org"})
     assert form.status_code == 415 and "JSON" in form.json["error"]
-    broken = api_post(app, None, api_key, data="{not json",
-                      content_type="application/json")
+    broken = api_post(app, None, api_key, data="{not json", content_type="application/json")
     assert broken.status_code == 400 and "JSON object" in broken.json["error"]
     array = api_post(app, [API_BODY], api_key)
     assert array.status_code == 400
@@ -950,16 +1026,18 @@ def test_healthz_is_503_when_the_database_is_unreachable(settings, clock, tmp_pa
 
 
 def test_errors_are_pages_with_the_crisis_block_never_a_stack_trace(visitor):
-    for method, path, code in (("get", "/nowhere", 404), ("put", "/subscribe", 405),
-                               ("delete", "/healthz", 405)):
+    for method, path, code in (
+        ("get", "/nowhere", 404),
+        ("put", "/subscribe", 405),
+        ("delete", "/healthz", 405),
+    ):
         response = getattr(visitor.client, method)(path)
         assert response.status_code == code
         if path != "/healthz":
             assert_public_page(response)
 
 
-def test_a_crash_is_a_500_page_and_the_log_masks_the_address(settings, clock, tmp_path,
-                                                             caplog):
+def test_a_crash_is_a_500_page_and_the_log_masks_the_address(settings, clock, tmp_path, caplog):
     # A database without the schema: the insert fails deep inside SQLAlchemy.
     empty = settings.replace(database_url=f"sqlite:///{tmp_path}/empty.db")
     runtime = Runtime.open(empty, clock, check=False)
@@ -982,10 +1060,19 @@ def test_a_crash_is_a_500_page_and_the_log_masks_the_address(settings, clock, tm
 def test_bad_web_settings_are_clear_errors(runtime, clock):
     from tidings.errors import ConfigError
 
-    for changes, needle in (({"subscribe_rate_limit": "lots"}, "TIDINGS_SUBSCRIBE_RATE_LIMIT"),
-                            ({"form_origins": "www.example.org"}, "TIDINGS_FORM_ORIGINS")):
+    for changes, needle in (
+        ({"subscribe_rate_limit": "lots"}, "TIDINGS_SUBSCRIBE_RATE_LIMIT"),
+        ({"form_origins": "www.example.org"}, "TIDINGS_FORM_ORIGINS"),
+    ):
         with pytest.raises(ConfigError, match=needle):
-            create_app(Runtime(runtime.settings.replace(**changes), clock, runtime.engine,
-                               runtime.sessions))
+            create_app(
+                Runtime(
+                    runtime.settings.replace(**changes),
+                        clock,
+                        runtime.engine,
+                        runtime.sessions,
+                        runtime.read_sessions,
+                )
+            )
     with pytest.raises(ConfigError, match="TIDINGS_WEB_PORT"):
         Settings(web_port=70000)

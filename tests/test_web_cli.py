@@ -23,9 +23,9 @@ import pytest
 from cli_helpers import BASE_URL, Tidings, on_sqlite_copy
 from sqlalchemy import select
 
-from tidings.devsmtp import LocalSMTPServer, free_port
-from tidings.models import ApiKey, Subscriber
+from tidings.db.models import ApiKey, Subscriber
 from tidings.runtime import Runtime
+from tidings.sending.devsmtp import LocalSMTPServer, free_port
 from tidings.web import create_app
 from tidings.web.app import consent_text_for, consent_version_of
 
@@ -52,7 +52,8 @@ def test_an_api_key_is_printed_once_stored_hashed_listed_and_revoked(tidings):
 
     listed = tidings.json("apikeys", "list")
     assert [(k["name"], k["prefix"], k["revoked_at"]) for k in listed] == [
-        ("contact-form", key[:12], None)]
+        ("contact-form", key[:12], None)
+    ]
     assert key not in tidings.ok("apikeys", "list").stdout
 
     assert "revoked" in tidings.ok("apikeys", "revoke", "contact-form").stdout
@@ -83,14 +84,14 @@ def test_two_keys_cannot_share_a_name(tidings):
 # ----------------------------------------------------------------------------- form-snippet
 
 
-def test_the_form_snippet_posts_to_the_base_url_and_is_accepted_from_the_site(
-        tidings, tmp_path):
+def test_the_form_snippet_posts_to_the_base_url_and_is_accepted_from_the_site(tidings, tmp_path):
     html = tidings.ok("form-snippet").stdout
     settings = tidings.settings()
     assert f'action="{BASE_URL}/subscribe"' in html
     assert consent_text_for(settings) in html
-    assert f'name="consent_version" value="{consent_version_of(consent_text_for(settings))}"' \
-        in html
+    assert (
+        f'name="consent_version" value="{consent_version_of(consent_text_for(settings))}"' in html
+    )
     assert re.findall(r'<script[^>]*src="([^"]+)"', html) == [f"{BASE_URL}/static/timezone.js"]
     assert "<script>" not in html  # nothing inline, nothing from a third party
     for name in ("email", "name", "timezone", "consent", "website"):
@@ -103,8 +104,13 @@ def test_the_form_snippet_posts_to_the_base_url_and_is_accepted_from_the_site(
 
     # What a browser on the center's site would send with this form, filled in.
     fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', html))
-    data = {**fields, "email": "ann@example.org", "name": "Ann", "timezone": "America/Denver",
-            "consent": "yes"}
+    data = {
+        **fields,
+        "email": "ann@example.org",
+        "name": "Ann",
+        "timezone": "America/Denver",
+        "consent": "yes",
+    }
     site = "https://www.center.example.org"
     with Runtime.open(settings.replace(form_origins=site)) as runtime:
         client = create_app(runtime).test_client()
@@ -112,20 +118,27 @@ def test_the_form_snippet_posts_to_the_base_url_and_is_accepted_from_the_site(
         assert response.status_code == 200
     with tidings.session() as session:
         ann = session.scalars(select(Subscriber)).one()
-        assert (ann.email, ann.status, ann.timezone) == ("ann@example.org", "pending",
-                                                        "America/Denver")
+        assert (ann.email, ann.status, ann.timezone) == (
+            "ann@example.org",
+            "pending",
+            "America/Denver",
+        )
 
 
 def test_a_snippet_left_over_from_an_older_consent_text_is_caught(tidings):
     old = tidings.ok("form-snippet").stdout
     fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', old))
     site = "https://www.center.example.org"
-    newer = tidings.settings().replace(form_origins=site,
-                                       consent_text="Send me the weekly letter. Leave anytime.")
+    newer = tidings.settings().replace(
+        form_origins=site, consent_text="Send me the weekly letter. Leave anytime."
+    )
     with Runtime.open(newer) as runtime:
         client = create_app(runtime).test_client()
-        response = client.post("/subscribe", headers={"Origin": site}, data={
-            **fields, "email": "ann@example.org", "timezone": "UTC", "consent": "yes"})
+        response = client.post(
+            "/subscribe",
+            headers={"Origin": site},
+            data={**fields, "email": "ann@example.org", "timezone": "UTC", "consent": "yes"},
+        )
     assert response.status_code == 422
     page = response.get_data(as_text=True)
     assert "wording of this agreement has changed" in page
@@ -144,7 +157,8 @@ class Server:
         self.process = process
         self.url = url
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -164,15 +178,17 @@ class Server:
     def sign_up(self, email: str) -> tuple[int, str]:
         _, form = self.get("/subscribe")
         fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
-        return self.post("/subscribe", {**fields, "email": email, "timezone": "UTC",
-                                        "consent": "yes"})
+        return self.post(
+            "/subscribe", {**fields, "email": email, "timezone": "UTC", "consent": "yes"}
+        )
 
 
 @contextmanager
 def running(args: list[str], env: dict[str, str]) -> Iterator[Server]:
     """Start `tidings ARGS`, wait until it says where it listens, stop it with SIGTERM."""
-    process = subprocess.Popen([*TIDINGS, *args], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*TIDINGS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     lines: list[str] = []
     try:
         # Read stderr until the line naming the address (the server listens before printing).
@@ -264,8 +280,12 @@ def test_tidings_run_no_web_does_not_listen(sqlite_template, tmp_path):
     db_path.write_bytes(sqlite_template.read_bytes())
     port = free_port()
     env = process_env(db_path, f"smtp://127.0.0.1:{free_port()}", port)
-    process = subprocess.Popen([*TIDINGS, "run", "--no-web", "--port", str(port)], env=env,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*TIDINGS, "run", "--no-web", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stderr is not None
         line = process.stderr.readline()

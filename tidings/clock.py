@@ -1,4 +1,4 @@
-"""All "now" in tidings comes from here.
+"""All "now" in tidings comes from here, and every timezone (`zone`).
 
 - RealClock: wall time.
 - FixedClock: stands still until a test moves it (`set`, `advance`).
@@ -14,7 +14,9 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tidings.errors import ConfigError
 
@@ -119,3 +121,22 @@ def _as_utc(at: datetime) -> datetime:
     if at.tzinfo is None:
         return at.replace(tzinfo=UTC)
     return at.astimezone(UTC)
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """The IANA timezone `name` (cached: it is looked up for every email planned). Raises
+    ValueError naming it when this machine does not know it."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r}") from None
+
+
+def zone_or_utc(name: str) -> ZoneInfo:
+    """zone(name), or UTC for a name this machine no longer knows: a stored name was checked
+    when it was given, so this only happens after tzdata changed; never fail a send for it."""
+    try:
+        return zone(name)
+    except ValueError:
+        return zone("UTC")

@@ -1,19 +1,21 @@
-"""The wiring of one tidings process: settings, clock, database, transport. No globals:
-the CLI builds a Runtime and hands it down; tests build their own."""
+"""The wiring of one tidings process: settings, clock, database, the ways out (lanes). No
+globals: the CLI builds a Runtime and hands it down; tests build their own."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.clock import Clock, clock_from_spec
 from tidings.config import Settings
-from tidings.db import check_schema, make_engine, make_sessions
-from tidings.delivery import Transport, make_transport
-from tidings.routing import Lane, lanes_from_settings, single_lane
+from tidings.db import check_schema, make_engine, make_read_sessions, make_sessions, signing_key
+from tidings.subscribers.tokens import Links
+
+if TYPE_CHECKING:
+    from tidings.sending.routing import Lane
 
 
 @dataclass
@@ -21,17 +23,12 @@ class Runtime:
     settings: Settings
     clock: Clock
     engine: Engine
-    sessions: sessionmaker[Session]
-    transport_factory: Callable[[Settings], Transport] = field(default=make_transport)
+    sessions: sessionmaker[Session]  # units of work that write
+    read_sessions: sessionmaker[Session]  # units of work that only read (no write lock)
+    _secret: str | None = field(default=None, repr=False)
 
     @classmethod
-    def open(
-        cls,
-        settings: Settings,
-        clock: Clock | None = None,
-        transport_factory: Callable[[Settings], Transport] | None = None,
-        check: bool = True,
-    ) -> Runtime:
+    def open(cls, settings: Settings, clock: Clock | None = None, check: bool = True) -> Runtime:
         engine = make_engine(settings.database_url)
         if check:
             try:
@@ -44,18 +41,28 @@ class Runtime:
             clock=clock or clock_from_spec(settings.clock),
             engine=engine,
             sessions=make_sessions(engine),
-            transport_factory=transport_factory or make_transport,
+            read_sessions=make_read_sessions(engine),
         )
 
-    def transport(self) -> Transport:
-        """One transport (the first SMTP server, or the maildir), for one-off sends."""
-        return self.transport_factory(self.settings)
+    def secret(self) -> str:
+        """The key that signs the links in emails (TIDINGS_SECRET_KEY, or one kept in the
+        database, made on first use)."""
+        if self._secret is None and self.settings.secret_key:
+            self._secret = self.settings.secret_key
+        if self._secret is None:
+            with self.sessions.begin() as session:
+                self._secret = signing_key(session, self.settings.secret_key)
+        return self._secret
+
+    def links(self) -> Links:
+        return Links(self.settings.public_base_url, self.secret())
 
     def lanes(self) -> list[Lane]:
-        """Every way out, for the dispatcher to route among (each SMTP server, or the
-        maildir). A transport_factory given by a caller (tests) makes a single lane."""
-        if self.transport_factory is not make_transport:
-            return single_lane(self.transport_factory(self.settings))
+        """Every way out, for a dispatcher to route among: each SMTP server of the settings
+        (with its weight and caps), or the maildir. The one factory of transports: whatever
+        sends (the scheduler, a test send, a confirmation sent at once) goes through these."""
+        from tidings.sending.routing import lanes_from_settings  # the sending stack, on demand
+
         return lanes_from_settings(self.settings)
 
     def close(self) -> None:

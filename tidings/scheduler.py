@@ -26,15 +26,15 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tidings.campaigns.broadcasts import next_broadcast_event, plan_broadcasts
+from tidings.campaigns.broadcast_planning import next_broadcast_event, plan_broadcasts
 from tidings.campaigns.sequencing import PlanResult, plan_due
 from tidings.clock import RealClock
-from tidings.delivery import Transport
-from tidings.dispatch import Dispatcher, DispatchResult, reap_expired_leases
+from tidings.db.models import Delivery, Enrollment
 from tidings.errors import TidingsError
-from tidings.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
-from tidings.routing import single_lane
 from tidings.runtime import Runtime
+from tidings.sending import ledger
+from tidings.sending.dispatch import Dispatcher, DispatchResult
+from tidings.states import WAITING, EnrollmentStatus
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ class DispatcherLock:
 class Worker:
     """Plans and dispatches for one process. Keeps its transport (and SMTP connections) open."""
 
-    def __init__(self, runtime: Runtime, transport: Transport | None = None):
+    def __init__(self, runtime: Runtime):
         self.runtime = runtime
-        self.lanes = single_lane(transport) if transport is not None else runtime.lanes()
+        self.lanes = runtime.lanes()
         self.stop = threading.Event()
         self.dispatcher = Dispatcher(
             runtime.sessions, runtime.clock, runtime.settings, self.lanes, stop=self.stop
@@ -129,6 +129,7 @@ class Worker:
     def close(self) -> None:
         for lane in self.lanes:
             lane.transport.close()
+        self.dispatcher.close()
 
     def __enter__(self) -> Worker:
         self.open()
@@ -155,10 +156,10 @@ class Worker:
         return total
 
     def dispatch(self) -> DispatchResult:
-        return self.dispatcher.run_pass(self.stop)
+        return self.dispatcher.run_pass()
 
     def reap(self) -> int:
-        reclaimed = reap_expired_leases(self.runtime.sessions, self.runtime.clock)
+        reclaimed = ledger.reap(self.runtime.sessions, self.runtime.clock.now())
         self.dispatcher.router.limiter.prune()
         return reclaimed
 
@@ -171,9 +172,7 @@ class Worker:
                 )
             )
             attempt = session.scalar(
-                select(func.min(Delivery.next_attempt_at)).where(
-                    Delivery.status.in_(DeliveryStatus.WAITING)
-                )
+                select(func.min(Delivery.next_attempt_at)).where(Delivery.status.in_(WAITING))
             )
             broadcast = next_broadcast_event(session)
         times = [t for t in (due, attempt, broadcast) if t is not None]

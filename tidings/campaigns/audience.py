@@ -8,16 +8,23 @@
     clinic = "portland"              # an imported attribute equals this (or one of a list)
 
 Every condition must hold. Only active subscribers are ever chosen, and never from clinical
-data: attributes are what an operator imported, compared as text. Pure: no database here.
+data: attributes are what an operator imported, compared as text. `Audience` is the filter
+(pure); `audience_filter` and `iter_audience` are its query.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Select, exists, or_, select
+from sqlalchemy.orm import Session
+
+from tidings.clock import zone
+from tidings.db.models import Campaign, Enrollment, Subscriber
+from tidings.states import EnrollmentStatus, SubscriberStatus
 
 AUDIENCE_FIELDS = ("timezones", "enrolled", "not_enrolled", "attributes")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # as in definition.py
@@ -117,6 +124,33 @@ class Audience:
         return "active subscribers with " + ", ".join(parts)
 
 
+def audience_from_options(
+    where: Sequence[str],
+    timezones: Sequence[str],
+    enrolled: str | None,
+    not_enrolled: str | None,
+) -> Audience | None:
+    """An audience from command-line style options (`--where clinic=portland`), or None when
+    none is given (the campaign's own [audience], or everyone). ValueError names what is
+    wrong."""
+    if not (where or timezones or enrolled or not_enrolled):
+        return None
+    attributes: dict[str, list[str]] = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--where: expected KEY=VALUE, got {item!r}")
+        attributes.setdefault(key.strip(), []).append(value.strip())
+    return Audience.parse(
+        {
+            "timezones": list(timezones),
+            "attributes": attributes,
+            **({"enrolled": enrolled} if enrolled else {}),
+            **({"not_enrolled": not_enrolled} if not_enrolled else {}),
+        }
+    )
+
+
 def check_timezone_pattern(pattern: str) -> None:
     """An IANA name ("Europe/Paris") or a pattern with * ("America/*")."""
     if not _TZ_PATTERN.match(pattern):
@@ -124,8 +158,8 @@ def check_timezone_pattern(pattern: str) -> None:
     if "*" in pattern:
         return
     try:
-        ZoneInfo(pattern)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        zone(pattern)
+    except ValueError as exc:
         raise ValueError(
             f"audience.timezones: unknown timezone {pattern!r} (use IANA names such as "
             "Europe/Paris, or a pattern such as America/*)"
@@ -136,3 +170,61 @@ def like_pattern(pattern: str) -> str:
     """SQL LIKE for a timezone pattern: * is any text; _ and % are literal in zone names."""
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%")
+
+
+def audience_filter(query: Select[Any], session: Session, audience: Audience) -> Select[Any]:
+    """Add the SQL part of an audience (status, timezones, enrollment) to a subscriber query.
+    Attributes are compared in Python (`Audience.matches_attributes`): exact on every
+    database, and the rows are streamed anyway."""
+    query = query.where(Subscriber.status == SubscriberStatus.ACTIVE)
+    if audience.timezones:
+        query = query.where(
+            or_(
+                *(
+                    Subscriber.timezone.like(like_pattern(p), escape="\\")
+                    if "*" in p
+                    else Subscriber.timezone == p
+                    for p in audience.timezones
+                )
+            )
+        )
+    for slug, wanted in ((audience.enrolled, True), (audience.not_enrolled, False)):
+        if not slug:
+            continue
+        campaign_id = session.scalar(select(Campaign.id).where(Campaign.slug == slug)) or -1
+        in_it = exists().where(
+            Enrollment.subscriber_id == Subscriber.id,
+            Enrollment.campaign_id == campaign_id,
+            Enrollment.status.in_((EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED)),
+        )
+        query = query.where(in_it if wanted else ~in_it)
+    return query
+
+
+def iter_audience(
+    session: Session, audience: Audience, batch: int = 1000
+) -> Iterator[list[tuple[int, str]]]:
+    """(id, timezone) of the matching subscribers, batch by batch, in id order."""
+    after = 0
+    while True:
+        rows = session.execute(
+            audience_filter(
+                select(Subscriber.id, Subscriber.timezone, Subscriber.attributes), session, audience
+            )
+            .where(Subscriber.id > after)
+            .order_by(Subscriber.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        after = rows[-1].id
+        yield [(r.id, r.timezone) for r in rows if audience.matches_attributes(r.attributes)]
+
+
+def count_audience(session: Session, audience: Audience) -> tuple[int, dict[str, int]]:
+    """How many subscribers match now, and how many per timezone."""
+    zones: dict[str, int] = {}
+    for rows in iter_audience(session, audience):
+        for _, tz in rows:
+            zones[tz] = zones.get(tz, 0) + 1
+    return sum(zones.values()), zones

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from tidings.campaigns.audience import Audience
-from tidings.campaigns.schedule import SendWindow, parse_delay
+from tidings.campaigns.windows import SendWindow, parse_delay
 from tidings.errors import CampaignError
-from tidings.rendering import FOOTER_FIELDS
+from tidings.rendering.compile import FOOTER_FIELDS
+from tidings.states import CampaignKind, CampaignTrigger
 
-KINDS = ("sequence", "broadcast")
-TRIGGERS = ("confirm", "manual")
+KINDS = tuple(CampaignKind)
+TRIGGERS = tuple(CampaignTrigger)
 SENDER_FIELDS = ("organization", "postal_address", "from_name", "from_address", "reply_to")
 STEP_FIELDS = {"key", "subject", "preheader", "delay", "crisis_at_top"}
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -110,7 +111,7 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
         raise CampaignError([f"campaign.toml: {exc}"]) from exc
 
     def problem(key: str, message: str) -> None:
-        problems.append(f"campaign.toml:{_line_of(raw, key)}: {message}")
+        problems.append(f"campaign.toml:{toml_line(raw, key)}: {message}")
 
     slug = str(data.get("slug", ""))
     if not SLUG.match(slug):
@@ -146,9 +147,10 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
 
     audience: dict[str, Any] = {}
     if "audience" in data:
-        if kind != "broadcast":
+        if kind != CampaignKind.BROADCAST:
+            line = toml_line(raw, "audience", table=True)
             problems.append(
-                f"campaign.toml:{_table_line(raw, 'audience')}: [audience] is for broadcasts; "
+                f"campaign.toml:{line}: [audience] is for broadcasts; "
                 "a sequence goes to the subscribers enrolled in it"
             )
         try:
@@ -157,9 +159,9 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
             problems.append(f"campaign.toml:{_field_line(raw, 'audience', str(exc))}: {exc}")
     lint = LintOptions()
     try:
-        lint = _lint_options(data.get("lint", {}), _table_line(raw, "lint"))
+        lint = _lint_options(data.get("lint", {}), toml_line(raw, "lint", table=True))
     except ValueError as exc:
-        problems.append(f"campaign.toml:{_table_line(raw, 'lint')}: {exc}")
+        problems.append(f"campaign.toml:{toml_line(raw, 'lint', table=True)}: {exc}")
 
     steps: list[StepDefinition] = []
     files = sorted(p for p in folder.glob("*.md") if not p.name.startswith(("_", ".")))
@@ -226,7 +228,7 @@ def _lint_options(data: Any, line: int) -> LintOptions:
 def _field_line(text: str, table: str, message: str) -> int:
     """The line of the field a message names ("audience.timezones: ..."), searched from
     the table's header; the header's line if not found."""
-    start = _table_line(text, table)
+    start = toml_line(text, table, table=True)
     named = re.match(rf"{re.escape(table)}\.(\w+)", message)
     if named:
         lines = text.splitlines()
@@ -236,11 +238,15 @@ def _field_line(text: str, table: str, message: str) -> int:
     return start
 
 
-def _table_line(text: str, table: str) -> int:
-    """1-based line of a `[table]` header (or a dotted `table.x = ...` key), else 1."""
-    match = re.search(
-        rf"^[ \t]*\[\s*{re.escape(table)}\s*[\].]|^[ \t]*{re.escape(table)}\.", text, re.MULTILINE
-    )
+def toml_line(text: str, key: str, table: bool = False) -> int:
+    """The 1-based line of TOML text where `key = ...` is set, or with table=True where the
+    table `[key]` starts (or a dotted `key.x = ...` / `[key.x]`); 1 when absent. The one line
+    finder for campaign.toml and front matter: every problem found names its line."""
+    if table:
+        pattern = rf"^[ \t]*\[\s*{re.escape(key)}\s*[\].]|^[ \t]*{re.escape(key)}\."
+    else:
+        pattern = rf"^[ \t]*{re.escape(key)}\s*="
+    match = re.search(pattern, text, re.MULTILINE)
     return text.count("\n", 0, match.start()) + 1 if match else 1
 
 
@@ -268,7 +274,7 @@ def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepD
         return None
 
     def problem(key: str, message: str) -> None:
-        problems.append(f"{name}:{_line_of(front_text, key) + 1}: {message}")
+        problems.append(f"{name}:{toml_line(front_text, key) + 1}: {message}")
 
     before = len(problems)
     for unknown in sorted(set(front) - STEP_FIELDS):
@@ -314,15 +320,9 @@ def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepD
         body="".join(lines[close + 1 :]),
         body_line=close + 2,
         source=source,
-        subject_line=_line_of(front_text, "subject") + 1,
-        preheader_line=_line_of(front_text, "preheader") + 1,
+        subject_line=toml_line(front_text, "subject") + 1,
+        preheader_line=toml_line(front_text, "preheader") + 1,
     )
-
-
-def _line_of(text: str, key: str) -> int:
-    """1-based line where `key = ...` is set in TOML text, or 1 when it is absent."""
-    match = re.search(rf"^[ \t]*{re.escape(key)}\s*=", text, re.MULTILINE)
-    return text.count("\n", 0, match.start()) + 1 if match else 1
 
 
 def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int:

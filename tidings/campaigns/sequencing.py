@@ -9,50 +9,30 @@ next open send window, one email at a time, never in a burst.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from functools import lru_cache
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
-from tidings.campaigns.schedule import SendWindow
-from tidings.db import update_by_id
-from tidings.models import (
-    Campaign,
-    Delivery,
-    DeliveryStatus,
-    Enrollment,
+from tidings.campaigns.windows import SendWindow, next_send_time, stored_window
+from tidings.clock import zone_or_utc
+from tidings.db.bulk import update_by_id
+from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber, queued_delivery
+from tidings.errors import Conflict
+from tidings.states import (
+    CampaignKind,
+    CampaignStatus,
+    CampaignTrigger,
     EnrollmentStatus,
-    Step,
-    Subscriber,
     SubscriberStatus,
 )
 
 
 def campaign_window(campaign: Campaign) -> SendWindow:
-    window = campaign.definition.get("window")
-    if not window:
-        return SendWindow()
-    return _window(window["start"], window["end"], tuple(window["days"]))
-
-
-@lru_cache(maxsize=256)
-def _window(start: str, end: str, days: tuple[int, ...]) -> SendWindow:
-    return SendWindow(time.fromisoformat(start), time.fromisoformat(end), frozenset(days))
-
-
-@lru_cache(maxsize=1024)
-def zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-def message_id(domain: str) -> str:
-    return f"{uuid.uuid4().hex}@{domain}"
+    return stored_window(campaign.definition)
 
 
 def active_steps(session: Session, campaign_id: int) -> list[Step]:
@@ -103,8 +83,10 @@ def first_enrollment_values(
         status, due, ended = EnrollmentStatus.COMPLETED, None, now
     else:
         status, ended = EnrollmentStatus.ACTIVE, None
-        due = campaign_window(campaign).next_open(
-            now + timedelta(seconds=first_delay_seconds), zone(timezone)
+        due = next_send_time(
+            campaign_window(campaign),
+            zone_or_utc(timezone),
+            now + timedelta(seconds=first_delay_seconds),
         )
     return {"status": status, "next_position": 1, "next_due_at": due, "ended_at": ended}
 
@@ -127,8 +109,11 @@ def _resume(
         return enrollment
     enrollment.status = EnrollmentStatus.ACTIVE
     enrollment.ended_at = None
-    enrollment.next_due_at = campaign_window(campaign).next_open(
-        now + timedelta(seconds=step.delay_seconds), zone(subscriber.timezone)
+    enrollment.next_due_at = next_send_time(
+        campaign_window(campaign),
+        zone_or_utc(subscriber.timezone),
+        now + timedelta(seconds=step.delay_seconds),
+        subscriber.paused_until,
     )
     return enrollment
 
@@ -137,7 +122,7 @@ def enroll_on_confirm(session: Session, subscriber: Subscriber, now: datetime) -
     """Enroll a newly confirmed subscriber in every sequence triggered by confirmation."""
     campaigns = session.scalars(
         select(Campaign)
-        .where(Campaign.kind == "sequence", Campaign.trigger == "confirm")
+        .where(Campaign.kind == CampaignKind.SEQUENCE, Campaign.trigger == CampaignTrigger.CONFIRM)
         .order_by(Campaign.id)
     )
     return [c.slug for c in campaigns if enroll(session, subscriber, c, now) is not None]
@@ -179,8 +164,8 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
         .where(
             Enrollment.next_due_at <= now,
             Enrollment.status == EnrollmentStatus.ACTIVE,
-            Campaign.status == "active",
-            Campaign.kind == "sequence",
+            Campaign.status == CampaignStatus.ACTIVE,
+            Campaign.kind == CampaignKind.SEQUENCE,
         )
         .order_by(Enrollment.next_due_at)
         .limit(limit)
@@ -220,20 +205,11 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
                 }
             )
             continue
-        window, tz = windows[row.campaign_id], zone(row.timezone)
-        if row.paused_until is not None and row.paused_until > now:
-            changes.append(
-                {
-                    "id": row.id,
-                    "next_due_at": window.next_open(row.paused_until, tz),
-                    "updated_at": now,
-                }
-            )
-            result.deferred += 1
-        elif not window.contains(now, tz):
-            changes.append(
-                {"id": row.id, "next_due_at": window.next_open(now, tz), "updated_at": now}
-            )
+        due = next_send_time(
+            windows[row.campaign_id], zone_or_utc(row.timezone), now, row.paused_until
+        )
+        if due > now:  # the reader paused, or their window is closed: plan it then
+            changes.append({"id": row.id, "next_due_at": due, "updated_at": now})
             result.deferred += 1
         else:
             wanted.append((row, *step))
@@ -254,34 +230,20 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
         if done:
             continue
         deliveries.append(
-            {
-                "kind": "step",
-                "subscriber_id": row.subscriber_id,
-                "campaign_id": row.campaign_id,
-                "step_id": step_id,
-                "status": DeliveryStatus.QUEUED,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "message_id": message_id(sender_domain),
-                "content_sha256": version,
-                "created_at": now,
-                "updated_at": now,
-            }
+            queued_delivery(
+                row.subscriber_id,
+                now,
+                sender_domain,
+                campaign_id=row.campaign_id,
+                step_id=step_id,
+                content_sha256=version,
+            )
         )
     if deliveries:
         session.execute(insert(Delivery.__table__), deliveries)
     update_by_id(session, Enrollment, changes)
     result.planned = len(deliveries)
     return result
-
-
-def _steps_by_position(
-    session: Session, campaign_ids: Iterable[int]
-) -> dict[tuple[int, int], Step]:
-    steps = session.scalars(
-        select(Step).where(Step.campaign_id.in_(list(campaign_ids)), Step.position.is_not(None))
-    )
-    return {(s.campaign_id, s.position): s for s in steps if s.position is not None}
 
 
 def _already_delivered(session: Session, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -305,17 +267,11 @@ def _end(enrollment: Enrollment, status: str, now: datetime) -> None:
     enrollment.updated_at = now
 
 
-def advance_after_delivery(
-    session: Session, subscriber_id: int, campaign_id: int, finished_at: datetime
-) -> None:
-    """A step's delivery has its outcome: schedule the next step, or finish the sequence."""
-    advance_after_deliveries(session, [(subscriber_id, campaign_id)], finished_at)
-
-
 def advance_after_deliveries(
     session: Session, pairs: Iterable[tuple[int, int]], finished_at: datetime
 ) -> None:
-    """advance_after_delivery for many (subscriber, campaign) pairs in a few statements."""
+    """Deliveries have their outcome: schedule each (subscriber, campaign)'s next step, counted
+    from `finished_at`, or finish the sequence. A few statements for any number of pairs."""
     wanted = set(pairs)
     if not wanted:
         return
@@ -365,8 +321,10 @@ def advance_after_deliveries(
                 }
             )
         else:
-            due = windows[r.campaign_id].next_open(
-                finished_at + timedelta(seconds=delay), zone(r.timezone)
+            due = next_send_time(
+                windows[r.campaign_id],
+                zone_or_utc(r.timezone),
+                finished_at + timedelta(seconds=delay),
             )
             changes.append({"id": r.id, "next_due_at": due, "updated_at": finished_at})
     update_by_id(session, Enrollment, changes)
@@ -412,3 +370,19 @@ def remap_positions(
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
+
+
+def enroll_many(
+    session: Session, campaign: Campaign, subscribers: list[Subscriber], now: datetime
+) -> int:
+    """Start a sequence for these active subscribers (people who confirmed before it was
+    loaded). Everyone is checked before anyone is enrolled. Returns how many were new to it."""
+    if campaign.kind != CampaignKind.SEQUENCE:
+        raise Conflict(f"{campaign.slug} is a {campaign.kind}; only sequences take enrollments")
+    for subscriber in subscribers:
+        if subscriber.status != SubscriberStatus.ACTIVE:
+            raise Conflict(
+                f"{subscriber.email} is {subscriber.status}; only active subscribers can be "
+                "enrolled"
+            )
+    return sum(enroll(session, s, campaign, now) is not None for s in subscribers)

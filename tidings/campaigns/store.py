@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.campaigns import shipped_campaign_dir
-from tidings.campaigns.definition import CampaignDefinition, read_campaign
+from tidings.campaigns.definition import CampaignDefinition, read_campaign, toml_line
 from tidings.campaigns.lint import ERROR, lint_campaign
 from tidings.campaigns.sequencing import active_steps, remap_positions
+from tidings.campaigns.windows import format_delay
 from tidings.config import Settings
+from tidings.db.models import Campaign, Delivery, Enrollment, Step
 from tidings.errors import CampaignError, Conflict, NotFound
-from tidings.models import Campaign, Delivery, Step
-from tidings.rendering import (
+from tidings.rendering.compile import (
     CampaignContext,
     CompiledStep,
     Sender,
@@ -26,16 +28,26 @@ from tidings.rendering import (
     TemplateProblem,
     compile_step,
 )
+from tidings.states import CampaignKind, CampaignStatus, DeliveryStatus, EnrollmentStatus
 
 
-def resolve_campaign_dir(dir_or_slug: str) -> Path:
-    """A folder path, or the slug of a campaign shipped with tidings."""
+def resolve_campaign_dir(
+    dir_or_slug: str, loaded: Callable[[], sessionmaker[Session]] | None = None
+) -> Path:
+    """A folder path, the slug of a campaign shipped with tidings, or (given a way to reach
+    the database, used only then) the folder a loaded campaign was read from."""
     path = Path(dir_or_slug)
     if path.is_dir():
         return path
     shipped = shipped_campaign_dir(dir_or_slug)
     if shipped is not None:
         return shipped
+    if loaded is not None:
+        with loaded().begin() as session:
+            source = get_campaign(session, dir_or_slug).source_path
+        if source and Path(source).is_dir():
+            return Path(source)
+        raise NotFound(f"{dir_or_slug}: its folder {source!r} is gone; give the folder")
     raise NotFound(f"{dir_or_slug!r} is neither a campaign folder nor a shipped campaign")
 
 
@@ -58,7 +70,7 @@ def compile_campaign(
         slug=definition.slug,
         name=definition.name,
         footer=definition.footer,
-        footer_lines={k: _toml_line(definition.raw_toml, k) for k in definition.footer},
+        footer_lines={k: toml_line(definition.raw_toml, k) for k in definition.footer},
         base_url=settings.public_base_url,
     )
     problems: list[str] = []
@@ -85,11 +97,6 @@ def compile_campaign(
     if problems:
         raise CampaignError(sorted(set(problems), key=problems.index))
     return compiled
-
-
-def _toml_line(raw: str, key: str) -> int:
-    match = re.search(rf"^[ \t]*{re.escape(key)}\s*=", raw, re.MULTILINE)
-    return raw.count("\n", 0, match.start()) + 1 if match else 1
 
 
 @dataclass
@@ -132,7 +139,7 @@ def load_campaign(session: Session, folder: Path, settings: Settings, now: datet
         )
     report.warnings += [str(f) for f in findings if f.rule != "postal-address"]
     if campaign is None:
-        campaign = Campaign(slug=definition.slug, status="active", created_at=now)
+        campaign = Campaign(slug=definition.slug, status=CampaignStatus.ACTIVE, created_at=now)
         session.add(campaign)
     elif campaign.kind != definition.kind:
         raise Conflict(
@@ -201,9 +208,12 @@ def list_campaigns(session: Session) -> list[Campaign]:
     return list(session.scalars(select(Campaign).order_by(Campaign.slug)))
 
 
-def set_status(session: Session, slug: str, status: str, reason: str | None = None) -> Campaign:
+def set_status(
+    session: Session, slug: str, status: CampaignStatus, reason: str | None = None
+) -> Campaign:
+    """Pause or resume a campaign. Nothing is lost either way: a paused campaign's emails wait."""
     campaign = get_campaign(session, slug)
-    if status == "active" and campaign.status != "active":
+    if status == CampaignStatus.ACTIVE and campaign.status != CampaignStatus.ACTIVE:
         # Resuming means the operator has seen the bounces so far: count only new ones.
         campaign.bounce_check_after_id = session.scalar(select(func.max(Delivery.id))) or 0
     campaign.status = status
@@ -222,3 +232,79 @@ def find_step(session: Session, campaign: Campaign, key: str | None) -> Step:
             return step
     keys = ", ".join(s.key for s in steps)
     raise NotFound(f"campaign {campaign.slug!r} has no step {key!r} (steps: {keys})")
+
+
+def _count(session: Session, query: Any) -> int:
+    return session.scalar(query) or 0
+
+
+def campaign_summary(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """A campaign's line in `campaigns list`: what it is and how far it has got."""
+    return {
+        "slug": campaign.slug,
+        "name": campaign.name,
+        "kind": campaign.kind,
+        "status": campaign.status,
+        "steps": _count(
+            session,
+            select(func.count())
+            .select_from(Step)
+            .where(Step.campaign_id == campaign.id, Step.position.is_not(None)),
+        ),
+        "enrolled": _count(
+            session,
+            select(func.count())
+            .select_from(Enrollment)
+            .where(
+                Enrollment.campaign_id == campaign.id,
+                Enrollment.status == EnrollmentStatus.ACTIVE,
+            ),
+        ),
+        "sent": _count(
+            session,
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.campaign_id == campaign.id, Delivery.status == DeliveryStatus.SENT),
+        ),
+    }
+
+
+def campaign_summaries(session: Session) -> list[dict[str, Any]]:
+    return [campaign_summary(session, c) for c in list_campaigns(session)]
+
+
+def campaign_details(session: Session, slug: str) -> dict[str, Any]:
+    """Everything `campaigns show` prints: settings, schedule, and each step with its sends."""
+    from tidings.campaigns.broadcasts import broadcast_info
+
+    campaign = get_campaign(session, slug)
+    info = campaign_summary(session, campaign)
+    window = campaign.definition.get("window", {})
+    days = "".join("MTWTFSS"[d] if d in window.get("days", []) else "-" for d in range(7))
+    info.update(
+        trigger=campaign.trigger,
+        status_reason=campaign.status_reason,
+        loaded_at=campaign.loaded_at,
+        source=campaign.source_path,
+        window=f"{window.get('start', '')[:5]}-{window.get('end', '')[:5]} {days}",
+    )
+    sent_by_step = dict(
+        session.execute(
+            select(Delivery.step_id, func.count())
+            .where(Delivery.campaign_id == campaign.id, Delivery.status == DeliveryStatus.SENT)
+            .group_by(Delivery.step_id)
+        ).all()
+    )
+    info["steps"] = [
+        {
+            "position": s.position,
+            "key": s.key,
+            "delay": format_delay(s.delay_seconds),
+            "subject": s.subject,
+            "sent": sent_by_step.get(s.id, 0),
+        }
+        for s in active_steps(session, campaign.id)
+    ]
+    if campaign.kind == CampaignKind.BROADCAST:
+        info["broadcast"] = broadcast_info(session, campaign)
+    return info

@@ -1,9 +1,16 @@
-"""The `tidings` command. Verbs are grouped by noun (campaigns, subscribers, db); each
-command is a thin layer over the library, and library errors become one-line messages with
-a non-zero exit code here, at the boundary."""
+"""The `tidings` command. Verbs are grouped by noun (campaigns, subscribers, suppressions...);
+each command is a thin layer over one library function, and library errors become one-line
+messages with a non-zero exit code here, at the boundary.
+
+Commands load lazily: `tidings --version` imports no command at all, `tidings --help` the
+command modules only (they import the library inside each command), and a command imports
+what it uses. So the command starts fast, and Flask, premailer or alembic are loaded only by
+the commands that need them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import Any
@@ -11,36 +18,45 @@ from typing import Any
 import click
 
 from tidings import __version__
-from tidings.config import Settings, load_settings
+from tidings.cli.common import State
 from tidings.errors import TidingsError
-from tidings.runtime import Runtime
 
-
-class State:
-    """What every command may need, built on first use (so --help needs no database)."""
-
-    def __init__(self, config_file: str | None):
-        self.config_file = config_file
-        self._settings: Settings | None = None
-        self._runtime: Runtime | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(config_file=self.config_file)
-        return self._settings
-
-    def runtime(self) -> Runtime:
-        if self._runtime is None:
-            self._runtime = Runtime.open(self.settings)
-        return self._runtime
-
-    def close(self) -> None:
-        if self._runtime is not None:
-            self._runtime.close()
+# Each command: "module:attribute", imported when the command (or the help) needs it.
+COMMANDS = {
+    "demo": "tidings.cli.engine:demo",
+    "run": "tidings.cli.engine:run",
+    "worker": "tidings.cli.engine:worker",
+    "send-due": "tidings.cli.engine:send_due",
+    "status": "tidings.cli.engine:status",
+    "db": "tidings.cli.db:db_group",
+    "serve": "tidings.cli.web:serve",
+    "form-snippet": "tidings.cli.web:form_snippet",
+    "apikeys": "tidings.cli.apikeys:apikeys_group",
+    "campaigns": "tidings.cli.campaigns:campaigns_group",
+    "subscribers": "tidings.cli.subscribers:subscribers_group",
+    "suppressions": "tidings.cli.suppressions:suppressions_group",
+    "bounces": "tidings.cli.bounces:bounces_group",
+    "dkim": "tidings.cli.dkim:dkim_group",
+    "check": "tidings.cli.ops:check",
+    "stats": "tidings.cli.ops:stats",
+    "prune": "tidings.cli.ops:prune",
+}
 
 
 class TidingsGroup(click.Group):
+    """Loads its commands on demand, and turns library errors into clean messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -78,21 +94,5 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
     ctx.call_on_close(state.close)
 
 
-pass_state = click.make_pass_decorator(State)
-
-
 def main() -> None:
     cli(prog_name="tidings")
-
-
-from tidings.cli import admin as _admin  # noqa: E402
-from tidings.cli import campaigns as _campaigns  # noqa: E402
-from tidings.cli import engine as _engine  # noqa: E402
-from tidings.cli import ops as _ops  # noqa: E402
-from tidings.cli import staff as _staff  # noqa: E402
-from tidings.cli import subscribers as _subscribers  # noqa: E402
-from tidings.cli import suppressions as _suppressions  # noqa: E402
-from tidings.cli import web as _web  # noqa: E402
-
-for _module in (_campaigns, _engine, _ops, _subscribers, _suppressions, _admin, _web, _staff):
-    _module.register(cli)

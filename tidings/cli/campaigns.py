@@ -1,43 +1,25 @@
-"""`tidings campaigns ...`: write, check, preview and control campaigns."""
+"""`tidings campaigns ...`: write, check, look at, schedule and control campaigns."""
 
 from __future__ import annotations
 
-import secrets
 import sys
+import tempfile
+import webbrowser
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import func, select
 
-from tidings.campaigns.importtext import write_campaign
-from tidings.campaigns.sequencing import active_steps, enroll, message_id
-from tidings.campaigns.store import (
-    find_step,
-    get_campaign,
-    list_campaigns,
-    load_campaign,
-    resolve_campaign_dir,
-    set_status,
-)
-from tidings.cli import State, pass_state
-from tidings.cli.output import emit_object, emit_rows, output_options
-from tidings.db import signing_key
-from tidings.delivery import OutgoingMessage
-from tidings.errors import CampaignError, TidingsError
-from tidings.messages import Addressee, MessageBuilder, stored_sender
-from tidings.models import Campaign, Delivery, DeliveryStatus, Enrollment, Step, Subscriber
-from tidings.rendering import CompiledStep, Recipient, personalize_html, personalize_text
-from tidings.subscribers.service import find_subscriber
-from tidings.subscribers.tokens import Links
-from tidings.subscribers.validation import normalize_email
-
-SAMPLE = Addressee(email="alex.sample@example.org", name="Alex Sample", key="sample-key")
+from tidings.cli.common import State, lines_of, pass_state
+from tidings.cli.output import output_options, write_object, write_rows
 
 
 @click.group("campaigns")
 def campaigns_group() -> None:
     """Write, check, preview, schedule and pause campaigns."""
+
+
+# ----------------------------------------------------------------------------- writing
 
 
 @campaigns_group.command("import-text")
@@ -61,8 +43,9 @@ def import_text(file: Any, slug: str, out_dir: Path, name: str | None) -> None:
     Example:
       tidings campaigns import-text benefits.txt --slug kap-benefits --out campaigns/kap
     """
-    written = write_campaign(file.read(), slug, out_dir, name=name)
-    for path in written:
+    from tidings.campaigns.importtext import write_campaign
+
+    for path in write_campaign(file.read(), slug, out_dir, name=name):
         click.echo(f"wrote {path}")
     click.echo(f"next: review the files, then `tidings campaigns load {out_dir}`")
 
@@ -81,6 +64,9 @@ def load(state: State, source: str) -> None:
       tidings campaigns load kap-benefits
       tidings campaigns load ./campaigns/spring-newsletter
     """
+    from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+    from tidings.errors import CampaignError
+
     runtime = state.runtime()
     folder = resolve_campaign_dir(source)
     try:
@@ -90,11 +76,10 @@ def load(state: State, source: str) -> None:
         raise click.ClickException(
             f"{folder}: not loaded, nothing was stored:\n  " + "\n  ".join(exc.problems)
         ) from exc
-    verb = "created" if report.created else "updated"
+    steps = len(report.added) + len(report.changed) + len(report.unchanged)
     click.echo(
-        f"{report.slug}: {verb}, {len(report.added) + len(report.changed) + len(report.unchanged)} "
-        f"steps ({len(report.added)} new, {len(report.changed)} changed, "
-        f"{len(report.removed)} removed)"
+        f"{report.slug}: {'created' if report.created else 'updated'}, {steps} steps "
+        f"({len(report.added)} new, {len(report.changed)} changed, {len(report.removed)} removed)"
     )
     if report.enrollments_moved:
         click.echo(f"  kept {report.enrollments_moved} enrolled subscribers at their place")
@@ -102,42 +87,53 @@ def load(state: State, source: str) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
+@campaigns_group.command("lint")
+@click.argument("source", metavar="SLUG|DIR")
+@output_options
+@pass_state
+def lint(state: State, source: str, fmt: str) -> None:
+    """Check a campaign against the content rules (../shared/CONTENT.md): subjects, the
+    footer every email carries, wording about suicide, unsupported claims, links, images,
+    tracking, size. Exits 1 on any error; `campaigns load` runs the same check.
+
+    A phrase the rules flag can be accepted in campaign.toml: [lint] allow = ["..."].
+
+    \b
+    Examples:
+      tidings campaigns lint kap-benefits
+      tidings campaigns lint ./campaigns/winter-news --json
+    """
+    from tidings.campaigns.lint import errors, lint_folder
+    from tidings.campaigns.store import resolve_campaign_dir
+
+    folder = resolve_campaign_dir(source, lambda: state.runtime().read_sessions)
+    findings = lint_folder(folder, state.settings)
+    if fmt == "table":
+        for finding in findings:
+            click.echo(str(finding))
+        failed = len(errors(findings))
+        click.echo(f"{folder}: {failed} error(s), {len(findings) - failed} warning(s)")
+    else:
+        columns = ["severity", "rule", "file", "line", "message"]
+        write_rows((f.__dict__ for f in findings), columns, fmt)
+    if errors(findings):
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
 @campaigns_group.command("list")
 @output_options
 @pass_state
 def list_cmd(state: State, fmt: str) -> None:
     """List loaded campaigns with their status and counts."""
+    from tidings.campaigns.store import campaign_summaries
+
     runtime = state.runtime()
-    with runtime.sessions.begin() as session:
-        rows = [_campaign_row(session, c) for c in list_campaigns(session)]
-    emit_rows(rows, ["slug", "kind", "status", "steps", "enrolled", "sent", "name"], fmt)
-
-
-def _campaign_row(session: Any, campaign: Campaign) -> dict[str, Any]:
-    def count(query: Any) -> int:
-        return session.scalar(query) or 0
-
-    return {
-        "slug": campaign.slug,
-        "name": campaign.name,
-        "kind": campaign.kind,
-        "status": campaign.status,
-        "steps": count(
-            select(func.count())
-            .select_from(Step)
-            .where(Step.campaign_id == campaign.id, Step.position.is_not(None))
-        ),
-        "enrolled": count(
-            select(func.count())
-            .select_from(Enrollment)
-            .where(Enrollment.campaign_id == campaign.id, Enrollment.status == "active")
-        ),
-        "sent": count(
-            select(func.count())
-            .select_from(Delivery)
-            .where(Delivery.campaign_id == campaign.id, Delivery.status == DeliveryStatus.SENT)
-        ),
-    }
+    with runtime.read_sessions.begin() as session:
+        rows = campaign_summaries(session)
+    write_rows(rows, ["slug", "kind", "status", "steps", "enrolled", "sent", "name"], fmt)
 
 
 @campaigns_group.command("show")
@@ -146,55 +142,12 @@ def _campaign_row(session: Any, campaign: Campaign) -> dict[str, Any]:
 @pass_state
 def show(state: State, slug: str, fmt: str) -> None:
     """Show a campaign: settings, schedule and every step with its counts."""
+    from tidings.campaigns.store import campaign_details
+
     runtime = state.runtime()
-    with runtime.sessions.begin() as session:
-        campaign = get_campaign(session, slug)
-        info = _campaign_row(session, campaign)
-        info.update(
-            trigger=campaign.trigger,
-            status_reason=campaign.status_reason,
-            loaded_at=campaign.loaded_at,
-            source=campaign.source_path,
-        )
-        window = campaign.definition.get("window", {})
-        days = "".join("MTWTFSS"[d] if d in window.get("days", []) else "-" for d in range(7))
-        info["window"] = f"{window.get('start', '')[:5]}-{window.get('end', '')[:5]} {days}"
-        sent_by_step = dict(
-            session.execute(
-                select(Delivery.step_id, func.count())
-                .where(Delivery.campaign_id == campaign.id, Delivery.status == DeliveryStatus.SENT)
-                .group_by(Delivery.step_id)
-            ).all()
-        )
-        info["steps"] = [
-            {
-                "position": s.position,
-                "key": s.key,
-                "delay": _delay(s.delay_seconds),
-                "subject": s.subject,
-                "sent": sent_by_step.get(s.id, 0),
-            }
-            for s in active_steps(session, campaign.id)
-        ]
-        if campaign.kind == "broadcast":
-            from tidings.campaigns.broadcasts import broadcast_info
-
-            info["broadcast"] = broadcast_info(session, campaign)
-    if fmt == "csv":
-        emit_rows(info["steps"], ["position", "key", "delay", "subject", "sent"], "csv")
-    else:
-        emit_object(info, fmt)
-
-
-def _delay(seconds: int) -> str:
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    parts = [
-        f"{days}d" if days else "",
-        f"{hours}h" if hours else "",
-        f"{rest // 60}m" if rest // 60 else "",
-    ]
-    return "".join(parts) or "0"
+    with runtime.read_sessions.begin() as session:
+        info = campaign_details(session, slug)
+    write_object(info, fmt, rows="steps")
 
 
 @campaigns_group.command("preview")
@@ -202,7 +155,7 @@ def _delay(seconds: int) -> str:
 @click.option("--step", "step_key", default=None, help="Step key or position (default: first).")
 @click.option(
     "--format",
-    "fmt",
+    "part",
     type=click.Choice(["html", "text", "eml"]),
     default="html",
     show_default=True,
@@ -220,15 +173,14 @@ def _delay(seconds: int) -> str:
     "--open",
     "open_it",
     is_flag=True,
-    help="Write every email to a folder (--dir, or a new temporary one) and open its index "
-    "in the browser.",
+    help="Write every email to a folder (--dir, or a new temporary one) and open its index.",
 )
 @pass_state
 def preview(
     state: State,
     slug: str,
     step_key: str | None,
-    fmt: str,
+    part: str,
     out: Any,
     folder: Path | None,
     open_it: bool,
@@ -243,42 +195,88 @@ def preview(
       tidings campaigns preview kap-benefits --format eml > email.eml
       tidings campaigns preview kap-benefits --open
     """
-    if folder is not None or open_it:
-        from tidings.cli.staff import preview_folder
+    from tidings.ops.previews import preview_folder, preview_step
 
-        preview_folder(state, slug, folder, open_it)
-        return
     runtime = state.runtime()
-    with runtime.sessions.begin() as session:
-        campaign = get_campaign(session, slug)
-        step = find_step(session, campaign, step_key)
-        compiled = CompiledStep.from_stored(step.compiled)
-        builder = _builder(state, session)
-        if fmt == "eml":
-            data = builder.step_message(
-                campaign,
-                compiled,
-                SAMPLE,
-                message_id(runtime.settings.sender_domain),
-                runtime.clock.now(),
-            )
-        else:
-            recipient = Recipient(
-                SAMPLE.email,
-                SAMPLE.name,
-                builder.links.unsubscribe(SAMPLE.key),
-                builder.links.preferences(SAMPLE.key),
-            )
-            render = personalize_html if fmt == "html" else personalize_text
-            data = render(compiled, recipient).encode("utf-8")
-    out.write(data)
+    if folder is None and not open_it:
+        email = preview_step(runtime, slug, step_key)
+        data = {"html": email.html, "text": email.text}.get(part)
+        out.write(email.message if data is None else data.encode("utf-8"))
+        return
+    folder = folder or Path(tempfile.mkdtemp(prefix=f"tidings-preview-{slug}-"))
+    count, index = preview_folder(runtime, slug, folder)
+    click.echo(f"wrote {count} email(s) to {folder}")
+    click.echo(f"index: {index.resolve()}")
+    if open_it and not webbrowser.open(index.resolve().as_uri()):
+        click.echo("(no browser to open here: open the index above)", err=True)
 
 
-def _builder(state: State, session: Any) -> MessageBuilder:
-    settings = state.settings
-    return MessageBuilder(
-        settings, Links(settings.public_base_url, signing_key(session, settings.secret_key))
-    )
+@campaigns_group.command("spamcheck")
+@click.argument("slug")
+@click.option(
+    "--max",
+    "max_score",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Exit 1 if an email scores above this.",
+)
+@pass_state
+def spamcheck(state: State, slug: str, max_score: float) -> None:
+    """Score every email of a loaded campaign with SpamAssassin (network tests off), as the
+    sample reader would get it (DKIM-signed when configured), and list the rules that fired.
+
+    Needs Debian's spamassassin package (apt-get install spamassassin; no daemon).
+
+    \b
+    Example:
+      tidings campaigns spamcheck kap-benefits --max 1.0
+    """
+    from tidings.ops.spamcheck import THRESHOLD, score_campaign
+
+    worst = 0.0
+    for email, score in score_campaign(state.runtime(), slug):
+        worst = max(worst, score.score)
+        click.echo(f"{score.score:5.1f}  {email.stem}  {email.subject}")
+        for rule in score.rules:
+            if rule.points:
+                click.echo(f"         {rule.points:+.1f} {rule.name}: {rule.description}")
+    click.echo(f"highest score {worst:.1f} (SpamAssassin calls {THRESHOLD:.1f} spam)")
+    if worst > max_score:
+        raise click.ClickException(f"an email scores {worst:.1f}, above --max {max_score:.1f}")
+
+
+@campaigns_group.command("screenshot")
+@click.argument("slug")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the PNGs (created).",
+)
+@click.option(
+    "--chromium",
+    default="/usr/bin/chromium",
+    show_default=True,
+    help="The Chromium (or Chrome) program to drive.",
+)
+@pass_state
+def screenshot(state: State, slug: str, out_dir: Path, chromium: str) -> None:
+    """Render every email in headless Chromium at desktop (1280 px) and phone (375 px)
+    width and save full-page PNGs: DIR/01-welcome-desktop.png, DIR/01-welcome-phone.png...
+
+    Needs Playwright, an optional extra: pip install -e '.[screenshots]' (it drives the
+    system's Chromium, apt-get install chromium; it downloads no browser).
+
+    \b
+    Example:
+      tidings campaigns screenshot kap-benefits --out shots/
+    """
+    from tidings.ops.previews import screenshot_campaign
+
+    for path in screenshot_campaign(state.runtime(), slug, out_dir, chromium):
+        click.echo(f"wrote {path}")
 
 
 @campaigns_group.command("test-send")
@@ -292,7 +290,8 @@ def _builder(state: State, session: Any) -> MessageBuilder:
 )
 @pass_state
 def test_send(state: State, slug: str, to_address: str, step_key: str | None) -> None:
-    """Send one step (or all) to an address now, through the configured transport.
+    """Send one step (or all) to an address now, through the configured SMTP servers and
+    within their caps.
 
     Test sends are not recorded in the ledger and their links belong to no subscriber.
 
@@ -300,41 +299,17 @@ def test_send(state: State, slug: str, to_address: str, step_key: str | None) ->
     Example:
       tidings campaigns test-send kap-benefits --to me@example.org --step all
     """
-    runtime = state.runtime()
-    address = normalize_email(to_address, field="--to")
-    to = Addressee(address, "Test Recipient", "test-" + secrets.token_urlsafe(8))
-    with runtime.sessions.begin() as session:
-        campaign = get_campaign(session, slug)
-        steps = (
-            active_steps(session, campaign.id)
-            if step_key == "all"
-            else [find_step(session, campaign, step_key)]
-        )
-        builder = _builder(state, session)
-        envelope_from = stored_sender(runtime.settings, campaign).from_address
-        messages = [
-            OutgoingMessage(
-                i,
-                envelope_from,
-                address,
-                builder.step_message(
-                    campaign,
-                    CompiledStep.from_stored(s.compiled),
-                    to,
-                    message_id(runtime.settings.sender_domain),
-                    runtime.clock.now(),
-                ),
-            )
-            for i, s in enumerate(steps)
-        ]
-    with runtime.transport() as transport:
-        results = transport.send_messages(messages)
-    failed = 0
-    for step, result in zip(steps, results, strict=True):
-        click.echo(f"{step.key}: {result.outcome} ({result.reply})")
-        failed += result.outcome != "sent"
+    from tidings.sending.oneoff import send_test
+
+    sends = send_test(state.runtime(), slug, to_address, step_key)
+    for send in sends:
+        click.echo(f"{send.step_key}: {send.result.outcome} ({send.result.reply})")
+    failed = sum(send.result.outcome != "sent" for send in sends)
     if failed:
-        raise click.ClickException(f"{failed} of {len(results)} test emails were not sent")
+        raise click.ClickException(f"{failed} of {len(sends)} test emails were not sent")
+
+
+# ----------------------------------------------------------------------------- controlling
 
 
 @campaigns_group.command("pause")
@@ -342,9 +317,12 @@ def test_send(state: State, slug: str, to_address: str, step_key: str | None) ->
 @pass_state
 def pause(state: State, slug: str) -> None:
     """Stop sending a campaign now. Nothing is lost: resume picks up where it stopped."""
+    from tidings.campaigns.store import set_status
+    from tidings.states import CampaignStatus
+
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
-        set_status(session, slug, "paused", "paused by an operator")
+        set_status(session, slug, CampaignStatus.PAUSED, "paused by an operator")
     click.echo(f"{slug}: paused")
 
 
@@ -353,9 +331,12 @@ def pause(state: State, slug: str) -> None:
 @pass_state
 def resume(state: State, slug: str) -> None:
     """Resume a paused campaign. Nothing already sent is sent again."""
+    from tidings.campaigns.store import set_status
+    from tidings.states import CampaignStatus
+
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
-        set_status(session, slug, "active", None)
+        set_status(session, slug, CampaignStatus.ACTIVE, None)
     click.echo(f"{slug}: active")
 
 
@@ -364,7 +345,7 @@ def resume(state: State, slug: str) -> None:
 @click.argument("emails", nargs=-1)
 @click.option("--all-active", is_flag=True, help="Enroll every active subscriber.")
 @pass_state
-def enroll_cmd(state: State, slug: str, emails: tuple[str, ...], all_active: bool) -> None:
+def enroll(state: State, slug: str, emails: tuple[str, ...], all_active: bool) -> None:
     """Start a sequence for subscribers who confirmed before it was loaded.
 
     EMAILS may be given as arguments or, with -, one per line on stdin.
@@ -374,31 +355,133 @@ def enroll_cmd(state: State, slug: str, emails: tuple[str, ...], all_active: boo
       tidings campaigns enroll kap-benefits --all-active
       tidings campaigns enroll kap-benefits ann@example.org bob@example.org
     """
-    if not emails and not all_active:
-        raise click.UsageError("give EMAILS, - for stdin, or --all-active")
-    if emails == ("-",):
-        emails = tuple(line.strip() for line in sys.stdin if line.strip())
+    from tidings.campaigns.sequencing import enroll_many
+    from tidings.campaigns.store import get_campaign
+    from tidings.subscribers.directory import find_subscribers
+
+    if bool(emails) == all_active:
+        raise click.UsageError("give EMAILS (or - for stdin), or --all-active")
     runtime = state.runtime()
-    now = runtime.clock.now()
     with runtime.sessions.begin() as session:
         campaign = get_campaign(session, slug)
-        if campaign.kind != "sequence":
-            raise TidingsError(f"{slug} is a {campaign.kind}; only sequences take enrollments")
-        if all_active:
-            subscribers = list(
-                session.scalars(select(Subscriber).where(Subscriber.status == "active"))
-            )
-        else:
-            subscribers = [find_subscriber(session, e) for e in emails]
-        for subscriber in subscribers:
-            if subscriber.status != "active":
-                raise TidingsError(
-                    f"{subscriber.email} is {subscriber.status}; only active "
-                    "subscribers can be enrolled"
-                )
-        added = sum(enroll(session, s, campaign, now) is not None for s in subscribers)
+        subscribers = find_subscribers(session, None if all_active else list(lines_of(emails)))
+        added = enroll_many(session, campaign, subscribers, runtime.clock.now())
     click.echo(f"{slug}: enrolled {added} subscriber(s), {len(subscribers) - added} already were")
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(campaigns_group)
+@campaigns_group.command("schedule")
+@click.argument("slug")
+@click.option("--at", "when", required=True, help="Date and time, 'YYYY-MM-DD HH:MM' (or 'now').")
+@click.option("--tz", default=None, help="Timezone of --at (IANA name; default UTC).")
+@click.option(
+    "--local-time",
+    is_flag=True,
+    help="Send at --at in each subscriber's own timezone (Tokyo first, Hawaii last).",
+)
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only subscribers whose attribute KEY is VALUE (repeat: any of the values).",
+)
+@click.option(
+    "--timezone",
+    "timezones",
+    multiple=True,
+    metavar="PATTERN",
+    help="Only subscribers in this timezone; * matches any text (America/*). Repeatable.",
+)
+@click.option("--enrolled", metavar="SLUG", help="Only subscribers in (or done with) SLUG.")
+@click.option("--not-enrolled", metavar="SLUG", help="Only subscribers never in sequence SLUG.")
+@pass_state
+def schedule(
+    state: State,
+    slug: str,
+    when: str,
+    tz: str | None,
+    local_time: bool,
+    where: tuple[str, ...],
+    timezones: tuple[str, ...],
+    enrolled: str | None,
+    not_enrolled: str | None,
+) -> None:
+    """Schedule a newsletter (a campaign of kind "broadcast") for one moment, or for a
+    wall-clock time in each subscriber's timezone.
+
+    The audience is every active subscriber, the [audience] of campaign.toml, or what the
+    options say (they replace campaign.toml's). It is read when the email is due, so people
+    who subscribe until then get it. Scheduling again never sends anything twice: who has
+    it already is skipped, and queued emails of the earlier schedule are taken back.
+
+    \b
+    Examples:
+      tidings campaigns schedule winter-news --at "2026-12-03 10:00" --tz Europe/Paris
+      tidings campaigns schedule winter-news --at "2026-12-03 10:00" --local-time
+      tidings campaigns schedule winter-news --at now --where clinic=portland
+    """
+    from tidings.campaigns.audience import audience_from_options
+    from tidings.campaigns.broadcasts import schedule_broadcast
+
+    try:
+        audience = audience_from_options(where, timezones, enrolled, not_enrolled)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    runtime = state.runtime()
+    with runtime.sessions.begin() as session:
+        report = schedule_broadcast(
+            session, slug, when, runtime.clock.now(), tz, local_time, audience
+        )
+    if report.unchanged:
+        click.echo(f"{slug}: already scheduled for {report.when}; nothing changed")
+        return
+    click.echo(f"{slug}: scheduled for {report.when}")
+    click.echo(f"  to {report.audience}: {report.matching} subscriber(s) match now")
+    if report.already:
+        click.echo(f"  {report.already} subscriber(s) already have it: they will not get it again")
+    if report.removed:
+        click.echo(f"  took back {report.removed} queued email(s) of the earlier schedule")
+    for note in report.notes:
+        click.echo(f"  note: {note}")
+
+
+@campaigns_group.command("unschedule")
+@click.argument("slug")
+@pass_state
+def unschedule(state: State, slug: str) -> None:
+    """Take a newsletter off the schedule: nothing more goes out, and emails queued but not
+    yet sent are taken back. It can be scheduled again (nobody gets it twice).
+
+    \b
+    Example:
+      tidings campaigns unschedule winter-news
+    """
+    from tidings.campaigns.broadcasts import unschedule_broadcast
+
+    runtime = state.runtime()
+    with runtime.sessions.begin() as session:
+        report = unschedule_broadcast(session, slug, runtime.clock.now())
+    click.echo(
+        f"{slug}: unscheduled; {report.removed} queued email(s) taken back, "
+        f"{report.sent} sent stay sent"
+    )
+
+
+@campaigns_group.command("cancel")
+@click.argument("slug")
+@pass_state
+def cancel(state: State, slug: str) -> None:
+    """Cancel a newsletter for good: nothing more goes out, queued emails are skipped (and
+    kept in the ledger). `pause` / `resume` stop it for a while instead.
+
+    \b
+    Example:
+      tidings campaigns cancel winter-news
+    """
+    from tidings.campaigns.broadcasts import cancel_broadcast
+
+    runtime = state.runtime()
+    with runtime.sessions.begin() as session:
+        report = cancel_broadcast(session, slug, runtime.clock.now())
+    click.echo(
+        f"{slug}: cancelled; {report.skipped} queued email(s) skipped, {report.sent} were sent"
+    )

@@ -1,71 +1,74 @@
-"""Commands that run the engine: db upgrade, run, send-due, demo."""
+"""Commands that run the engine: demo, run, worker, send-due, status."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from tidings.cli import State, pass_state
-from tidings.cli.ops import run_until_signalled
-from tidings.cli.web import host_option, port_option, start_web
-from tidings.db import upgrade
-from tidings.preflight import check_before_sending
-from tidings.scheduler import DispatcherBusy, Worker
+from tidings.cli.common import (
+    State,
+    host_option,
+    pass_state,
+    port_option,
+    until_signalled,
+    wait_for,
+)
+from tidings.cli.output import output_options, write_object
 
+if TYPE_CHECKING:
+    from tidings.scheduler import Worker
 
-@click.group("db")
-def db_group() -> None:
-    """The database schema (Alembic migrations)."""
-
-
-@db_group.command("upgrade")
-@pass_state
-def db_upgrade(state: State) -> None:
-    """Create the tables, or bring them up to date. Safe to run at every deploy.
-
-    \b
-    Example:
-      TIDINGS_DATABASE_URL=postgresql+psycopg://tidings@db/tidings tidings db upgrade
-    """
-    upgrade(state.settings.database_url)
-    click.echo("database is up to date")
-
-
-@click.command("send-due")
-@pass_state
-def send_due(state: State) -> None:
-    """Plan and send everything due now, once, then exit (for cron).
-
-    \b
-    Example crontab line, every 5 minutes:
-      */5 * * * * tidings send-due
-    """
-    check_before_sending(state.settings)  # postal address (CAN-SPAM), DKIM key
-    runtime = state.runtime()
-    worker = Worker(runtime)
-    try:
-        with worker:
-            result = worker.tick()
-    except DispatcherBusy as busy:
-        # An overlapping cron run on SQLite: the other process is sending; nothing to do.
-        click.echo(f"skipped: {busy}", err=True)
-        return
-    d = result.dispatched
-    click.echo(
-        f"planned {result.planned.planned}, sent {d.sent}, retrying {d.retried}, "
-        f"failed {d.failed}, bounced {d.bounced}, skipped {d.skipped}"
-    )
-
-
-@click.command("run")
-@click.option(
+tick_option = click.option(
     "--tick",
     "tick_seconds",
     type=float,
     default=None,
-    help="Seconds between scheduler passes (default: TIDINGS_TICK_SECONDS, 5).",
+    help="Seconds between passes (default: TIDINGS_TICK_SECONDS, 5).",
 )
+
+
+def _worker(state: State) -> Worker:
+    """A worker for this process, after the checks that sending must pass first (a postal
+    address, as CAN-SPAM requires; a readable DKIM key)."""
+    from tidings.ops.preflight import check_before_sending
+    from tidings.scheduler import Worker
+
+    check_before_sending(state.settings)
+    return Worker(state.runtime())
+
+
+def _run_until_signalled(
+    worker: Worker,
+    tick_seconds: float | None,
+    what: str,
+    also_running: str = "",
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Start the scheduler and wait for Ctrl-C or SIGTERM; then finish the message in flight,
+    give back the rest of the claim, run `on_stop` (what else the command started)."""
+    with until_signalled("finishing the message in flight...") as stop:
+        try:
+            worker.start(tick_seconds)
+            every = tick_seconds or worker.runtime.settings.tick_seconds
+            click.echo(
+                f"{what} is running (a pass every {every:g}s{also_running}); Ctrl-C to stop",
+                err=True,
+            )
+            wait_for(stop)
+        finally:
+            try:
+                worker.shutdown()
+            finally:
+                if on_stop is not None:
+                    on_stop()
+    click.echo("stopped cleanly", err=True)
+
+
+@click.command("run")
+@tick_option
 @click.option(
     "--no-web",
     is_flag=True,
@@ -87,16 +90,106 @@ def run(
     Example:
       TIDINGS_SMTP_URL='smtp://user:pass@mail.example.org:587?starttls=1' tidings run --port 8000
     """
-    check_before_sending(state.settings)  # postal address (CAN-SPAM), DKIM key
-    runtime = state.runtime()
-    worker = Worker(runtime)
+    worker = _worker(state)
     if no_web:
-        run_until_signalled(worker, tick_seconds, "tidings")
+        _run_until_signalled(worker, tick_seconds, "tidings")
         return
-    web = start_web(runtime, host, port)  # before the worker: a busy port fails early
-    run_until_signalled(
+    from tidings.web.server import start_web
+
+    web = start_web(state.runtime(), host, port)  # before the worker: a busy port fails early
+    _run_until_signalled(
         worker, tick_seconds, "tidings", f"; web pages at {web.url}", on_stop=web.stop
     )
+
+
+@click.command("worker")
+@tick_option
+@pass_state
+def worker(state: State, tick_seconds: float | None) -> None:
+    """Plan and send, without the web pages: start one on every machine you like.
+
+    On PostgreSQL any number of workers share the queue (row locks: each email is claimed by
+    one worker). On SQLite only one dispatcher may run; a second one says so and exits.
+
+    \b
+    Example (three workers on one PostgreSQL database):
+      export TIDINGS_DATABASE_URL=postgresql+psycopg://tidings@db/tidings
+      tidings worker & tidings worker & tidings worker &
+    """
+    _run_until_signalled(_worker(state), tick_seconds, "tidings worker")
+
+
+@click.command("send-due")
+@pass_state
+def send_due(state: State) -> None:
+    """Plan and send everything due now, once, then exit (for cron).
+
+    \b
+    Example crontab line, every 5 minutes:
+      */5 * * * * tidings send-due
+    """
+    from tidings.scheduler import DispatcherBusy
+
+    try:
+        with _worker(state) as engine:
+            result = engine.tick()
+    except DispatcherBusy as busy:
+        # An overlapping cron run on SQLite: the other process is sending; nothing to do.
+        click.echo(f"skipped: {busy}", err=True)
+        return
+    d = result.dispatched
+    click.echo(
+        f"planned {result.planned.planned}, sent {d.sent}, retrying {d.retried}, "
+        f"failed {d.failed}, bounced {d.bounced}, skipped {d.skipped}"
+    )
+
+
+@click.command("status")
+@output_options
+@pass_state
+def status(state: State, fmt: str) -> None:
+    """The queue, the send rate, retries and failures, paused campaigns and why, and each
+    SMTP server's use of its caps.
+
+    \b
+    Example:
+      tidings status --json | jq .queue
+    """
+    from tidings.ops.status import collect_status
+
+    info = collect_status(state.runtime())
+    if fmt != "table":
+        write_object(info, fmt)
+        return
+    _print_status(info)
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    q, sent, day = info["queue"], info["sent"], info["last_day"]
+    click.echo(
+        f"queue: {q['due_now']} due now, {q['queued']} queued, {q['sending']} sending, "
+        f"{q['retrying']} waiting to retry ({q['retries_due']} due)"
+    )
+    if q["oldest_due_since"]:
+        click.echo(f"       oldest due since {q['oldest_due_since']:%Y-%m-%d %H:%M} UTC")
+    click.echo(
+        f"sent:  {sent['last_minute']} in the last minute, {sent['last_hour']} in the "
+        f"last hour, {sent['last_day']} in the last day"
+    )
+    click.echo(
+        f"last day: {day['failed']} failed, {day['bounced']} bounced, "
+        f"{day['complaints']} complaints"
+    )
+    for c in info["campaigns"]:
+        click.echo(f"campaign {c['slug']}: {c['status']}" + (f" ({c['why']})" if c["why"] else ""))
+    for s in info["servers"]:
+        windows = ", ".join(f"{w['used']}/{w['cap']} per {w['per']}" for w in s["windows"])
+        line = f"server {s['name']} (weight {s['weight']:g}): {s['state']}"
+        if windows:
+            line += f", {windows}"
+        if s["last_error"]:
+            line += f" - {s['last_error']}"
+        click.echo(line)
 
 
 @click.command("demo")
@@ -133,15 +226,8 @@ def demo(directory: Path, count: int, day_seconds: float) -> None:
     Example:
       tidings demo --subscribers 5 --day-seconds 1
     """
-    from tidings.demo import run_demo
+    from tidings.ops.demo import run_demo
 
     summary = run_demo(directory, count, day_seconds, echo=click.echo)
     if not summary.finished:
         raise click.ClickException(summary.message)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(db_group)
-    cli.add_command(send_due)
-    cli.add_command(run)
-    cli.add_command(demo)

@@ -1,179 +1,165 @@
-"""Operating the engine: `tidings worker`, `tidings status`, `tidings bounces ingest`."""
+"""Operating checks and results: `tidings check`, `tidings stats`, `tidings prune`."""
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable
-from pathlib import Path
+import sys
 from typing import Any
 
 import click
 
-from tidings.bounces import ingest
-from tidings.cli import State, pass_state
-from tidings.cli.output import emit_object, output_options
-from tidings.db import signing_key
-from tidings.preflight import check_before_sending
-from tidings.routing import RateLimiter
-from tidings.scheduler import Worker
-from tidings.status import collect_status
+from tidings.cli.common import State, pass_state
+from tidings.cli.output import output_options, write_object
 
 
-def run_until_signalled(
-    worker: Worker,
-    tick_seconds: float | None,
-    what: str,
-    also_running: str = "",
-    on_stop: Callable[[], None] | None = None,
-) -> None:
-    """Start the scheduler and wait for Ctrl-C or SIGTERM; then finish the message in flight,
-    give back the rest of the claim, run `on_stop` (what else the command started) and
-    return. `also_running` is added to the banner."""
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        click.echo(f"{signal.Signals(signum).name}: finishing the message in flight...", err=True)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        worker.start(tick_seconds)
-        every = tick_seconds or worker.runtime.settings.tick_seconds
-        click.echo(
-            f"{what} is running (a pass every {every:g}s{also_running}); Ctrl-C to stop",
-            err=True,
-        )
-        while not stop.wait(0.5):
-            pass
-    finally:
-        try:
-            worker.shutdown()
-        finally:
-            if on_stop is not None:
-                on_stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    click.echo("stopped cleanly", err=True)
-
-
-@click.command("worker")
+@click.command("check")
 @click.option(
-    "--tick",
-    "tick_seconds",
-    type=float,
+    "--dkim-record",
     default=None,
-    help="Seconds between passes (default: TIDINGS_TICK_SECONDS, 5).",
+    metavar="TEXT",
+    help="The DKIM TXT record as published (e.g. from your DNS provider), to compare.",
 )
 @pass_state
-def worker_cmd(state: State, tick_seconds: float | None) -> None:
-    """Plan and send, without the web pages: start one on every machine you like.
-
-    On PostgreSQL any number of workers share the queue (row locks: each email is claimed by
-    one worker). On SQLite only one dispatcher may run; a second one says so and exits.
-
-    \b
-    Example (three workers on one PostgreSQL database):
-      export TIDINGS_DATABASE_URL=postgresql+psycopg://tidings@db/tidings
-      tidings worker & tidings worker & tidings worker &
-    """
-    check_before_sending(state.settings)  # postal address (CAN-SPAM), DKIM key
-    run_until_signalled(Worker(state.runtime()), tick_seconds, "tidings worker")
-
-
-@click.command("status")
-@output_options
-@pass_state
-def status_cmd(state: State, fmt: str) -> None:
-    """The queue, the send rate, retries and failures, paused campaigns and why, and each
-    SMTP server's use of its caps.
+def check(state: State, dkim_record: str | None) -> None:
+    """Check the set-up before a real send, line by line: sender, postal address, the
+    public web address and its unsubscribe page, each SMTP server (EHLO, STARTTLS, login),
+    the DKIM key, and the SPF/DMARC records to publish. Exits 1 if anything is a blocker.
 
     \b
     Example:
-      tidings status --json | jq .queue
+      tidings check
     """
-    runtime = state.runtime()
-    lanes = runtime.lanes()
-    limiter = RateLimiter(runtime.sessions, runtime.clock)
-    with runtime.sessions.begin() as session:
-        info = collect_status(session, limiter, lanes)
-    if fmt == "json":
-        emit_object(info, "json")
-        return
-    _print_status(info)
+    from tidings.ops.preflight import FAIL, preflight
+
+    checks = preflight(state.settings, state.runtime, dkim_record)
+    for line in checks:
+        click.echo(str(line))
+    blockers = sum(c.status == FAIL for c in checks)
+    if blockers:
+        raise click.ClickException(f"{blockers} blocker(s): fix them before sending")
+    click.echo("ready to send")
 
 
-def _print_status(info: dict[str, Any]) -> None:
-    q, sent, day = info["queue"], info["sent"], info["last_day"]
-    click.echo(
-        f"queue: {q['due_now']} due now, {q['queued']} queued, {q['sending']} sending, "
-        f"{q['retrying']} waiting to retry ({q['retries_due']} due)"
-    )
-    if q["oldest_due_since"]:
-        click.echo(f"       oldest due since {q['oldest_due_since']:%Y-%m-%d %H:%M} UTC")
-    click.echo(
-        f"sent:  {sent['last_minute']} in the last minute, {sent['last_hour']} in the "
-        f"last hour, {sent['last_day']} in the last day"
-    )
-    click.echo(
-        f"last day: {day['failed']} failed, {day['bounced']} bounced, "
-        f"{day['complaints']} complaints"
-    )
-    for c in info["campaigns"]:
-        line = f"campaign {c['slug']}: {c['status']}"
-        click.echo(line + (f" ({c['why']})" if c["why"] else ""))
-    for s in info["servers"]:
-        windows = ", ".join(f"{w['used']}/{w['cap']} per {w['per']}" for w in s["windows"])
-        line = f"server {s['name']} (weight {s['weight']:g}): {s['state']}"
-        if windows:
-            line += f", {windows}"
-        if s["last_error"]:
-            line += f" - {s['last_error']}"
-        click.echo(line)
-
-
-@click.group("bounces")
-def bounces_group() -> None:
-    """Bounce and complaint reports that come back by email."""
-
-
-@bounces_group.command("ingest")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.command("stats")
+@click.argument("campaign", required=False)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=30,
+    show_default=True,
+    help="How many days of sends per day, today included.",
+)
 @output_options
 @pass_state
-def ingest_cmd(state: State, path: Path, fmt: str) -> None:
-    """Read bounces (RFC 3464) and complaints (RFC 5965) from a Maildir, an mbox, an .eml
-    file or a folder of them, and act on them: hard bounces and complaints suppress the
-    address, soft bounces are counted. Nothing is deleted; running it again counts nothing
-    twice; messages it does not understand are listed and left in place.
+def stats(state: State, campaign: str | None, days: int, fmt: str) -> None:
+    """Results: for each step of each campaign (or of CAMPAIGN), how many emails were sent,
+    are queued (waiting or retrying), failed, bounced or were skipped, and how many people
+    unsubscribed after that step (it was the last email they got before leaving); the
+    subscribers by status; emails sent per day (UTC).
+
+    With CAMPAIGN, the subscribers and sends counted are that campaign's only.
 
     \b
-    Example (the bounce mailbox of TIDINGS_BOUNCE_ADDRESS):
-      tidings bounces ingest /var/mail/bounces/Maildir
+    Examples:
+      tidings stats
+      tidings stats kap-benefits --json | jq '.campaigns[0].steps'
     """
+    from tidings.ops.stats import stats as results
+
+    runtime = state.runtime()
+    with runtime.read_sessions.begin() as session:
+        result = results(session, runtime.clock.now(), campaign, days)
+    if fmt != "table":
+        write_object(result, fmt)
+        return
+    _print_stats(result, days)
+
+
+def _print_stats(result: dict[str, Any], days: int) -> None:
+    from tidings.ops.stats import STEP_COLUMNS
+
+    by_status = ", ".join(f"{status} {n}" for status, n in result["subscribers"].items())
+    click.echo(f"Subscribers: {by_status}")
+    headers = ["#", "step", "sent", "queued", "failed", "bounced", "skipped", "unsub after"]
+    for campaign in result["campaigns"]:
+        enrolled = campaign["enrolled"]
+        click.echo("")
+        click.echo(
+            f"{campaign['slug']} ({campaign['status']}): enrolled "
+            f"{sum(enrolled.values())} (active {enrolled['active']}, completed "
+            f"{enrolled['completed']}, exited {enrolled['exited']}); unsubscribed before the "
+            f"first email: {campaign['unsubscribed_before_first_email']}"
+        )
+        rows = [
+            [str(s["position"] if s["position"] is not None else "-"), s["key"]]
+            + [str(s[c]) for c in STEP_COLUMNS]
+            for s in campaign["steps"]
+        ]
+        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+        def line(cells: list[str], widths: list[int] = widths) -> str:
+            return "  " + "  ".join(
+                c.ljust(w) if i == 1 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            )
+
+        click.echo(line(headers))
+        for row in rows:
+            click.echo(line(row))
+    sent_days = [d for d in result["sends_per_day"] if d["sent"]]
+    click.echo("")
+    if not sent_days:
+        click.echo(f"No emails sent in the last {days} days.")
+        return
+    click.echo(f"Sent per day (UTC), last {days} days:")
+    for day in sent_days:
+        click.echo(f"  {day['date']}  {day['sent']}")
+
+
+@click.command("prune")
+@click.option(
+    "--pending-older-than",
+    "age",
+    required=True,
+    metavar="AGE",
+    help="Delete pending subscribers who asked longer ago than this (e.g. 30d, 2w) and never "
+    "confirmed.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@pass_state
+def prune(state: State, age: str, dry_run: bool, yes: bool) -> None:
+    """Delete sign-up requests nobody confirmed: pending subscribers older than AGE with
+    their request events and confirmation emails. Run it from cron to keep only what is
+    needed. Someone pending because they asked to come back after leaving is kept.
+
+    \b
+    Examples:
+      tidings prune --pending-older-than 30d --dry-run
+      0 3 * * * tidings prune --pending-older-than 30d
+    """
+    from tidings.subscribers.directory import parse_age
+    from tidings.subscribers.privacy import prune_pending
+
+    older_than = parse_age(age, "--pending-older-than")
     runtime = state.runtime()
     now = runtime.clock.now()
-    with runtime.sessions.begin() as session:
-        secret = signing_key(session, runtime.settings.secret_key)
-        report = ingest(session, path, runtime.settings, secret, now)
-    if fmt == "json":
-        emit_object(report.__dict__, "json")
-        return
-    click.echo(
-        f"read {report.read}: {report.hard} hard bounces, {report.soft} soft bounces, "
-        f"{report.complaints} complaints, {report.already_seen} seen before"
-    )
-    for where, why in report.unmatched:
-        click.echo(f"unmatched {where}: {why}", err=True)
-    for where, why in report.unrecognised:
-        click.echo(f"not a report, left in place: {where}: {why}", err=True)
-    for slug in report.paused:
-        click.echo(
-            f"campaign {slug} paused: too many hard bounces (see `tidings status`)", err=True
+    if not dry_run and not yes and sys.stdin.isatty():
+        with runtime.sessions.begin() as session:
+            preview = prune_pending(session, older_than, now, dry_run=True)
+        if not preview.subscribers:
+            click.echo("nothing to prune")
+            return
+        click.confirm(
+            f"Delete {preview.subscribers} pending subscribers who asked before "
+            f"{preview.cutoff:%Y-%m-%d %H:%M} UTC and never confirmed?",
+            abort=True,
+            err=True,
         )
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(worker_cmd)
-    cli.add_command(status_cmd)
-    cli.add_command(bounces_group)
+    with runtime.sessions.begin() as session:
+        report = prune_pending(session, older_than, now, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {report.subscribers} pending subscribers who asked before "
+        f"{report.cutoff:%Y-%m-%d %H:%M} UTC and never confirmed "
+        f"({report.consent_events} consent events, {report.deliveries} confirmation emails)"
+    )

@@ -1,94 +1,161 @@
-"""One place that writes rows as a table, JSON or CSV, streaming (sqlite-utils' lesson)."""
+"""One place that writes what commands print: rows as a table, JSON or CSV, streaming; an
+object (a `show`) as an indented tree, JSON, or CSV of field,value lines (sqlite-utils'
+lesson: one option bundle, one writer).
+
+    @output_options                       # --format table|json|csv, or --table/--json/--csv
+    def list_cmd(..., fmt: str): write_rows(rows, COLUMNS, fmt)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
+import io
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+FORMATS = ("table", "json", "csv")
 
 
-def output_options(func: F) -> F:
-    """Adds --table (default on a terminal), --json and --csv: one choice, `fmt`."""
-    func = click.option("--csv", "fmt", flag_value="csv", help="Output CSV with a header row.")(
-        func
-    )
-    func = click.option("--json", "fmt", flag_value="json", help="Output JSON.")(func)
-    func = click.option(
-        "--table",
-        "fmt",
-        flag_value="table",
-        default=True,
-        help="Output an aligned table (the default).",
-    )(func)
-    return func
+def output_options(func: F | None = None, *, default: str = "table") -> Any:
+    """Adds --format table|json|csv and its shorthands --table, --json, --csv, which the
+    command receives as one `fmt`. Two different choices at once are a usage error."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            chosen = {kwargs.pop(f"as_{name}") and name for name in FORMATS} - {False}
+            given = kwargs.pop("fmt")
+            if given is not None:
+                chosen.add(given)
+            if len(chosen) > 1:
+                raise click.UsageError(
+                    "choose one output format: " + " or ".join(f"--{c}" for c in sorted(chosen))
+                )
+            kwargs["fmt"] = chosen.pop() if chosen else default
+            return command(*args, **kwargs)
+
+        for name in reversed(FORMATS):
+            wrapper = click.option(
+                f"--{name}", f"as_{name}", is_flag=True, help=f"Same as --format {name}."
+            )(wrapper)
+        wrapper = click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMATS),
+            default=None,
+            help=f"How to print the result (default: {default}).",
+        )(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A value as JSON and CSV write it."""
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds")
     return value
 
 
-def emit_rows(rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: str) -> None:
-    out = sys.stdout
+def write_rows(
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: str,
+    out: IO[str] | None = None,
+    page: bool = False,
+) -> None:
+    """Rows as the format says. JSON and CSV stream row by row; a table needs every row for
+    its widths, and goes through $PAGER when `page` and stdout is a terminal."""
+    out = out or sys.stdout
     if fmt == "json":
         out.write("[")
         for i, row in enumerate(rows):
-            out.write(
-                ("," if i else "")
-                + "\n  "
-                + json.dumps({k: _plain(row.get(k)) for k in columns}, ensure_ascii=False)
-            )
+            body = json.dumps({k: plain(row.get(k)) for k in columns}, ensure_ascii=False)
+            out.write(("," if i else "") + "\n  " + body)
         out.write("\n]\n")
     elif fmt == "csv":
-        writer = csv.DictWriter(
-            out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
-        )
-        writer.writeheader()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
         for row in rows:
-            writer.writerow({k: _plain(row.get(k)) for k in columns})
+            writer.writerow([plain(row.get(k)) for k in columns])
+    elif page and out is sys.stdout and sys.stdout.isatty():
+        buffer = io.StringIO()
+        _table(rows, columns, buffer)
+        click.echo_via_pager(buffer.getvalue())
     else:
-        materialized = [[_cell(row.get(k)) for k in columns] for row in rows]
-        widths = [max([len(c)] + [len(r[i]) for r in materialized]) for i, c in enumerate(columns)]
-        out.write(
-            "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n"
-        )
-        out.write("  ".join("-" * w for w in widths) + "\n")
-        for r in materialized:
-            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
-        if not materialized:
-            click.echo("(none)", err=True)
+        _table(rows, columns, out)
 
 
-def emit_object(obj: dict[str, Any], fmt: str) -> None:
-    if fmt == "json":
-        click.echo(json.dumps(obj, default=_plain, indent=2, ensure_ascii=False))
-        return
-    _print_tree(obj, 0)
+def _table(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: IO[str]) -> None:
+    cells = [[_cell(row.get(k)) for k in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip() + "\n"
+
+    out.write(line(columns))
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for row in cells:
+        out.write(line(row))
+    if not cells:
+        click.echo("(none)", err=True)
 
 
-def _print_tree(obj: Any, depth: int) -> None:
+def write_object(
+    obj: dict[str, Any], fmt: str, out: IO[str] | None = None, rows: str | None = None
+) -> None:
+    """One record (a `show`): an indented tree, JSON, or CSV. CSV is the record's list
+    `rows` as a table when given (a campaign's steps), else a field,value line per value
+    (nested fields as dotted paths: deliveries.0.status)."""
+    out = out or sys.stdout
+    if fmt == "csv" and rows is not None:
+        items = obj.get(rows) or []
+        write_rows(items, list(items[0]) if items else [], "csv", out)
+    elif fmt == "json":
+        out.write(json.dumps(obj, default=plain, indent=2, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["field", "value"])
+        for path, value in _flatten(obj, ""):
+            writer.writerow([path, plain(value)])
+    else:
+        _tree(obj, 0, out)
+
+
+def _flatten(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _flatten(item, f"{prefix}.{i}")
+    else:
+        yield prefix, value
+
+
+def _tree(obj: Any, depth: int, out: IO[str]) -> None:
     pad = "  " * depth
     if isinstance(obj, dict):
         for key, value in obj.items():
             if isinstance(value, dict | list) and value:
-                click.echo(f"{pad}{key}:")
-                _print_tree(value, depth + 1)
+                out.write(f"{pad}{key}:\n")
+                _tree(value, depth + 1, out)
             else:
-                click.echo(f"{pad}{key}: {_cell(value)}")
+                out.write(f"{pad}{key}: {_cell(value)}\n")
     elif isinstance(obj, list):
         for item in obj:
             if isinstance(item, dict):
-                click.echo(f"{pad}- " + ", ".join(f"{k}={_cell(v)}" for k, v in item.items()))
+                out.write(f"{pad}- " + ", ".join(f"{k}={_cell(v)}" for k, v in item.items()) + "\n")
             else:
-                click.echo(f"{pad}- {_cell(item)}")
+                out.write(f"{pad}- {_cell(item)}\n")
 
 
 def _cell(value: Any) -> str:
@@ -99,5 +166,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def is_terminal() -> bool:
-    return sys.stdout.isatty()
+@contextlib.contextmanager
+def output_file(path: str | None) -> Iterator[IO[str]]:
+    """stdout, or a new file at `path` that only its owner can read (what tidings writes
+    holds addresses)."""
+    if path is None:
+        yield sys.stdout
+        return
+    from tidings.files import open_private
+
+    with open_private(path) as out:
+        yield out

@@ -1,75 +1,49 @@
-"""`tidings subscribers ...`: add, confirm, unsubscribe, list and inspect subscribers."""
+"""`tidings subscribers ...`: add, import, find, change, export and erase subscribers."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import io
-import itertools
 import json
 import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
 
-from tidings.cli import State, pass_state
-from tidings.cli.output import emit_object, emit_rows, output_options
-from tidings.dispatch import Dispatcher
-from tidings.errors import InvalidInput, TidingsError
-from tidings.models import (
-    Delivery,
-    SubscriberStatus,
-)
-from tidings.subscribers.admin import (
-    PROFILE_COLUMNS,
-    SubscriberFilter,
-    attribute_keys,
-    erase,
-    export_data,
-    parse_attribute,
-    parse_since,
-    subscriber_details,
-    subscriber_rows,
-    update_subscriber,
-)
-from tidings.subscribers.importer import (
-    BATCH_SIZE,
-    Importer,
-    ImportOptions,
-    ImportReport,
-    Reject,
-    check_evidence,
-)
-from tidings.subscribers.service import (
-    Consent,
-    activate,
-    add_subscriber,
-    find_subscriber,
-    resubscribe,
-    unsubscribe,
-)
-from tidings.subscribers.validation import normalize_email
+from tidings.cli.common import State, confirm_on_terminal, lines_of, pass_state
+from tidings.cli.output import output_file, output_options, plain, write_object, write_rows
+
+if TYPE_CHECKING:
+    from tidings.subscribers.directory import SubscriberFilter
+    from tidings.subscribers.importing import ImportReport, Reject
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-STATUSES = [
-    SubscriberStatus.PENDING,
-    SubscriberStatus.ACTIVE,
-    SubscriberStatus.UNSUBSCRIBED,
-    SubscriberStatus.BOUNCED,
-    SubscriberStatus.COMPLAINED,
-]
+STATUSES = ["pending", "active", "unsubscribed", "bounced", "complained"]
+LIST_COLUMNS = ["email", "name", "timezone", "status", "created_at", "confirmed_at"]
 
 
 @click.group("subscribers")
 def subscribers_group() -> None:
     """Add, import, find, change, export and erase subscribers."""
+
+
+def _send_confirmations(state: State, delivery_ids: list[int]) -> None:
+    """Send the confirmation email at once rather than at the next scheduler pass."""
+    from tidings.sending.oneoff import send_now
+
+    if not delivery_ids:
+        return
+    if send_now(state.runtime(), delivery_ids).sent:
+        click.echo("confirmation email sent")
+    else:
+        click.echo(
+            "confirmation email queued: it could not be sent now and will be "
+            "retried by `tidings run` / `tidings send-due`",
+            err=True,
+        )
 
 
 @subscribers_group.command("add")
@@ -100,14 +74,15 @@ def add(
       tidings subscribers add ann@example.org --name Ann --timezone Europe/Paris
       tidings subscribers add bob@example.org --confirmed --evidence "signed form, 2026-11-02"
     """
+    from tidings.subscribers.lifecycle import Consent, add_subscriber, waiting_confirmations
+
     if evidence and not confirmed:
         raise click.UsageError("--evidence goes with --confirmed")
     runtime = state.runtime()
-    now = runtime.clock.now()
     with runtime.sessions.begin() as session:
         subscriber = add_subscriber(
             session,
-            now,
+            runtime.clock.now(),
             email,
             Consent(source="cli", evidence=evidence),
             name=name,
@@ -116,34 +91,9 @@ def add(
             message_domain=runtime.settings.sender_domain,
         )
         address, status = subscriber.email, subscriber.status
-        pending_ids = [
-            d.id
-            for d in session.scalars(
-                select(Delivery).where(
-                    Delivery.subscriber_id == subscriber.id, Delivery.kind == "confirmation"
-                )
-            )
-        ]
+        pending = waiting_confirmations(session, subscriber)
     click.echo(f"{address}: added ({status})")
-    if pending_ids:
-        _send_now(state, pending_ids)
-
-
-def _send_now(state: State, delivery_ids: list[int]) -> None:
-    """Send queued confirmation emails at once rather than at the next scheduler pass."""
-    runtime = state.runtime()
-    with runtime.transport() as transport:
-        result = Dispatcher(runtime.sessions, runtime.clock, runtime.settings, transport).run_pass(
-            only_ids=delivery_ids
-        )
-    if result.sent:
-        click.echo("confirmation email sent")
-    else:
-        click.echo(
-            "confirmation email queued: it could not be sent now and will be "
-            "retried by `tidings run` / `tidings send-due`",
-            err=True,
-        )
+    _send_confirmations(state, pending)
 
 
 @subscribers_group.command("confirm")
@@ -156,13 +106,14 @@ def confirm(state: State, email: str) -> None:
     Example:
       tidings subscribers confirm ann@example.org
     """
+    from tidings.subscribers.directory import find_subscriber
+    from tidings.subscribers.lifecycle import Consent, activate
+
     runtime = state.runtime()
-    now = runtime.clock.now()
     with runtime.sessions.begin() as session:
         subscriber = find_subscriber(session, email)
-        joined = activate(
-            session, subscriber, Consent(source="cli", evidence="confirmed by an operator"), now
-        )
+        consent = Consent(source="cli", evidence="confirmed by an operator")
+        joined = activate(session, subscriber, consent, runtime.clock.now())
         address = subscriber.email
     click.echo(f"{address}: active" + (f", enrolled in {', '.join(joined)}" if joined else ""))
 
@@ -170,7 +121,7 @@ def confirm(state: State, email: str) -> None:
 @subscribers_group.command("unsubscribe")
 @click.argument("emails", nargs=-1, metavar="EMAIL... | -")
 @pass_state
-def unsubscribe_cmd(state: State, emails: tuple[str, ...]) -> None:
+def unsubscribe(state: State, emails: tuple[str, ...]) -> None:
     """Unsubscribe now: nothing more is sent, queued emails are skipped, the address is
     suppressed.
 
@@ -183,94 +134,81 @@ def unsubscribe_cmd(state: State, emails: tuple[str, ...]) -> None:
       tidings subscribers unsubscribe ann@example.org bob@example.org
       cut -d, -f1 complaints.csv | tidings subscribers unsubscribe -
     """
+    from tidings.subscribers.lifecycle import unsubscribe_address
+
     if not emails:
         raise click.UsageError("give one or more addresses, or - to read them from stdin")
     runtime = state.runtime()
-    addresses = addresses_from(emails)
-    if len(emails) == 1 and emails[0] != "-":
-        # One address: its problem is the error message, as for every other command.
+
+    def one(session: Any, raw: str) -> str:
+        address, changed = unsubscribe_address(session, raw, "cli", runtime.clock.now())
+        return f"{address}: " + ("unsubscribed" if changed else "was already unsubscribed")
+
+    each_address(state, emails, one, "unsubscribed")
+
+
+def each_address(
+    state: State, arguments: tuple[str, ...], action: Callable[[Any, str], str], verb: str
+) -> None:
+    """Run `action` for each address given (or read from stdin), 200 to a transaction; print
+    a line per address once its transaction is committed (what it says is stored). One
+    address: its problem is the error, as for every other command."""
+    from tidings.errors import TidingsError
+
+    runtime = state.runtime()
+    if len(arguments) == 1 and arguments[0] != "-":
         with runtime.sessions.begin() as session:
-            subscriber = find_subscriber(session, emails[0])
-            changed = unsubscribe(session, subscriber, "cli", runtime.clock.now())
-            address = subscriber.email
-        click.echo(f"{address}: " + ("unsubscribed" if changed else "was already unsubscribed"))
+            click.echo(action(session, arguments[0]))
         return
-    failed = total = 0
-    while chunk := list(itertools.islice(addresses, 200)):
+    addresses, failed, total = lines_of(arguments), 0, 0
+    while chunk := [a for _, a in zip(range(200), addresses, strict=False)]:
         lines: list[tuple[str, bool]] = []
         with runtime.sessions.begin() as session:
-            now = runtime.clock.now()
             for raw in chunk:
                 try:
-                    subscriber = find_subscriber(session, raw)
+                    lines.append((action(session, raw), False))
                 except TidingsError as exc:
                     lines.append((f"{raw}: {exc}", True))
-                    continue
-                changed = unsubscribe(session, subscriber, "cli", now)
-                verdict = "unsubscribed" if changed else "was already unsubscribed"
-                lines.append((f"{subscriber.email}: {verdict}", False))
-        for text, error in lines:  # printed once committed: what it says is stored
+        for text, error in lines:
             click.echo(text, err=error)
             failed += error
         total += len(chunk)
     if failed:
-        raise click.ClickException(f"{failed} of {total} addresses could not be unsubscribed")
-
-
-def addresses_from(arguments: tuple[str, ...]) -> Iterator[str]:
-    """The addresses given, with - replaced by the lines of stdin."""
-    for argument in arguments:
-        if argument != "-":
-            yield argument
-            continue
-        for line in sys.stdin:
-            text = line.strip()
-            if text and not text.startswith("#"):
-                yield text
+        raise click.ClickException(f"{failed} of {total} addresses could not be {verb}")
 
 
 def filter_options(func: F) -> F:
     """--status, --campaign, --since, --search: which subscribers a command covers."""
-    for option in reversed(
-        [
-            click.option(
-                "--status",
-                "statuses",
-                type=click.Choice(STATUSES),
-                multiple=True,
-                help="Only this status (repeat for several).",
-            ),
-            click.option("--campaign", default=None, help="Only those enrolled in this campaign."),
-            click.option(
-                "--since",
-                default=None,
-                help="Only those who joined since: a date (2026-10-01) or an age (7d, 12h).",
-            ),
-            click.option(
-                "--search", default=None, help="Only those whose address or name contains TEXT."
-            ),
-        ]
-    ):
+    options = [
+        click.option(
+            "--status",
+            "statuses",
+            type=click.Choice(STATUSES),
+            multiple=True,
+            help="Only this status (repeat for several).",
+        ),
+        click.option("--campaign", default=None, help="Only those enrolled in this campaign."),
+        click.option(
+            "--since",
+            default=None,
+            help="Only those who joined since: a date (2026-10-01) or an age (7d, 12h).",
+        ),
+        click.option(
+            "--search", default=None, help="Only those whose address or name contains TEXT."
+        ),
+    ]
+    for option in reversed(options):
         func = option(func)
     return func
 
 
 def _filters(
-    state: State,
-    statuses: tuple[str, ...],
-    campaign: str | None,
-    since: str | None,
-    search: str | None,
+    state: State, statuses: Any, campaign: Any, since: Any, search: Any
 ) -> SubscriberFilter:
-    return SubscriberFilter(
-        statuses=statuses,
-        campaign=campaign,
-        since=parse_since(since, state.runtime().clock.now()) if since else None,
-        search=search,
-    )
+    from tidings.subscribers.directory import SubscriberFilter, parse_since
 
-
-LIST_COLUMNS = ["email", "name", "timezone", "status", "created_at", "confirmed_at"]
+    when = parse_since(since, state.runtime().clock.now()) if since else None
+    return SubscriberFilter(statuses=statuses, campaign=campaign, since=when, search=search)
 
 
 @subscribers_group.command("list")
@@ -297,17 +235,13 @@ def list_cmd(
       tidings subscribers list --campaign kap-benefits --since 7d
       tidings subscribers list --search @example.org --csv > subscribers.csv
     """
+    from tidings.subscribers.directory import subscriber_rows
+
     runtime = state.runtime()
     filters = _filters(state, statuses, campaign, since, search)
-    with runtime.sessions.begin() as session:
+    with runtime.read_sessions.begin() as session:
         rows = subscriber_rows(session, filters, limit)
-        if fmt == "table" and not no_pager and sys.stdout.isatty():
-            page = io.StringIO()
-            with contextlib.redirect_stdout(page):
-                emit_rows(rows, LIST_COLUMNS, fmt)
-            click.echo_via_pager(page.getvalue())
-        else:
-            emit_rows(rows, LIST_COLUMNS, fmt)
+        write_rows(rows, LIST_COLUMNS, fmt, page=not no_pager)
 
 
 @subscribers_group.command("show")
@@ -322,11 +256,12 @@ def show(state: State, email: str, fmt: str) -> None:
       tidings subscribers show ann@example.org
       tidings subscribers show ann@example.org --json
     """
+    from tidings.subscribers.directory import subscriber_details
+
     runtime = state.runtime()
-    with runtime.sessions.begin() as session:
-        subscriber = find_subscriber(session, email)
-        info = subscriber_details(session, subscriber)
-    emit_object(info, "json" if fmt == "json" else "table")
+    with runtime.read_sessions.begin() as session:
+        info = subscriber_details(session, email)
+    write_object(info, fmt)
 
 
 # ----------------------------------------------------------------------------- import
@@ -349,7 +284,7 @@ def show(state: State, email: str, fmt: str) -> None:
 @click.option(
     "--rejects",
     "rejects_path",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     default=None,
     help="Where to write rejected rows (default: FILE with .rejects.csv, or "
     "import-rejects.csv for stdin).",
@@ -363,7 +298,7 @@ def show(state: State, email: str, fmt: str) -> None:
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 10_000),
-    default=BATCH_SIZE,
+    default=2000,
     show_default=True,
     help="Rows per transaction: a crash loses at most one batch, which a re-run does again.",
 )
@@ -403,30 +338,38 @@ def import_cmd(
       tidings subscribers import newsletter-list.csv --double-opt-in --dry-run
       gunzip -c list.csv.gz | tidings subscribers import - --double-opt-in
     """
-    options = ImportOptions(
-        evidence=evidence,
-        double_opt_in=double_opt_in,
-        dry_run=dry_run,
-        encoding=encoding,
-        batch_size=batch_size,
-    )
+    from sqlalchemy.exc import DBAPIError
+
+    from tidings.errors import InvalidInput
+    from tidings.files import UnsafePath, check_writable
+    from tidings.subscribers.importing import Importer, ImportOptions, check_options
+
+    options = ImportOptions(evidence, double_opt_in, dry_run, encoding, batch_size)
     try:
-        options.check()
+        check_options(options)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from exc
     if rejects_path is None:
-        rejects_path = "import-rejects.csv" if file == "-" else _rejects_name(file)
+        rejects_path = (
+            "import-rejects.csv" if file == "-" else os.path.splitext(file)[0] + ".rejects.csv"
+        )
     if file != "-" and os.path.abspath(rejects_path) == os.path.abspath(file):
         raise click.UsageError("--rejects must not be the file being imported")
-    folder = os.path.dirname(os.path.abspath(rejects_path))
-    if not os.access(folder, os.W_OK) or os.path.isdir(rejects_path):
-        # Found out now, not at the first bad row with half the file imported.
-        raise click.UsageError(f"cannot write the reject file {rejects_path}: use --rejects PATH")
+    try:  # found out now, not at the first bad row with half the file imported
+        check_writable(rejects_path)
+    except UnsafePath as exc:
+        raise click.UsageError(
+            f"cannot write the reject file {rejects_path} ({exc}): use --rejects PATH"
+        ) from exc
     runtime = state.runtime()
-    rejects = _RejectFile(rejects_path)
-    with click.open_file(file, "rb") as stream, _progress(stream) as progress:
+    with (
+        click.open_file(file, "rb") as stream,
+        _progress(stream) as progress,
+        _RejectFile(rejects_path) as rejects,
+    ):
         importer = Importer(
             runtime.sessions,
+            runtime.read_sessions,
             runtime.clock,
             options,
             runtime.settings.sender_domain,
@@ -445,19 +388,12 @@ def import_cmd(
                 f"the database failed: {exc.orig}; rows up to line {done} are stored, "
                 "each whole: run the same import again to finish it"
             ) from exc
-        finally:
-            rejects.close()
     if as_json:
         click.echo(json.dumps(report.as_dict() | {"rejects_file": rejects.written}))
     else:
-        _print_import(report, dry_run, double_opt_in, rejects)
+        _print_import(report, dry_run, double_opt_in, rejects.written)
     if report.rejected:
         sys.exit(3)
-
-
-def _rejects_name(file: str) -> str:
-    root, _ = os.path.splitext(file)
-    return root + ".rejects.csv"
 
 
 class _RejectFile:
@@ -467,26 +403,24 @@ class _RejectFile:
     def __init__(self, path: str):
         self.path = path
         self.written: str | None = None
-        self._out: Any = None
+        self._stack = contextlib.ExitStack()
         self._writer: Any = None
 
     def write(self, reject: Reject) -> None:
+        from tidings.files import open_private
+
         if self._writer is None:
-            self._out = _private_file(self.path)
-            self._writer = csv.writer(self._out, lineterminator="\n")
+            out = self._stack.enter_context(open_private(self.path))
+            self._writer = csv.writer(out, lineterminator="\n")
             self._writer.writerow(["line", "field", "reason", "data"])
             self.written = self.path
         self._writer.writerow([reject.line, reject.field, reject.reason, reject.data])
 
-    def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
+    def __enter__(self) -> _RejectFile:
+        return self
 
-
-def _private_file(path: str) -> Any:
-    """A new (or truncated) text file that only its owner can read: exports hold addresses."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    return open(fd, "w", encoding="utf-8", newline="")
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stack.close()
 
 
 @contextlib.contextmanager
@@ -506,16 +440,13 @@ def _progress(stream: Any) -> Iterator[Any]:
 
 
 def _print_import(
-    report: ImportReport, dry_run: bool, double_opt_in: bool, rejects: _RejectFile
+    report: ImportReport, dry_run: bool, double_opt_in: bool, rejects: str | None
 ) -> None:
     counts = (
         f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
         f"suppressed {report.suppressed}, rejected {report.rejected}"
     )
-    if dry_run:
-        click.echo(f"dry run, nothing was stored: would have {counts}")
-    else:
-        click.echo(counts)
+    click.echo(f"dry run, nothing was stored: would have {counts}" if dry_run else counts)
     if report.ignored_columns:
         click.echo(
             f"ignored columns {', '.join(report.ignored_columns)}: tidings keeps these itself",
@@ -533,9 +464,9 @@ def _print_import(
             f"{report.confirmations_queued} confirmation emails queued: `tidings run` or "
             "`tidings send-due` sends them"
         )
-    if rejects.written:
+    if rejects:
         click.echo(
-            f"{report.rejected} rejected rows written to {rejects.written} "
+            f"{report.rejected} rejected rows written to {rejects} "
             "(line, field, reason, and the row as it was)",
             err=True,
         )
@@ -546,17 +477,16 @@ def _print_import(
 
 @subscribers_group.command("export")
 @filter_options
-@click.option("--csv", "fmt", flag_value="csv", default=True, help="CSV with a header (default).")
-@click.option("--json", "fmt", flag_value="json", help="A JSON array, one object per subscriber.")
+@output_options(default="csv")
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     default=None,
     help="Write to FILE (readable by its owner only) instead of stdout.",
 )
 @pass_state
-def export_cmd(
+def export(
     state: State,
     statuses: tuple[str, ...],
     campaign: str | None,
@@ -569,48 +499,20 @@ def export_cmd(
 
     CSV columns: email, name, timezone, status, created_at, confirmed_at, unsubscribed_at,
     then one column per attribute. The CSV can be imported again (status and dates are
-    ignored by the import).
+    ignored by the import). JSON: one object per subscriber, attributes as an object.
 
     \b
     Examples:
       tidings subscribers export --status active --out active.csv
       tidings subscribers export --campaign kap-benefits --json | jq length
     """
+    from tidings.subscribers.directory import export_columns, export_rows
+
     runtime = state.runtime()
     filters = _filters(state, statuses, campaign, since, search)
-    out = _private_file(out_path) if out_path else sys.stdout
-    try:
-        with runtime.sessions.begin() as session:
-            if fmt == "json":
-                _export_json(out, subscriber_rows(session, filters))
-            else:
-                keys = attribute_keys(session, filters)
-                _export_csv(out, subscriber_rows(session, filters), keys)
-    finally:
-        if out_path:
-            out.close()
-
-
-def _plain(value: Any) -> Any:
-    return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
-
-
-def _export_csv(out: Any, rows: Iterator[dict[str, Any]], keys: list[str]) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*PROFILE_COLUMNS, *keys])
-    for row in rows:
-        attributes = row["attributes"]
-        writer.writerow(
-            [_plain(row[c]) for c in PROFILE_COLUMNS] + [attributes.get(k, "") for k in keys]
-        )
-
-
-def _export_json(out: Any, rows: Iterator[dict[str, Any]]) -> None:
-    out.write("[")
-    for i, row in enumerate(rows):
-        body = json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False)
-        out.write(("," if i else "") + "\n  " + body)
-    out.write("\n]\n")
+    with runtime.read_sessions.begin() as session, output_file(out_path) as out:
+        columns = export_columns(session, filters, flat=fmt != "json")
+        write_rows(export_rows(session, filters, flat=fmt != "json"), columns, fmt, out)
 
 
 # ----------------------------------------------------------------------------- change
@@ -628,7 +530,7 @@ def _export_json(out: Any, rows: Iterator[dict[str, Any]]) -> None:
     help="Set an attribute (repeatable); KEY= removes it.",
 )
 @pass_state
-def update_cmd(
+def update(
     state: State, email: str, name: str | None, timezone: str | None, attrs: tuple[str, ...]
 ) -> None:
     """Change a subscriber's name, timezone or attributes. A new timezone applies from the
@@ -639,6 +541,8 @@ def update_cmd(
       tidings subscribers update ann@example.org --timezone America/Chicago
       tidings subscribers update ann@example.org --name "Ann Lee" --attr city=Lyon --attr ref=
     """
+    from tidings.subscribers.directory import parse_attribute, update_subscriber
+
     if name is None and timezone is None and not attrs:
         raise click.UsageError("nothing to change: give --name, --timezone or --attr")
     attributes = [parse_attribute(a) for a in attrs]
@@ -647,10 +551,8 @@ def update_cmd(
         result = update_subscriber(
             session, email, runtime.clock.now(), name=name, timezone=timezone, attributes=attributes
         )
-    if result.changes:
-        click.echo(f"{result.email}: " + "; ".join(result.changes))
-    else:
-        click.echo(f"{result.email}: nothing changed")
+    changes = "; ".join(result.changes) if result.changes else "nothing changed"
+    click.echo(f"{result.email}: {changes}")
 
 
 @subscribers_group.command("resubscribe")
@@ -666,7 +568,7 @@ def update_cmd(
     help="Send a confirmation email instead; they are back when they click it.",
 )
 @pass_state
-def resubscribe_cmd(state: State, email: str, evidence: str | None, double_opt_in: bool) -> None:
+def resubscribe(state: State, email: str, evidence: str | None, double_opt_in: bool) -> None:
     """Bring back someone who unsubscribed, with new consent: --evidence of how they asked,
     or --double-opt-in to have them confirm by email. Their series resumes where it
     stopped. Bounced and complained addresses cannot come back this way.
@@ -676,19 +578,24 @@ def resubscribe_cmd(state: State, email: str, evidence: str | None, double_opt_i
       tidings subscribers resubscribe ann@example.org --evidence "asked by phone, 2026-11-02"
       tidings subscribers resubscribe ann@example.org --double-opt-in
     """
+    from tidings.errors import InvalidInput
+    from tidings.subscribers.directory import find_subscriber
+    from tidings.subscribers.importing import check_evidence
+    from tidings.subscribers.lifecycle import Consent, waiting_confirmations
+    from tidings.subscribers.lifecycle import resubscribe as come_back
+
     if bool(evidence) == double_opt_in:
         raise click.UsageError(
             "coming back needs new consent: give --evidence TEXT or --double-opt-in (one of them)"
         )
-    if evidence is not None:
-        try:
-            evidence = check_evidence(evidence)
-        except InvalidInput as exc:
-            raise click.UsageError(str(exc)) from exc
+    try:
+        evidence = check_evidence(evidence) if evidence is not None else None
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from exc
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
         subscriber = find_subscriber(session, email)
-        joined = resubscribe(
+        joined = come_back(
             session,
             subscriber,
             Consent(source="cli", evidence=evidence),
@@ -697,30 +604,12 @@ def resubscribe_cmd(state: State, email: str, evidence: str | None, double_opt_i
             confirmed=not double_opt_in,
         )
         address, status = subscriber.email, subscriber.status
-        pending_ids = [
-            d.id
-            for d in session.scalars(
-                select(Delivery).where(
-                    Delivery.subscriber_id == subscriber.id,
-                    Delivery.kind == "confirmation",
-                    Delivery.status == "queued",
-                )
-            )
-        ]
+        pending = waiting_confirmations(session, subscriber)
     click.echo(f"{address}: {status}" + (f", back in {', '.join(joined)}" if joined else ""))
-    if double_opt_in and pending_ids:
-        _send_now(state, pending_ids)
+    _send_confirmations(state, pending)
 
 
 # ----------------------------------------------------------------------------- data rights
-
-
-def _confirm_on_terminal(question: str, yes: bool) -> bool:
-    """True when the user said yes here, False when there is no terminal to ask on."""
-    if yes or not sys.stdin.isatty():
-        return False
-    click.confirm(question, default=False, abort=True, err=True)
-    return True
 
 
 @subscribers_group.command("export-data")
@@ -728,13 +617,13 @@ def _confirm_on_terminal(question: str, yes: bool) -> bool:
 @click.option(
     "--out",
     "out_path",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     default=None,
     help="Write to FILE (readable by its owner only) instead of stdout.",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @pass_state
-def export_data_cmd(state: State, email: str, out_path: str | None, yes: bool) -> None:
+def export_data(state: State, email: str, out_path: str | None, yes: bool) -> None:
     """Everything stored about one person, as JSON (a right-of-access request): profile,
     attributes, suppression, consent events, enrollments and every email sent or planned.
 
@@ -745,20 +634,19 @@ def export_data_cmd(state: State, email: str, out_path: str | None, yes: bool) -
       tidings subscribers export-data ann@example.org --out ann-data.json
       tidings subscribers export-data ann@example.org --yes | less
     """
+    from tidings.subscribers.privacy import export_data as everything_about
+
     runtime = state.runtime()
-    with runtime.sessions.begin() as session:
-        data = export_data(session, email, runtime.clock.now())
-    target = out_path or "stdout"
-    _confirm_on_terminal(
-        f"Write everything stored about {data['profile']['email']} to {target}?", yes
+    with runtime.read_sessions.begin() as session:
+        data = everything_about(session, email, runtime.clock.now())
+    question = (
+        f"Write everything stored about {data['profile']['email']} to {out_path or 'stdout'}?"
     )
-    text = json.dumps(data, default=_plain, indent=2, ensure_ascii=False) + "\n"
+    confirm_on_terminal(question, yes)
+    with output_file(out_path) as out:
+        out.write(json.dumps(data, default=plain, indent=2, ensure_ascii=False) + "\n")
     if out_path:
-        with _private_file(out_path) as out:
-            out.write(text)
         click.echo(f"wrote {out_path}", err=True)
-    else:
-        click.echo(text, nl=False)
 
 
 @subscribers_group.command("erase")
@@ -770,7 +658,7 @@ def export_data_cmd(state: State, email: str, out_path: str | None, yes: bool) -
     help="Kept with the record of the erasure, e.g. a ticket number. Never the address.",
 )
 @pass_state
-def erase_cmd(state: State, email: str, yes: bool, note: str | None) -> None:
+def erase(state: State, email: str, yes: bool, note: str | None) -> None:
     """Erase one person (right to erasure): their profile, consent history, enrollments and
     emails are deleted everywhere. Only a hash of the address stays on the suppression list,
     so nothing is ever sent to it again, not even after a re-import; and a record that an
@@ -783,22 +671,22 @@ def erase_cmd(state: State, email: str, yes: bool, note: str | None) -> None:
       tidings subscribers erase ann@example.org
       tidings subscribers erase ann@example.org --yes --note "request #1234"
     """
+    from tidings.subscribers.directory import find_subscriber
+    from tidings.subscribers.privacy import erase as erase_person
+    from tidings.subscribers.validation import normalize_email
+
     normalized = normalize_email(email)
     if not yes and not sys.stdin.isatty():
         raise click.UsageError("erasing cannot be undone: add --yes to erase without a terminal")
     runtime = state.runtime()
-    with runtime.sessions.begin() as session:
+    with runtime.read_sessions.begin() as session:
         find_subscriber(session, normalized)  # unknown: say so before asking
-    _confirm_on_terminal(f"Erase everything stored about {normalized}? This cannot be undone", yes)
+    confirm_on_terminal(f"Erase everything stored about {normalized}? This cannot be undone", yes)
     with runtime.sessions.begin() as session:
-        report = erase(session, normalized, runtime.clock.now(), source="cli", note=note)
+        report = erase_person(session, normalized, runtime.clock.now(), source="cli", note=note)
     kept = "added to" if report.suppression_added else "kept on"
     click.echo(
         f"{report.email}: erased ({report.consent_events} consent events, "
         f"{report.enrollments} enrollments, {report.deliveries} emails); its hash is "
         f"{kept} the suppression list ({report.suppression_reason})"
     )
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(subscribers_group)

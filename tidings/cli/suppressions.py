@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from tidings.cli import State, pass_state
-from tidings.cli.output import emit_rows, output_options
-from tidings.cli.subscribers import addresses_from
-from tidings.errors import TidingsError
-from tidings.subscribers.importer import Reject
-from tidings.subscribers.suppressions import (
-    REASONS,
-    add_suppression,
-    import_suppressions,
-    remove_suppression,
-    suppression_rows,
-)
+from tidings.cli.common import State, pass_state
+from tidings.cli.output import output_options, write_rows
+from tidings.cli.subscribers import each_address
+
+if TYPE_CHECKING:
+    from tidings.subscribers.importing import Reject
+
+REASONS = ["unsubscribe", "hard-bounce", "complaint", "manual"]  # states.StopReason
 
 REASON_HELP = (
     "unsubscribe (they asked), hard-bounce (the address does not exist), "
@@ -48,9 +44,11 @@ def list_cmd(state: State, reason: str | None, email: str | None, fmt: str) -> N
       tidings suppressions list --reason hard-bounce
       tidings suppressions list --email ann@example.org --json
     """
+    from tidings.subscribers.suppressions import suppression_rows
+
     runtime = state.runtime()
-    with runtime.sessions.begin() as session:
-        emit_rows(
+    with runtime.read_sessions.begin() as session:
+        write_rows(
             suppression_rows(session, reason=reason, email=email),
             ["email", "reason", "detail", "created_at", "sha256"],
             fmt,
@@ -77,33 +75,19 @@ def add_cmd(state: State, emails: tuple[str, ...], reason: str, detail: str | No
       tidings suppressions add ann@example.org --reason complaint --detail "ticket 88"
       tidings suppressions add - --reason hard-bounce < bounced.txt
     """
+    from tidings.subscribers.lifecycle import suppress_address
+
     if not emails:
         raise click.UsageError("give one or more addresses, or - to read them from stdin")
     runtime = state.runtime()
-    failed = total = 0
-    addresses = addresses_from(emails)
-    while chunk := list(itertools.islice(addresses, 200)):
-        lines: list[tuple[str, bool]] = []
-        with runtime.sessions.begin() as session:
-            for raw in chunk:
-                try:  # a bad address fails before anything is written
-                    result = add_suppression(session, raw, reason, detail, runtime.clock.now())
-                except TidingsError as exc:
-                    lines.append((f"{raw}: {exc}", True))
-                    continue
-                if result.added:
-                    text = f"{result.email}: suppressed ({result.reason})"
-                else:
-                    text = f"{result.email}: was already suppressed ({result.reason})"
-                if result.stopped:
-                    text += "; subscriber stopped"
-                lines.append((text, False))
-        for text, error in lines:
-            click.echo(text, err=error)
-            failed += error
-        total += len(chunk)
-    if failed:
-        raise click.ClickException(f"{failed} of {total} addresses could not be suppressed")
+
+    def one(session: Any, raw: str) -> str:
+        result = suppress_address(session, raw, reason, detail, runtime.clock.now())
+        verb = "suppressed" if result.added else "was already suppressed"
+        stopped = "; subscriber stopped" if result.stopped else ""
+        return f"{result.email}: {verb} ({result.reason}){stopped}"
+
+    each_address(state, emails, one, "suppressed")
 
 
 @suppressions_group.command("remove")
@@ -123,9 +107,11 @@ def remove_cmd(state: State, email: str, why: str) -> None:
     Example:
       tidings suppressions remove ann@example.org --reason "typo in a manual entry, ticket 91"
     """
+    from tidings.subscribers.lifecycle import lift_suppression
+
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
-        was = remove_suppression(session, email, why, runtime.clock.now())
+        was = lift_suppression(session, email, why, runtime.clock.now())
     click.echo(f"{email.strip().lower()}: no longer suppressed (was {was})")
 
 
@@ -145,6 +131,8 @@ def import_cmd(state: State, file: str, reason: str, detail: str | None, encodin
       tidings suppressions import bounces-2026.txt --reason hard-bounce
       tidings suppressions import old-esp-unsubscribes.csv --reason unsubscribe
     """
+    from tidings.subscribers.importing.suppressions import import_suppressions
+
     runtime = state.runtime()
 
     def report(reject: Reject) -> None:
@@ -161,7 +149,3 @@ def import_cmd(state: State, file: str, reason: str, detail: str | None, encodin
     )
     if result.rejected:
         sys.exit(3)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(suppressions_group)

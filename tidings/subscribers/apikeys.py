@@ -12,12 +12,13 @@ import hmac
 import re
 import secrets
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tidings.db.models import ApiKey
 from tidings.errors import Conflict, InvalidInput, NotFound
-from tidings.models import ApiKey
 
 KEY_PREFIX = "tdk_"  # recognizable in a leaked config file or a secret scanner
 PREFIX_CHARS = 12
@@ -58,6 +59,20 @@ def create_api_key(session: Session, name: str, now: datetime) -> tuple[ApiKey, 
 
 def list_api_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def api_key_rows(session: Session) -> list[dict[str, Any]]:
+    """What `apikeys list` shows of each key: never the key, only its first characters."""
+    return [
+        {
+            "name": k.name,
+            "prefix": k.prefix,
+            "created_at": k.created_at,
+            "last_used_at": k.last_used_at,
+            "revoked_at": k.revoked_at,
+        }
+        for k in list_api_keys(session)
+    ]
 
 
 def revoke_api_key(session: Session, name: str, now: datetime) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tidings.campaigns.definition import read_step_file
 from tidings.config import Settings
 from tidings.errors import CampaignError
-from tidings.rendering import (
+from tidings.rendering.compile import (
     TEMPLATES_DIR,
     CampaignContext,
     CompiledStep,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import available_timezones
 
 from email_validator import EmailNotValidError, validate_email
 
+from tidings.clock import zone
 from tidings.errors import InvalidInput
 
 NAME_MAX_CHARS = 200
@@ -46,9 +47,9 @@ def check_timezone(raw: str | None, field: str = "timezone") -> str:
             hint = " (use a region name such as America/New_York, not an abbreviation)"
         raise InvalidInput(field, f"unknown timezone {name!r}{hint}")
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidInput(field, f"unknown timezone {name!r}") from exc
+        zone(name)
+    except ValueError as exc:
+        raise InvalidInput(field, str(exc)) from exc
     return name
 
 

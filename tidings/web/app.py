@@ -190,9 +190,9 @@ def create_app(runtime: Runtime) -> Flask:
         strategy="moving-window",
     )
 
-    from tidings.web import api, pages
+    from tidings.web import api, public
 
-    app.register_blueprint(pages.blueprint)
+    app.register_blueprint(public.blueprint)
     app.register_blueprint(api.blueprint)
     csrf.exempt(api.blueprint)  # authorized by an API key, not a browser session
 
@@ -207,7 +207,7 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.before_request
     def _protect() -> None:
-        if request.method != "POST" or pages.csrf_exempt():
+        if request.method != "POST" or public.csrf_exempt():
             return
         csrf.protect(apply_exemptions=True)
 
@@ -271,9 +271,9 @@ def error_response(code: int, message: str | None = None) -> tuple[Any, int]:
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Any:
-        from tidings.web import pages
+        from tidings.web import public
 
-        return pages.csrf_failed(exc)
+        return public.csrf_failed(exc)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

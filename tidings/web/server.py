@@ -11,6 +11,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from tidings.errors import TidingsError
+from tidings.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,17 @@ class WebServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def start_web(runtime: Runtime, host: str | None = None, port: int | None = None) -> WebServer:
+    """Build the app for this runtime and listen (at once: a busy port is an error now)."""
+    from tidings.web.app import create_app
+
+    settings = runtime.settings
+    server = WebServer(
+        create_app(runtime),
+        host or settings.web_host,
+        settings.web_port if port is None else port,
+        threads=settings.web_threads,
+    )
+    return server.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from tidings.config import Settings
-from tidings.subscribers.optin import EMAIL_MAX_CHARS, TIMEZONE_MAX_CHARS
+from tidings.subscribers.forms import EMAIL_MAX_CHARS, TIMEZONE_MAX_CHARS
 from tidings.subscribers.validation import NAME_MAX_CHARS
 from tidings.web.app import consent_text_for, consent_version_of
 

@@ -1,0 +1,112 @@
+"""What every command shares: the State (settings and runtime, built on first use), reading
+addresses from arguments or stdin, confirming on a terminal, and running until a signal.
+
+Nothing here imports the engine at module level: `tidings --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from tidings.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tidings.runtime import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """What every command may need, built on first use (so --help needs no database)."""
+
+    def __init__(self, config_file: str | None):
+        self.config_file = config_file
+        self._settings: Settings | None = None
+        self._runtime: Runtime | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(config_file=self.config_file)
+        return self._settings
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            from tidings.runtime import Runtime
+
+            self._runtime = Runtime.open(self.settings)
+        return self._runtime
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def lines_of(arguments: Iterable[str]) -> Iterator[str]:
+    """The values given, with - replaced by the lines of stdin (blank lines and # comments
+    skipped): `tidings subscribers unsubscribe - < list.txt`."""
+    for argument in arguments:
+        if argument != "-":
+            yield argument
+            continue
+        for line in sys.stdin:
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield text
+
+
+def confirm_on_terminal(question: str, yes: bool) -> bool:
+    """Ask on a terminal (aborting on no). True if asked; False when --yes was given or there
+    is no terminal to ask on."""
+    if yes or not sys.stdin.isatty():
+        return False
+    click.confirm(question, default=False, abort=True, err=True)
+    return True
+
+
+@contextmanager
+def until_signalled(stopping: str) -> Iterator[threading.Event]:
+    """Yields an event set by SIGTERM or SIGINT (Ctrl-C), after saying `stopping` on stderr;
+    the previous handlers are restored afterwards."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        click.echo(f"{signal.Signals(signum).name}: {stopping}", err=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_for(stop: threading.Event) -> None:
+    """Block until `stop` is set (a signal, with until_signalled)."""
+    while not stop.wait(0.5):
+        pass
+
+
+host_option = click.option(
+    "--host",
+    default=None,
+    help="Address to listen on (default: TIDINGS_WEB_HOST, 127.0.0.1; behind a reverse proxy "
+    "keep it on loopback).",
+)
+port_option = click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on (default: TIDINGS_WEB_PORT, 8000; 0 picks a free one).",
+)

@@ -1,0 +1,205 @@
+"""`tidings demo`: the shipped KAP series, end to end, on a scaled clock.
+
+Everything is real: a SQLite file migrated by Alembic, the campaign loaded from its folder,
+APScheduler ticking, SMTP delivery to an aiosmtpd server on loopback that stores each message
+in a Maildir. Only time is fast: one simulated day per `day_seconds` real seconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.clock import FixedClock, RealClock, ScaledClock
+from tidings.config import Settings
+from tidings.db import upgrade
+from tidings.db.models import Delivery, Enrollment, Step
+from tidings.runtime import Runtime
+from tidings.scheduler import Worker
+from tidings.sending.devsmtp import LocalSMTPServer, MaildirHandler
+from tidings.states import UNFINISHED, DeliveryStatus, EnrollmentStatus
+from tidings.subscribers.lifecycle import Consent, add_subscriber
+
+DEMO_CAMPAIGN = "kap-benefits"
+DEMO_TIMEZONES = (
+    "America/New_York",
+    "Europe/London",
+    "America/Los_Angeles",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "America/Chicago",
+)
+DEMO_NAMES = (
+    "Alex Rivera",
+    "Sam Okafor",
+    "Jordan Lee",
+    "Maria Schmidt",
+    "Kenji Watanabe",
+    "Priya Natarajan",
+)
+# A series of 16 emails two weekdays apart takes about 5 weeks; allow twice that.
+MAX_SIMULATED_DAYS = 80
+
+
+@dataclass
+class DemoSummary:
+    finished: bool
+    delivered: int
+    expected: int
+    outbox: Path
+    message: str
+
+
+def demo_settings(directory: Path, smtp_url: str, day_seconds: float) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{directory / 'tidings.db'}",
+        transport="smtp",
+        smtp_url=smtp_url,
+        smtp_pool_size=2,
+        base_url="http://localhost:8000",
+        from_address="kap-series@counseling-center.example",
+        from_name="Center for Counseling and Conscious Healing",
+        organization="Center for Counseling and Conscious Healing",
+        postal_address="100 Example Street, Springfield, USA (demo address)",
+        # Ticks far shorter than the 8-hour send window, in real seconds.
+        tick_seconds=min(1.0, day_seconds / 200),
+    )
+
+
+def run_demo(
+    directory: Path, count: int, day_seconds: float, echo: Callable[[str], None] = print
+) -> DemoSummary:
+    directory = directory.resolve()
+    for leftover in ("tidings.db", "tidings.db-wal", "tidings.db-shm"):
+        (directory / leftover).unlink(missing_ok=True)
+    shutil.rmtree(directory / "outbox", ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    outbox = directory / "outbox"
+
+    with LocalSMTPServer(MaildirHandler(outbox)) as smtp:
+        settings = demo_settings(directory, smtp.url, day_seconds)
+        upgrade(settings.database_url)
+        start = RealClock().now()
+        with Runtime.open(settings, FixedClock(start)) as runtime:
+            with runtime.sessions.begin() as session:
+                load_campaign(session, resolve_campaign_dir(DEMO_CAMPAIGN), settings, start)
+                for i in range(count):
+                    add_subscriber(
+                        session,
+                        start,
+                        f"reader{i + 1}@demo.example",
+                        Consent(source="demo", evidence="demo"),
+                        name=DEMO_NAMES[i % len(DEMO_NAMES)],
+                        timezone=DEMO_TIMEZONES[i % len(DEMO_TIMEZONES)],
+                        confirmed=True,
+                        message_domain=settings.sender_domain,
+                    )
+                steps = (
+                    session.scalar(
+                        select(func.count()).select_from(Step).where(Step.position.is_not(None))
+                    )
+                    or 0
+                )
+            expected = steps * count
+            echo(
+                f"Demo: {count} subscribers, {steps} emails each, one simulated day every "
+                f"{day_seconds:g}s; SMTP server on {smtp.url}"
+            )
+            # Simulated time starts now that everything is set up.
+            clock = runtime.clock = ScaledClock(start, 86400 / day_seconds)
+            worker = Worker(runtime)
+            worker.start()
+            try:
+                finished, delivered = _watch(runtime, clock, expected, day_seconds, echo)
+            finally:
+                worker.shutdown()
+
+    new_dir = outbox / "new"
+    if not finished:
+        return DemoSummary(
+            False,
+            delivered,
+            expected,
+            outbox,
+            f"the demo did not finish: {delivered} of {expected} emails after "
+            f"{MAX_SIMULATED_DAYS} simulated days",
+        )
+    first = min(new_dir.iterdir(), default=None)
+    echo(f"\nDone: {delivered} emails delivered to {new_dir}/")
+    echo(
+        "Open one with any mail client that reads Maildir (e.g. `mutt -f "
+        f"{outbox}`), or read it as text:"
+    )
+    if first is not None:
+        echo(f"  less {first}")
+    echo(
+        f"Browse the database: sqlite3 {directory / 'tidings.db'} "
+        "'select status, count(*) from deliveries group by 1'"
+    )
+    return DemoSummary(True, delivered, expected, outbox, "ok")
+
+
+def _watch(
+    runtime: Runtime,
+    clock: ScaledClock,
+    expected: int,
+    day_seconds: float,
+    echo: Callable[[str], None],
+) -> tuple[bool, int]:
+    """Show progress until every enrollment has finished. Returns (finished, delivered)."""
+    started = clock.now()
+    interactive = sys.stdout.isatty()
+    last_day_shown = -1
+    delivered = 0
+    while True:
+        with runtime.sessions.begin() as session:
+            delivered = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .where(Delivery.kind == "step", Delivery.status == DeliveryStatus.SENT)
+                )
+                or 0
+            )
+            active = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Enrollment)
+                    .where(Enrollment.status == EnrollmentStatus.ACTIVE)
+                )
+                or 0
+            )
+            waiting = (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Delivery)
+                    .where(Delivery.status.in_(UNFINISHED))
+                )
+                or 0
+            )
+        now = clock.now()
+        day = int((now - started).total_seconds() // 86400)
+        line = (
+            f"simulated {now:%a %Y-%m-%d %H:%M} UTC (day {day:2d}): "
+            f"{delivered}/{expected} emails delivered"
+        )
+        if interactive:
+            sys.stdout.write("\r" + line + "    ")
+            sys.stdout.flush()
+        elif day // 7 != last_day_shown // 7 or active == 0:
+            echo(line)
+            last_day_shown = day
+        if active == 0 and waiting == 0:
+            if interactive:
+                sys.stdout.write("\n")
+            return True, delivered
+        if day > MAX_SIMULATED_DAYS:
+            return False, delivered
+        time.sleep(min(0.25, day_seconds / 4))

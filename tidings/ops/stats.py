@@ -1,0 +1,178 @@
+"""Results: per campaign step, what happened to its emails and who left after it; the list
+by status; sends per day. Every number is one grouped query, whatever the list's size."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import and_, distinct, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from tidings.campaigns.store import get_campaign, list_campaigns
+from tidings.db.models import Campaign, ConsentEvent, Delivery, Enrollment, Step, Subscriber
+from tidings.states import DeliveryStatus, EnrollmentStatus, SubscriberStatus
+
+SUBSCRIBER_STATUSES = (
+    SubscriberStatus.PENDING,
+    SubscriberStatus.ACTIVE,
+    SubscriberStatus.UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED,
+    SubscriberStatus.COMPLAINED,
+)
+# "queued" in the results: everything still waiting to be sent, including retries and
+# messages being handed to the server at this moment.
+WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY, DeliveryStatus.SENDING)
+STEP_COLUMNS = ("sent", "queued", "failed", "bounced", "skipped", "unsubscribed_after")
+
+
+def stats(
+    session: Session, now: datetime, slug: str | None = None, days: int = 30
+) -> dict[str, Any]:
+    """Everything `tidings stats` shows. With a campaign slug: that campaign, its
+    subscribers and its sends only."""
+    campaigns = [get_campaign(session, slug)] if slug else list_campaigns(session)
+    campaign_id = campaigns[0].id if slug else None
+    return {
+        "generated_at": now,
+        "subscribers": subscribers_by_status(session, campaign_id),
+        "campaigns": [campaign_stats(session, c) for c in campaigns],
+        "sends_per_day": sends_per_day(session, now, days, campaign_id),
+    }
+
+
+def subscribers_by_status(session: Session, campaign_id: int | None = None) -> dict[str, int]:
+    query = select(Subscriber.status, func.count()).group_by(Subscriber.status)
+    if campaign_id is not None:
+        query = query.where(
+            exists().where(
+                Enrollment.subscriber_id == Subscriber.id, Enrollment.campaign_id == campaign_id
+            )
+        )
+    counts = dict(session.execute(query).all())
+    return {status: counts.get(status, 0) for status in SUBSCRIBER_STATUSES} | {
+        status: n for status, n in counts.items() if status not in SUBSCRIBER_STATUSES
+    }
+
+
+def campaign_stats(session: Session, campaign: Campaign) -> dict[str, Any]:
+    by_step: dict[int | None, dict[str, int]] = {}
+    for step_id, status, count in session.execute(
+        select(Delivery.step_id, Delivery.status, func.count())
+        .where(Delivery.campaign_id == campaign.id)
+        .group_by(Delivery.step_id, Delivery.status)
+    ):
+        column = "queued" if status in WAITING else status
+        counts = by_step.setdefault(step_id, dict.fromkeys(STEP_COLUMNS, 0))
+        if column in counts:
+            counts[column] += count
+    for step_id, count in _unsubscribed_after(session, campaign.id):
+        by_step.setdefault(step_id, dict.fromkeys(STEP_COLUMNS, 0))["unsubscribed_after"] = count
+    steps = session.scalars(
+        select(Step).where(Step.campaign_id == campaign.id).order_by(Step.position, Step.id)
+    ).all()
+    rows = []
+    for step in sorted(steps, key=lambda s: (s.position is None, s.position or 0, s.id)):
+        counts = by_step.get(step.id, dict.fromkeys(STEP_COLUMNS, 0))
+        if step.position is None and not any(counts.values()):
+            continue  # removed by a reload before anything was sent
+        rows.append({"position": step.position, "key": step.key, "subject": step.subject, **counts})
+    enrolled = dict(
+        session.execute(
+            select(Enrollment.status, func.count())
+            .where(Enrollment.campaign_id == campaign.id)
+            .group_by(Enrollment.status)
+        ).all()
+    )
+    return {
+        "slug": campaign.slug,
+        "name": campaign.name,
+        "status": campaign.status,
+        "enrolled": {
+            status: enrolled.get(status, 0)
+            for status in (
+                EnrollmentStatus.ACTIVE,
+                EnrollmentStatus.COMPLETED,
+                EnrollmentStatus.EXITED,
+            )
+        },
+        "unsubscribed_before_first_email": _unsubscribed_before_first(session, campaign.id),
+        "steps": rows,
+    }
+
+
+def _sent_before_leaving(campaign_id: int, delivery: Any) -> Any:
+    return and_(
+        delivery.subscriber_id == ConsentEvent.subscriber_id,
+        delivery.campaign_id == campaign_id,
+        delivery.status == DeliveryStatus.SENT,
+        delivery.sent_at <= ConsentEvent.created_at,
+    )
+
+
+def _unsubscribed_after(session: Session, campaign_id: int) -> list[tuple[int, int]]:
+    """(step id, people) for each step that was the last email of this campaign someone
+    received before they unsubscribed."""
+    last = aliased(Delivery)
+    later = aliased(Delivery)
+    query = (
+        select(last.step_id, func.count(distinct(ConsentEvent.subscriber_id)))
+        .select_from(ConsentEvent)
+        .join(last, _sent_before_leaving(campaign_id, last))
+        .where(
+            ConsentEvent.kind == "unsubscribed",
+            ~exists().where(
+                _sent_before_leaving(campaign_id, later),
+                or_(
+                    later.sent_at > last.sent_at,
+                    and_(later.sent_at == last.sent_at, later.id > last.id),
+                ),
+            ),
+        )
+        .group_by(last.step_id)
+    )
+    return [(step_id, count) for step_id, count in session.execute(query)]
+
+
+def _unsubscribed_before_first(session: Session, campaign_id: int) -> int:
+    sent = aliased(Delivery)
+    return (
+        session.scalar(
+            select(func.count(distinct(ConsentEvent.subscriber_id))).where(
+                ConsentEvent.kind == "unsubscribed",
+                exists().where(
+                    Enrollment.subscriber_id == ConsentEvent.subscriber_id,
+                    Enrollment.campaign_id == campaign_id,
+                ),
+                ~exists().where(_sent_before_leaving(campaign_id, sent)),
+            )
+        )
+        or 0
+    )
+
+
+def sends_per_day(
+    session: Session, now: datetime, days: int, campaign_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Emails sent per UTC day over the last `days` days (today included), zeros included."""
+    today = now.astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    start = datetime.combine(first, time(), tzinfo=UTC)
+    day = func.date(Delivery.sent_at)
+    query = (
+        select(day, func.count())
+        .where(Delivery.status == DeliveryStatus.SENT, Delivery.sent_at >= start)
+        .group_by(day)
+    )
+    if campaign_id is not None:
+        query = query.where(Delivery.campaign_id == campaign_id)
+    # SQLite gives the day as text, PostgreSQL as a date.
+    counts = {str(d): n for d, n in session.execute(query)}
+    return [
+        {"date": (first + timedelta(days=i)).isoformat(), "sent": counts.get(_iso(first, i), 0)}
+        for i in range(days)
+    ]
+
+
+def _iso(first: date, offset: int) -> str:
+    return (first + timedelta(days=offset)).isoformat()

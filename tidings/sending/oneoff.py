@@ -1,0 +1,93 @@
+"""Sending at once, outside the scheduler's passes: a confirmation email for someone an
+operator just added, and test sends of a campaign's emails. Both go through the lanes of the
+settings (`Runtime.lanes`) and their caps, like every other email.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tidings.campaigns.sequencing import active_steps
+from tidings.campaigns.store import find_step, get_campaign
+from tidings.db.models import message_id
+from tidings.rendering.compile import CompiledStep
+from tidings.rendering.message import Addressee, MessageBuilder, stored_sender
+from tidings.runtime import Runtime
+from tidings.sending.dispatch import Dispatcher, DispatchResult
+from tidings.sending.routing import Lane, RateLimiter, Router, send_routed
+from tidings.sending.transports import OutgoingMessage, SendResult
+from tidings.states import SendOutcome
+from tidings.subscribers.validation import normalize_email
+
+
+def send_now(runtime: Runtime, delivery_ids: Sequence[int]) -> DispatchResult:
+    """Send these queued deliveries now (if they are due) instead of at the next pass; what
+    cannot go now stays queued for the scheduler."""
+    lanes = runtime.lanes()
+    try:
+        with Dispatcher(runtime.sessions, runtime.clock, runtime.settings, lanes) as dispatcher:
+            return dispatcher.run_pass(only_ids=list(delivery_ids))
+    finally:
+        _close(lanes)
+
+
+@dataclass(frozen=True)
+class TestSend:
+    step_key: str
+    result: SendResult
+
+
+def send_test(
+    runtime: Runtime, slug: str, to_address: str, step_key: str | None = None
+) -> list[TestSend]:
+    """Send one step of a campaign (`step_key`: a key or position, default the first; "all"
+    for every step) to an address now. Not recorded in the ledger; its links belong to nobody."""
+    address = normalize_email(to_address, field="--to")
+    to = Addressee(address, "Test Recipient", "test-" + secrets.token_urlsafe(8))
+    settings, now = runtime.settings, runtime.clock.now()
+    with runtime.read_sessions.begin() as session:
+        campaign = get_campaign(session, slug)
+        steps = (
+            active_steps(session, campaign.id)
+            if step_key == "all"
+            else [find_step(session, campaign, step_key)]
+        )
+        builder = MessageBuilder(settings, runtime.links())
+        envelope = stored_sender(settings, campaign).from_address
+        messages = [
+            OutgoingMessage(
+                i,
+                envelope,
+                address,
+                builder.step_message(
+                    campaign,
+                    CompiledStep.from_stored(step.compiled),
+                    to,
+                    message_id(settings.sender_domain),
+                    now,
+                ),
+            )
+            for i, step in enumerate(steps)
+        ]
+        keys = [step.key for step in steps]
+    lanes = runtime.lanes()
+    try:
+        for lane in lanes:
+            lane.transport.open()
+        router = Router(lanes, RateLimiter(runtime.sessions, runtime.clock), runtime.clock)
+        routed = send_routed(router, messages)
+    finally:
+        _close(lanes)
+    results: dict[int, SendResult] = {i: result for i, result, _ in routed.sent}
+    for i in routed.waiting:
+        results[i] = SendResult(
+            i, SendOutcome.RETRY, "not sent: every server's cap is reached; try again later"
+        )
+    return [TestSend(keys[i], results[i]) for i in range(len(messages))]
+
+
+def _close(lanes: Sequence[Lane]) -> None:
+    for lane in lanes:
+        lane.transport.close()

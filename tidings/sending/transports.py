@@ -1,0 +1,362 @@
+"""Transports: how a finished message leaves. One small interface, several implementations.
+
+    with transport:                      # open() once, close() at the end
+        results = transport.send_messages(messages)
+
+Every message gets its own SendResult (sent / retry / bounced / failed, with the server's
+reply), so one bad recipient never hides the others. Transports never touch the database:
+the dispatcher records what they report.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import queue
+import re
+import smtplib
+import ssl
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tidings.config import SmtpServer
+from tidings.states import SendOutcome
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    delivery_id: int
+    sender: str  # envelope sender (MAIL FROM)
+    recipient: str  # envelope recipient (RCPT TO)
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SendResult:
+    delivery_id: int
+    outcome: SendOutcome
+    reply: str
+    # False when the server was never reached with this message (connection refused, TLS or
+    # login failed, dropped before MAIL FROM): another server may safely take it at once.
+    reached: bool = True
+
+
+class Transport:
+    """Base class. Subclasses implement `_send_one`, and `open`/`close` if they hold a resource."""
+
+    def open(self) -> bool:
+        """Open what the transport needs. Returns True if this call opened it."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def warm(self) -> None:
+        """Get ready to send at once (connect ahead of time). Best effort: a failure here is
+        met again, and reported per message, when sending."""
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return [self._send_one(m) for m in messages]
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        raise NotImplementedError
+
+    def __enter__(self) -> Transport:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MemoryTransport(Transport):
+    """Keeps messages in `self.outbox` (for tests and previews)."""
+
+    def __init__(self) -> None:
+        self.outbox: list[OutgoingMessage] = []
+        self._lock = threading.Lock()
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        with self._lock:
+            self.outbox.append(message)
+        return SendResult(message.delivery_id, SendOutcome.SENT, "250 stored in memory")
+
+
+class MaildirTransport(Transport):
+    """Writes each message as a file in a Maildir (new/), where any mail client can open it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._maildir: mailbox.Maildir | None = None
+
+    def open(self) -> bool:
+        if self._maildir is not None:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._maildir = mailbox.Maildir(self.path, create=True)
+        return True
+
+    def close(self) -> None:
+        self._maildir = None
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        opened = False
+        try:
+            opened = self.open()
+            assert self._maildir is not None
+            key = self._maildir.add(message.data)
+        except OSError as exc:
+            return SendResult(message.delivery_id, SendOutcome.RETRY, f"maildir {self.path}: {exc}")
+        finally:
+            if opened:
+                self.close()
+        return SendResult(message.delivery_id, SendOutcome.SENT, f"250 stored as {key}")
+
+
+# Permanent failures that are about the recipient's address: the address is bounced and
+# suppressed. Other 5xx replies (content refused, policy, relaying denied) fail the message
+# only: suppressing on those would punish subscribers for our own configuration problems.
+_ADDRESS_STATUS = re.compile(r"^5\.(1\.\d+|2\.\d+)\b")
+_ENHANCED_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
+
+
+def classify(code: int, reply: str, stage: str) -> SendOutcome:
+    """Map an SMTP reply code at a stage (mail, rcpt, data) to an outcome."""
+    if 200 <= code < 300:
+        return SendOutcome.SENT
+    if 400 <= code < 500 or code < 200:
+        return SendOutcome.RETRY
+    if stage == "mail":
+        return (
+            SendOutcome.RETRY
+        )  # our sender was refused: a configuration problem, not the recipient's
+    if _ADDRESS_STATUS.match(reply):
+        return SendOutcome.BOUNCED
+    if stage == "rcpt" and not _ENHANCED_STATUS.match(reply) and "relay" not in reply.lower():
+        return SendOutcome.BOUNCED  # a plain "550 No such user here"
+    return SendOutcome.FAILED
+
+
+class _Connection:
+    def __init__(self, server: SmtpServer, local_hostname: str | None):
+        self.server = server
+        self.local_hostname = local_hostname
+        self.smtp: smtplib.SMTP | None = None
+
+    def ensure_open(self) -> smtplib.SMTP:
+        if self.smtp is not None:
+            return self.smtp
+        s = self.server
+        context = ssl.create_default_context() if s.ssl or s.starttls else None
+        if s.ssl:
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.host,
+                s.port,
+                local_hostname=self.local_hostname,
+                timeout=s.timeout,
+                context=context,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                s.host, s.port, local_hostname=self.local_hostname, timeout=s.timeout
+            )
+        try:
+            smtp.ehlo()
+            if s.starttls:
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if s.username:
+                smtp.login(s.username, s.password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        self.smtp = smtp  # counts as open only once TLS and login succeeded
+        return smtp
+
+    def close(self) -> None:
+        if self.smtp is None:
+            return
+        try:
+            self.smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self.smtp.close()
+        self.smtp = None
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        reused = self.smtp is not None
+        stage = "connect"  # connect -> mail (commands, nothing of the message yet) -> data
+        try:
+            smtp = self.ensure_open()
+            stage = "mail"
+            try:
+                stage, code, reply = self._transaction(smtp, message)
+            except (smtplib.SMTPServerDisconnected, OSError):
+                if not reused or stage != "mail":
+                    raise
+                # The server closed this idle pooled connection (timeout, restart). Nothing
+                # of the message has been sent on it, so reconnecting once is safe.
+                self.close()
+                stage = "connect"
+                smtp = self.ensure_open()
+                stage = "mail"
+                stage, code, reply = self._transaction(smtp, message)
+            return self._result(message, code, reply, stage)
+        except smtplib.SMTPResponseException as exc:
+            self.close()
+            if stage == "connect":
+                # A refusal at greeting, STARTTLS or login: about us or the server, never
+                # about this recipient. Try again later (or elsewhere).
+                return SendResult(
+                    message.delivery_id,
+                    SendOutcome.RETRY,
+                    f"{self.server.name or self.server.host} refused the session: "
+                    f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                    reached=False,
+                )
+            return self._result(message, exc.smtp_code, exc.smtp_error, stage)
+        except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            self.close()
+            return SendResult(
+                message.delivery_id,
+                SendOutcome.RETRY,
+                f"connection to {self.server.host}:{self.server.port} failed: "
+                f"{type(exc).__name__}: {exc}",
+                reached=stage not in ("connect", "mail"),
+            )
+
+    def _transaction(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> tuple[str, int, bytes]:
+        """One mail transaction. Returns the stage (mail, rcpt, data) and reply that decided
+        it. Uses PIPELINING (RFC 2920) when the server offers it: MAIL, RCPT and DATA in one
+        write, then their three replies, which saves two round trips per message."""
+        if smtp.does_esmtp and smtp.has_extn("pipelining"):
+            smtp.send(
+                f"MAIL FROM:<{message.sender}>\r\nRCPT TO:<{message.recipient}>\r\nDATA\r\n".encode(
+                    "ascii"
+                )
+            )
+            mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
+            for stage, (code, reply), accepted in (
+                ("mail", mail, (250,)),
+                ("rcpt", rcpt, (250, 251)),
+            ):
+                if code not in accepted:
+                    if data[0] == 354:  # DATA accepted anyway: end an empty message
+                        smtp.send(b".\r\n")
+                        smtp.getreply()
+                    smtp.rset()
+                    return stage, code, reply
+            if data[0] != 354:
+                smtp.rset()
+                return ("data", *data)
+        else:
+            for stage, (code, reply), accepted in (
+                ("mail", smtp.mail(message.sender), (250,)),
+                ("rcpt", smtp.rcpt(message.recipient), (250, 251)),
+                ("data", smtp.docmd("DATA"), (354,)),
+            ):
+                if code not in accepted:
+                    smtp.rset()
+                    return stage, code, reply
+        smtp.send(_dot_stuffed(message.data) + b".\r\n")
+        code, reply = smtp.getreply()
+        return "data", code, reply
+
+    @staticmethod
+    def _result(message: OutgoingMessage, code: int, reply: bytes | str, stage: str) -> SendResult:
+        text = _text(reply)
+        return SendResult(message.delivery_id, classify(code, text, stage), f"{code} {text}")
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as sent after DATA (RFC 5321 4.5.2): CRLF line ends, a final CRLF, and a
+    dot doubled at the start of any line. Our messages are built with CRLF already, so this
+    is two byte replacements instead of smtplib's regular expressions."""
+    if b"\n" in data.replace(b"\r\n", b""):
+        data = re.sub(rb"\r?\n|\r", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    data = data.replace(b"\r\n.", b"\r\n..")
+    return b"." + data if data.startswith(b".") else data
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
+
+
+class SMTPTransport(Transport):
+    """A pool of `pool_size` SMTP connections, kept open across batches until close()."""
+
+    def __init__(self, server: SmtpServer, pool_size: int = 4, local_hostname: str | None = None):
+        self.server = server
+        self.pool_size = pool_size
+        self.local_hostname = local_hostname
+        self._idle: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
+        self._all: list[_Connection] = []
+        self._executor: ThreadPoolExecutor | None = None
+
+    def open(self) -> bool:
+        if self._executor is not None:
+            return False
+        self._all = [_Connection(self.server, self.local_hostname) for _ in range(self.pool_size)]
+        for connection in self._all:
+            self._idle.put(connection)
+        self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="smtp")
+        return True
+
+    def close(self) -> None:
+        if self._executor is None:
+            return
+        self._executor.shutdown(wait=True)
+        self._executor = None
+        for connection in self._all:
+            connection.close()
+        self._all = []
+        self._idle = queue.SimpleQueue()
+
+    def warm(self) -> None:
+        self.open()
+        assert self._executor is not None
+
+        def connect(connection: _Connection) -> None:
+            try:
+                connection.ensure_open()
+            except (smtplib.SMTPException, OSError, ssl.SSLError):
+                connection.close()
+
+        list(self._executor.map(connect, self._all))
+
+    def _send_one(self, message: OutgoingMessage) -> SendResult:
+        return self.send_messages([message])[0]
+
+    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Each connection takes the next unsent message until none is left: one task per
+        connection, not one per message (thread hand-offs cost more than the SMTP work)."""
+        opened = self.open()
+        try:
+            assert self._executor is not None
+            results: list[SendResult | None] = [None] * len(messages)
+            indexes = iter(range(len(messages)))
+            taking = threading.Lock()
+
+            def work() -> None:
+                connection = self._idle.get()
+                try:
+                    while True:
+                        with taking:
+                            i = next(indexes, None)
+                        if i is None:
+                            return
+                        results[i] = connection.send(messages[i])
+                finally:
+                    self._idle.put(connection)
+
+            tasks = [self._executor.submit(work) for _ in range(min(self.pool_size, len(messages)))]
+            for task in tasks:
+                task.result()
+            return [r for r in results if r is not None]
+        finally:
+            if opened:
+                self.close()

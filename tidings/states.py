@@ -1,0 +1,113 @@
+"""Every state a row can be in, and every outcome of a send, as types.
+
+StrEnums: a member is its string (`SubscriberStatus.ACTIVE == "active"`), so rows, JSON and
+templates need no conversion, while code names each state once. The database keeps the same
+values, checked by CHECK constraints (migration 0005), so a typo cannot be stored.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"  # asked, not confirmed
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+# The statuses of someone who may still get email (pending: only the confirmation).
+RECEIVING = (SubscriberStatus.PENDING, SubscriberStatus.ACTIVE)
+# The statuses of someone who left, or was stopped: a sign-up or an import changes none of them.
+LEFT = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED)
+
+
+class EnrollmentStatus(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    EXITED = "exited"
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"
+
+
+# Waiting to be claimed; and everything not yet final (claimed ones included).
+WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
+UNFINISHED = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY, DeliveryStatus.SENDING)
+FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.SKIPPED)
+
+
+class DeliveryKind(StrEnum):
+    STEP = "step"  # an email of a campaign (sequence step or newsletter)
+    CONFIRMATION = "confirmation"  # double opt-in; outside the (subscriber, step) UNIQUE
+
+
+class CampaignKind(StrEnum):
+    SEQUENCE = "sequence"
+    BROADCAST = "broadcast"
+
+
+class CampaignTrigger(StrEnum):
+    CONFIRM = "confirm"
+    MANUAL = "manual"
+
+
+class CampaignStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class BroadcastState(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its time; nothing planned yet
+    SENDING = "sending"  # planning has started: deliveries are being written
+    DONE = "done"  # every recipient is planned; what is left is in the delivery queue
+    CANCELLED = "cancelled"
+
+
+PLANNING = (BroadcastState.SCHEDULED, BroadcastState.SENDING)
+
+
+class SendOutcome(StrEnum):
+    """What one attempt to hand a message to a server came to."""
+
+    SENT = "sent"
+    RETRY = "retry"  # 4xx, no connection, a timeout: try again later
+    BOUNCED = "bounced"  # 5xx about the address: suppress it
+    FAILED = "failed"  # 5xx about us or the content: give up on this email only
+
+
+class StopReason(StrEnum):
+    """Why a subscriber stops receiving email; also the reason kept on the suppression list."""
+
+    UNSUBSCRIBE = "unsubscribe"  # they asked
+    HARD_BOUNCE = "hard-bounce"  # the address does not exist
+    COMPLAINT = "complaint"  # they marked an email as spam
+    MANUAL = "manual"  # an operator's decision, or an erasure
+
+
+class ConsentKind(StrEnum):
+    REQUESTED = "requested"
+    CONFIRMED = "confirmed"
+    IMPORTED = "imported"
+    UNSUBSCRIBED = "unsubscribed"
+    COMPLAINED = "complained"  # a spam report withdraws consent as surely as unsubscribing
+    SUPPRESSION_REMOVED = "suppression-removed"
+
+
+# Consent events that mean the person left ("unsubscribed after step N" counts both).
+WITHDRAWN = (ConsentKind.UNSUBSCRIBED, ConsentKind.COMPLAINED)
+
+
+class BounceKind(StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+    COMPLAINT = "complaint"

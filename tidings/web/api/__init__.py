@@ -1,0 +1,145 @@
+"""POST /api/subscribers: the center's own contact-form backend forwards an opt-in.
+
+Authorized by an API key (`Authorization: Bearer tdk_...`, from `tidings apikeys create`);
+no CSRF (no browser session is involved). Answers JSON: 202 accepted (the same whatever the
+address's state), 401 for a missing, unknown or revoked key, 415 for a body that is not JSON,
+400 for malformed JSON, 422 naming every bad field.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from tidings.errors import InvalidInput
+from tidings.subscribers.apikeys import authenticate
+from tidings.subscribers.forms import (
+    CONSENT_TEXT_MAX_CHARS,
+    InvalidFields,
+    check_ip,
+    check_sign_up,
+    request_subscription,
+)
+from tidings.subscribers.lifecycle import Consent
+from tidings.subscribers.validation import mask_email
+from tidings.web.app import context
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+FIELDS = ("email", "name", "timezone", "consent_text", "source", "ip", "user_agent")
+SOURCE_MAX_CHARS = 200
+USER_AGENT_MAX_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _unauthorized() -> Any:
+    response = jsonify(
+        {"error": "a valid API key is required: Authorization: Bearer <key from tidings apikeys>"}
+    )
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Bearer realm="tidings"'
+    return response
+
+
+def _presented_key() -> str | None:
+    scheme, _, value = (request.headers.get("Authorization") or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def _text(
+    data: dict[str, Any], field: str, errors: dict[str, str], limit: int, required: bool = False
+) -> str | None:
+    value = data.get(field)
+    if value is None:
+        if required:
+            errors[field] = "is required"
+        return None
+    if not isinstance(value, str):
+        errors[field] = "must be a string"
+        return None
+    if len(value) > limit:
+        errors[field] = f"is {len(value)} characters long; the limit is {limit}"
+        return None
+    if required and not value.strip():
+        errors[field] = "must not be empty"
+        return None
+    return value
+
+
+@blueprint.post("/subscribers")
+def create_subscriber() -> Any:
+    ctx = context()
+    now = ctx.runtime.clock.now()
+    with ctx.runtime.sessions.begin() as session:
+        key = authenticate(session, _presented_key(), now)
+        key_name = key.name if key is not None else None
+    if key_name is None:
+        return _unauthorized()
+    if not request.is_json:
+        return jsonify({"error": "send a JSON object (Content-Type: application/json)"}), 415
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return jsonify({"error": "the body must be a JSON object"}), 400
+
+    errors: dict[str, str] = {}
+    for field in data:
+        if field not in FIELDS:
+            errors[str(field)[:100]] = f"unknown field (expected: {', '.join(FIELDS)})"
+    email = _text(data, "email", errors, 10_000, required=True)
+    name = _text(data, "name", errors, 10_000)
+    timezone = _text(data, "timezone", errors, 10_000)
+    consent_text = _text(data, "consent_text", errors, CONSENT_TEXT_MAX_CHARS, required=True)
+    source = _text(data, "source", errors, SOURCE_MAX_CHARS)
+    user_agent = _text(data, "user_agent", errors, USER_AGENT_MAX_CHARS)
+    ip_text = _text(data, "ip", errors, 100)
+    for field, value in (("source", source), ("user_agent", user_agent)):
+        if value is not None and _CONTROL.search(value):
+            errors[field] = "must be one line without control characters"
+    ip = None
+    try:
+        ip = check_ip(ip_text)
+    except InvalidInput as exc:
+        errors["ip"] = exc.reason
+    sign_up = None
+    try:
+        sign_up = check_sign_up(email, name, timezone)
+    except InvalidFields as exc:
+        for field, reason in exc.errors.items():
+            errors.setdefault(field, reason)  # a type error found above says more
+    if errors or sign_up is None:
+        return jsonify({"error": "some fields are invalid", "errors": errors}), 422
+
+    evidence = f"forwarded with API key {key_name!r}" + (f"; source: {source}" if source else "")
+    consent = Consent(
+        source="api",
+        evidence=evidence,
+        consent_text=consent_text,
+        ip=ip,
+        user_agent=user_agent or None,
+    )
+    with ctx.runtime.sessions.begin() as session:
+        outcome = request_subscription(
+            session,
+            now,
+            sign_up,
+            consent,
+            message_domain=ctx.settings.sender_domain,
+            resend_after=ctx.resend_after,
+        )
+    log.info("API (%s): %s: %s", key_name, mask_email(sign_up.email), outcome)
+    return (
+        jsonify(
+            {
+                "status": "accepted",
+                "message": "If this address can be subscribed, a confirmation email is on its "
+                "way; the subscription starts when its link is opened.",
+            }
+        ),
+        202,
+    )
