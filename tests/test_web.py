@@ -1068,10 +1068,10 @@ def test_bad_web_settings_are_clear_errors(runtime, clock):
             create_app(
                 Runtime(
                     runtime.settings.replace(**changes),
-                        clock,
-                        runtime.engine,
-                        runtime.sessions,
-                        runtime.read_sessions,
+                    clock,
+                    runtime.engine,
+                    runtime.sessions,
+                    runtime.read_sessions,
                 )
             )
     with pytest.raises(ConfigError, match="TIDINGS_WEB_PORT"):

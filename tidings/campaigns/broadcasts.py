@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from tidings.campaigns.audience import Audience, count_audience
 from tidings.campaigns.sequencing import active_steps
 from tidings.clock import zone, zone_or_utc
+from tidings.db.bulk import affected
 from tidings.db.models import BroadcastSchedule, Campaign, Delivery, Step
 from tidings.errors import NotFound, TidingsError
 from tidings.states import (
@@ -141,6 +142,57 @@ def _locked_schedule(session: Session, campaign_id: int) -> BroadcastSchedule | 
     )
 
 
+@dataclass(frozen=True)
+class _When:
+    """When a schedule sends: one instant (send_at, the zone --at was given in), or a wall
+    clock time in each reader's zone (wall, with local_time)."""
+
+    send_at: datetime | None
+    wall: datetime | None
+    zone_name: str | None
+    text: str  # for people
+    notes: tuple[str, ...] = ()
+
+
+def _when(at: str, tz: str | None, local_time: bool, now: datetime, zones: dict[str, int]) -> _When:
+    """Read `--at`, refusing a time that has passed (somewhere in the audience)."""
+    if local_time and tz:
+        raise BroadcastError("--tz and --local-time exclude each other: choose one")
+    if at.strip().lower() == "now":
+        if local_time:
+            raise BroadcastError("--local-time needs a time of day, not 'now'")
+        return _When(now, None, "UTC", "now")
+    wall = parse_when(at)
+    if local_time:
+        late = sorted(
+            z for z in zones if local_instant(wall, zone_or_utc(z)) < now - PAST_TOLERANCE
+        )
+        if late:
+            count = sum(zones[z] for z in late)
+            raise BroadcastError(
+                f"{wall:%Y-%m-%d %H:%M} has already passed in {', '.join(late[:5])}"
+                f"{' and more' if len(late) > 5 else ''} ({count} subscriber(s) of this "
+                "audience): choose a later date"
+            )
+        return _When(None, wall, None, f"{wall:%Y-%m-%d %H:%M} in each subscriber's own timezone")
+    zone_name = tz or "UTC"
+    tzinfo = get_zone(zone_name)
+    send_at = local_instant(wall, tzinfo)
+    notes: tuple[str, ...] = ()
+    if skipped_by_dst(wall, tzinfo):
+        notes = (
+            f"{wall:%H:%M} does not exist in {zone_name} on {wall:%Y-%m-%d} (clocks go "
+            f"forward): it goes out at {send_at.astimezone(tzinfo):%H:%M} local time",
+        )
+    if send_at < now - PAST_TOLERANCE:
+        raise BroadcastError(
+            f"--at {at!r} in {zone_name} is {send_at:%Y-%m-%d %H:%M} UTC, which has passed "
+            f"(now: {now:%Y-%m-%d %H:%M} UTC); use a later time, or --at now"
+        )
+    text = f"{wall:%Y-%m-%d %H:%M} {zone_name} ({send_at:%Y-%m-%d %H:%M} UTC)"
+    return _When(send_at, wall, zone_name, text, notes)
+
+
 def schedule_broadcast(
     session: Session,
     slug: str,
@@ -157,72 +209,30 @@ def schedule_broadcast(
     the email (sent, or in a server's hands) never get it again.
     """
     campaign, step = broadcast_campaign(session, slug)
-    if local_time and tz:
-        raise BroadcastError("--tz and --local-time exclude each other: choose one")
     if audience is None:
         audience = Audience.parse(campaign.definition.get("audience"))
     for other in (audience.enrolled, audience.not_enrolled):
         if other and session.scalar(select(Campaign.id).where(Campaign.slug == other)) is None:
             raise BroadcastError(f"audience: no campaign {other!r} is loaded")
-
-    notes: list[str] = []
-    send_at: datetime | None = None
-    wall: datetime | None = None
-    zone_name: str | None = None
-    if at.strip().lower() == "now":
-        if local_time:
-            raise BroadcastError("--local-time needs a time of day, not 'now'")
-        send_at, zone_name = now, "UTC"
-        when = "now"
-    else:
-        wall = parse_when(at)
     matching, zones = count_audience(session, audience)
-    if wall is not None and not local_time:
-        zone_name = tz or "UTC"
-        zone = get_zone(zone_name)
-        send_at = local_instant(wall, zone)
-        if skipped_by_dst(wall, zone):
-            notes.append(
-                f"{wall:%H:%M} does not exist in {zone_name} on {wall:%Y-%m-%d} (clocks go "
-                f"forward): it goes out at {send_at.astimezone(zone):%H:%M} local time"
-            )
-        if send_at < now - PAST_TOLERANCE:
-            raise BroadcastError(
-                f"--at {at!r} in {zone_name} is {send_at:%Y-%m-%d %H:%M} UTC, which has passed "
-                f"(now: {now:%Y-%m-%d %H:%M} UTC); use a later time, or --at now"
-            )
-        when = f"{wall:%Y-%m-%d %H:%M} {zone_name} ({send_at:%Y-%m-%d %H:%M} UTC)"
-    elif wall is not None:
-        late = sorted(
-            z for z in zones if local_instant(wall, zone_or_utc(z)) < now - PAST_TOLERANCE
-        )
-        if late:
-            count = sum(zones[z] for z in late)
-            raise BroadcastError(
-                f"{wall:%Y-%m-%d %H:%M} has already passed in {', '.join(late[:5])}"
-                f"{' and more' if len(late) > 5 else ''} ({count} subscriber(s) of this "
-                "audience): choose a later date"
-            )
-        when = f"{wall:%Y-%m-%d %H:%M} in each subscriber's own timezone"
-
+    when = _when(at, tz, local_time, now, zones)
     row = _locked_schedule(session, campaign.id)
-    local_text = wall.isoformat() if (local_time and wall is not None) else None
+    local_text = when.wall.isoformat() if when.send_at is None and when.wall else None
     stored_audience = audience.as_stored()
-    report = ScheduleReport(slug, when, audience.describe(), matching, notes=notes)
+    report = ScheduleReport(slug, when.text, audience.describe(), matching, notes=list(when.notes))
     if row is not None:
         if row.state == BroadcastState.CANCELLED:
             raise BroadcastError(
                 f"{slug} was cancelled; a cancelled broadcast is not sent again (load it "
                 "under a new slug to send it)"
             )
-        same = (
-            row.send_at == send_at
-            and row.local_time == local_text
-            and row.tz == zone_name
-            and row.audience == stored_audience
-            and at.strip().lower() != "now"
+        same = (row.send_at, row.local_time, row.tz, row.audience) == (
+            when.send_at,
+            local_text,
+            when.zone_name,
+            stored_audience,
         )
-        if same:
+        if same and at.strip().lower() != "now":
             report.unchanged = True
             return report
         report.removed = _take_back_unsent(session, step, now)
@@ -235,25 +245,38 @@ def schedule_broadcast(
     if row is None:
         row = BroadcastSchedule(campaign_id=campaign.id)
         session.add(row)
+    _store(row, when, local_text, stored_audience, zones, now)
+    session.flush()
+    return report
+
+
+def _store(
+    row: BroadcastSchedule,
+    when: _When,
+    local_text: str | None,
+    audience: dict[str, Any],
+    zones: dict[str, int],
+    now: datetime,
+) -> None:
+    """A schedule as planning starts it: nothing planned yet, the first wave next."""
     row.state = BroadcastState.SCHEDULED
-    row.send_at = send_at
+    row.send_at = when.send_at
     row.local_time = local_text
-    row.tz = zone_name
-    row.audience = stored_audience
+    row.tz = when.zone_name
+    row.audience = audience
     row.planned_through = None
     row.after_subscriber_id = 0
     row.held = 0
     row.finished_at = None
     row.updated_at = now
     row.scheduled_at = now
-    if send_at is not None:
-        row.next_at = send_at
+    if when.send_at is not None:
+        row.next_at = when.send_at
     else:
-        assert wall is not None
-        instants = [local_instant(wall, zone_or_utc(z)) for z in zones]
-        row.next_at = min(instants) if instants else wall.replace(tzinfo=UTC) - MAX_UTC_OFFSET
-    session.flush()
-    return report
+        assert when.wall is not None
+        instants = [local_instant(when.wall, zone_or_utc(z)) for z in zones]
+        fallback = when.wall.replace(tzinfo=UTC) - MAX_UTC_OFFSET
+        row.next_at = min(instants) if instants else fallback
 
 
 def _take_back_unsent(session: Session, step: Step, now: datetime) -> int:
@@ -268,7 +291,7 @@ def _take_back_unsent(session: Session, step: Step, now: datetime) -> int:
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return affected(result)
 
 
 @dataclass
@@ -317,7 +340,7 @@ def cancel_broadcast(session: Session, slug: str, now: datetime) -> StopReport:
     row.next_at = None
     row.finished_at = now
     row.updated_at = now
-    return StopReport(slug, _sent(session, step), skipped=result.rowcount or 0)
+    return StopReport(slug, _sent(session, step), skipped=affected(result))
 
 
 def _sent(session: Session, step: Step) -> int:

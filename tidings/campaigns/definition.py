@@ -103,66 +103,106 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
     toml_path = folder / "campaign.toml"
     if not toml_path.is_file():
         raise CampaignError([f"{folder}: no campaign.toml here (is this a campaign folder?)"])
-    problems: list[str] = []
     raw = toml_path.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
         raise CampaignError([f"campaign.toml: {exc}"]) from exc
-
-    def problem(key: str, message: str) -> None:
-        problems.append(f"campaign.toml:{toml_line(raw, key)}: {message}")
-
+    toml = _Toml(raw, data)
     slug = str(data.get("slug", ""))
     if not SLUG.match(slug):
-        problem("slug", f"slug {slug!r} must be lower-case letters, digits and dashes")
-    name = str(data.get("name") or slug)
-    kind = data.get("kind", "sequence")
+        toml.problem("slug", f"slug {slug!r} must be lower-case letters, digits and dashes")
+    kind = data.get("kind", CampaignKind.SEQUENCE)
     if kind not in KINDS:
-        problem("kind", f"kind {kind!r} must be one of {', '.join(KINDS)}")
-    trigger = data.get("trigger", "confirm" if kind == "sequence" else "manual")
+        toml.problem("kind", f"kind {kind!r} must be one of {', '.join(KINDS)}")
+    default_trigger = (
+        CampaignTrigger.CONFIRM if kind == CampaignKind.SEQUENCE else CampaignTrigger.MANUAL
+    )
+    trigger = data.get("trigger", default_trigger)
     if trigger not in TRIGGERS:
-        problem("trigger", f"trigger {trigger!r} must be one of {', '.join(TRIGGERS)}")
+        toml.problem("trigger", f"trigger {trigger!r} must be one of {', '.join(TRIGGERS)}")
+    window, every = toml.schedule()
+    sender, footer = toml.table("sender", SENDER_FIELDS), toml.table("footer", FOOTER_FIELDS)
+    audience, lint = toml.audience(kind), toml.lint()
+    steps = _read_steps(folder, kind, every, toml.problems)
+    if toml.problems:
+        raise CampaignError(toml.problems)
+    return CampaignDefinition(
+        slug=slug,
+        name=str(data.get("name") or slug),
+        kind=kind,
+        trigger=trigger,
+        window=window,
+        every_seconds=every,
+        sender=sender,
+        footer=footer,
+        steps=steps,
+        folder=str(folder.resolve()),
+        raw_toml=raw,
+        audience=audience,
+        lint=lint,
+    )
 
-    schedule = data.get("schedule", {})
-    window = SendWindow()
-    every = 0
-    try:
-        window = SendWindow.parse(schedule.get("window"), schedule.get("days"))
-    except ValueError as exc:
-        problem("window" if "window" in str(exc) else "days", str(exc))
-    try:
-        every = parse_delay(schedule.get("every", "1d"))
-    except ValueError as exc:
-        problem("every", str(exc))
 
-    sender = {k: str(v) for k, v in data.get("sender", {}).items()}
-    unknown_sender = set(sender) - set(SENDER_FIELDS)
-    if unknown_sender:
-        problem(sorted(unknown_sender)[0], f"unknown [sender] field(s): {sorted(unknown_sender)}")
-    footer = {k: str(v) for k, v in data.get("footer", {}).items()}
-    unknown_footer = set(footer) - set(FOOTER_FIELDS)
-    if unknown_footer:
-        problem(sorted(unknown_footer)[0], f"unknown [footer] field(s): {sorted(unknown_footer)}")
+class _Toml:
+    """campaign.toml as read, and the problems found in it so far (each with its line)."""
 
-    audience: dict[str, Any] = {}
-    if "audience" in data:
+    def __init__(self, raw: str, data: dict[str, Any]):
+        self.raw = raw
+        self.data = data
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str, table: bool = False) -> None:
+        self.problems.append(f"campaign.toml:{toml_line(self.raw, key, table)}: {message}")
+
+    def schedule(self) -> tuple[SendWindow, int]:
+        schedule = self.data.get("schedule", {})
+        window, every = SendWindow(), 0
+        try:
+            window = SendWindow.parse(schedule.get("window"), schedule.get("days"))
+        except ValueError as exc:
+            self.problem("window" if "window" in str(exc) else "days", str(exc))
+        try:
+            every = parse_delay(schedule.get("every", "1d"))
+        except ValueError as exc:
+            self.problem("every", str(exc))
+        return window, every
+
+    def table(self, name: str, known: tuple[str, ...]) -> dict[str, str]:
+        values = {k: str(v) for k, v in self.data.get(name, {}).items()}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            self.problem(unknown[0], f"unknown [{name}] field(s): {unknown}")
+        return values
+
+    def audience(self, kind: str) -> dict[str, Any]:
+        if "audience" not in self.data:
+            return {}
         if kind != CampaignKind.BROADCAST:
-            line = toml_line(raw, "audience", table=True)
-            problems.append(
-                f"campaign.toml:{line}: [audience] is for broadcasts; "
-                "a sequence goes to the subscribers enrolled in it"
+            self.problem(
+                "audience",
+                "[audience] is for broadcasts; a sequence goes to the subscribers enrolled in it",
+                table=True,
             )
         try:
-            audience = Audience.parse(data["audience"]).as_stored()
+            return Audience.parse(self.data["audience"]).as_stored()
         except ValueError as exc:
-            problems.append(f"campaign.toml:{_field_line(raw, 'audience', str(exc))}: {exc}")
-    lint = LintOptions()
-    try:
-        lint = _lint_options(data.get("lint", {}), toml_line(raw, "lint", table=True))
-    except ValueError as exc:
-        problems.append(f"campaign.toml:{toml_line(raw, 'lint', table=True)}: {exc}")
+            line = _field_line(self.raw, "audience", str(exc))
+            self.problems.append(f"campaign.toml:{line}: {exc}")
+            return {}
 
+    def lint(self) -> LintOptions:
+        line = toml_line(self.raw, "lint", table=True)
+        try:
+            return _lint_options(self.data.get("lint", {}), line)
+        except ValueError as exc:
+            self.problems.append(f"campaign.toml:{line}: {exc}")
+            return LintOptions()
+
+
+def _read_steps(folder: Path, kind: str, every: int, problems: list[str]) -> list[StepDefinition]:
+    """The step files, in file-name order; the first waits 0 unless it says otherwise, the
+    others the schedule's `every`."""
     steps: list[StepDefinition] = []
     files = sorted(p for p in folder.glob("*.md") if not p.name.startswith(("_", ".")))
     if not files:
@@ -176,26 +216,9 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
         if step.key in seen:
             problems.append(f"{step.file}:1: key {step.key!r} is also used by {seen[step.key]}")
         seen[step.key] = step.file
-    if kind == "broadcast" and len(files) > 1:
+    if kind == CampaignKind.BROADCAST and len(files) > 1:
         problems.append(f"{folder}: a broadcast has exactly one email, found {len(files)}")
-
-    if problems:
-        raise CampaignError(problems)
-    return CampaignDefinition(
-        slug=slug,
-        name=name,
-        kind=kind,
-        trigger=trigger,
-        window=window,
-        every_seconds=every,
-        sender=sender,
-        footer=footer,
-        steps=steps,
-        folder=str(folder.resolve()),
-        raw_toml=raw,
-        audience=audience,
-        lint=lint,
-    )
+    return steps
 
 
 def _lint_options(data: Any, line: int) -> LintOptions:
@@ -250,6 +273,7 @@ def toml_line(text: str, key: str, table: bool = False) -> int:
     return text.count("\n", 0, match.start()) + 1 if match else 1
 
 
+# Long: one check per front-matter field, in the order a writer reads them.
 def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepDefinition | None:
     name = path.name
     try:

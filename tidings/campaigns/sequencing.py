@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from tidings.campaigns.windows import SendWindow, next_send_time, stored_window
 from tidings.clock import zone_or_utc
-from tidings.db.bulk import update_by_id
+from tidings.db.bulk import affected, table_of, update_by_id
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber, queued_delivery
 from tidings.errors import Conflict
 from tidings.states import (
@@ -149,28 +149,7 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
     machines never plan the same enrollment. Plain rows and executemany statements: this runs
     for every email of every sequence.
     """
-    rows = session.execute(
-        select(
-            Enrollment.id,
-            Enrollment.subscriber_id,
-            Enrollment.campaign_id,
-            Enrollment.next_position,
-            Subscriber.timezone,
-            Subscriber.status,
-            Subscriber.paused_until,
-        )
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .join(Campaign, Campaign.id == Enrollment.campaign_id)
-        .where(
-            Enrollment.next_due_at <= now,
-            Enrollment.status == EnrollmentStatus.ACTIVE,
-            Campaign.status == CampaignStatus.ACTIVE,
-            Campaign.kind == CampaignKind.SEQUENCE,
-        )
-        .order_by(Enrollment.next_due_at)
-        .limit(limit)
-        .with_for_update(of=Enrollment, skip_locked=True)
-    ).all()
+    rows = _due_enrollments(session, now, limit)
     result = PlanResult()
     if not rows:
         return result
@@ -193,17 +172,8 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
         step = steps.get((row.campaign_id, row.next_position))
         if row.status != SubscriberStatus.ACTIVE or step is None:
             active = row.status == SubscriberStatus.ACTIVE
-            status = EnrollmentStatus.COMPLETED if active else EnrollmentStatus.EXITED
             result.completed += active
-            changes.append(
-                {
-                    "id": row.id,
-                    "status": status,
-                    "next_due_at": None,
-                    "ended_at": now,
-                    "updated_at": now,
-                }
-            )
+            changes.append(_ended(row.id, active, now))
             continue
         due = next_send_time(
             windows[row.campaign_id], zone_or_utc(row.timezone), now, row.paused_until
@@ -213,11 +183,66 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
             result.deferred += 1
         else:
             wanted.append((row, *step))
+    deliveries = _plan_steps(session, wanted, changes, now, sender_domain)
+    if deliveries:
+        session.execute(insert(table_of(Delivery)), deliveries)
+    update_by_id(session, Enrollment, changes)
+    result.planned = len(deliveries)
+    return result
+
+
+def _due_enrollments(session: Session, now: datetime, limit: int) -> list[Any]:
+    return list(
+        session.execute(
+            select(
+                Enrollment.id,
+                Enrollment.subscriber_id,
+                Enrollment.campaign_id,
+                Enrollment.next_position,
+                Subscriber.timezone,
+                Subscriber.status,
+                Subscriber.paused_until,
+            )
+            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+            .join(Campaign, Campaign.id == Enrollment.campaign_id)
+            .where(
+                Enrollment.next_due_at <= now,
+                Enrollment.status == EnrollmentStatus.ACTIVE,
+                Campaign.status == CampaignStatus.ACTIVE,
+                Campaign.kind == CampaignKind.SEQUENCE,
+            )
+            .order_by(Enrollment.next_due_at)
+            .limit(limit)
+            .with_for_update(of=Enrollment, skip_locked=True)
+        ).all()
+    )
+
+
+def _ended(enrollment_id: int, completed: bool, now: datetime) -> dict[str, object]:
+    """An enrollment that ends: completed (no step left) or exited (the reader left)."""
+    status = EnrollmentStatus.COMPLETED if completed else EnrollmentStatus.EXITED
+    return {
+        "id": enrollment_id,
+        "status": status,
+        "next_due_at": None,
+        "ended_at": now,
+        "updated_at": now,
+    }
+
+
+def _plan_steps(
+    session: Session,
+    wanted: list[tuple[Any, int, str]],
+    changes: list[dict[str, object]],
+    now: datetime,
+    sender_domain: str,
+) -> list[dict[str, Any]]:
+    """The deliveries of the due steps, each enrollment moved past its step. A step sent
+    before (a reload moved it after this subscriber's place) is never sent twice: the next
+    one is planned instead. Otherwise the enrollment waits for this delivery's outcome."""
     already = _already_delivered(session, [(row.subscriber_id, sid) for row, sid, _ in wanted])
     deliveries = []
     for row, step_id, version in wanted:
-        # Sent before (a reload moved it after this subscriber's place): never twice; plan
-        # the next one. Otherwise wait for this delivery's outcome (next_due_at None).
         done = (row.subscriber_id, step_id) in already
         changes.append(
             {
@@ -227,23 +252,18 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
                 "updated_at": now,
             }
         )
-        if done:
-            continue
-        deliveries.append(
-            queued_delivery(
-                row.subscriber_id,
-                now,
-                sender_domain,
-                campaign_id=row.campaign_id,
-                step_id=step_id,
-                content_sha256=version,
+        if not done:
+            deliveries.append(
+                queued_delivery(
+                    row.subscriber_id,
+                    now,
+                    sender_domain,
+                    campaign_id=row.campaign_id,
+                    step_id=step_id,
+                    content_sha256=version,
+                )
             )
-        )
-    if deliveries:
-        session.execute(insert(Delivery.__table__), deliveries)
-    update_by_id(session, Enrollment, changes)
-    result.planned = len(deliveries)
-    return result
+    return deliveries
 
 
 def _already_delivered(session: Session, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
@@ -257,7 +277,7 @@ def _already_delivered(session: Session, pairs: list[tuple[int, int]]) -> set[tu
         )
     )
     wanted = set(pairs)
-    return {(s, t) for s, t in found if (s, t) in wanted}
+    return {(s, t) for s, t in found if t is not None and (s, t) in wanted}
 
 
 def _end(enrollment: Enrollment, status: str, now: datetime) -> None:
@@ -311,15 +331,7 @@ def advance_after_deliveries(
     for r in rows:
         delay = delays.get((r.campaign_id, r.next_position))
         if delay is None:  # that was the last step
-            changes.append(
-                {
-                    "id": r.id,
-                    "status": EnrollmentStatus.COMPLETED,
-                    "next_due_at": None,
-                    "ended_at": finished_at,
-                    "updated_at": finished_at,
-                }
-            )
+            changes.append(_ended(r.id, True, finished_at))
         else:
             due = next_send_time(
                 windows[r.campaign_id],
@@ -338,7 +350,7 @@ def exit_enrollments(session: Session, subscriber_id: int, now: datetime) -> int
         )
         .values(status=EnrollmentStatus.EXITED, next_due_at=None, ended_at=now, updated_at=now)
     )
-    return result.rowcount or 0
+    return affected(result)
 
 
 def remap_positions(
@@ -369,7 +381,7 @@ def remap_positions(
         .values(next_position=new_position, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return affected(result)
 
 
 def enroll_many(

@@ -124,12 +124,6 @@ def load_campaign(session: Session, folder: Path, settings: Settings, now: datet
     if any(f.severity == ERROR for f in findings):
         raise CampaignError([str(f) for f in findings if f.severity == ERROR])
     sender = campaign_sender(settings, definition.sender)
-    stored_definition = definition.as_stored()
-    stored_definition["sender"] = sender.__dict__
-    digest = hashlib.sha256(definition.raw_toml.encode())
-    for _, step in compiled:
-        digest.update(step.content_sha256.encode())
-
     campaign = session.scalar(select(Campaign).where(Campaign.slug == definition.slug))
     report = LoadReport(slug=definition.slug, created=campaign is None)
     if not sender.postal_address:
@@ -146,6 +140,11 @@ def load_campaign(session: Session, folder: Path, settings: Settings, now: datet
             f"campaign {definition.slug!r} is a {campaign.kind}; it cannot become a "
             f"{definition.kind} (use a new slug)"
         )
+    stored_definition = definition.as_stored()
+    stored_definition["sender"] = sender.__dict__
+    digest = hashlib.sha256(definition.raw_toml.encode())
+    for _, step in compiled:
+        digest.update(step.content_sha256.encode())
     campaign.name = definition.name
     campaign.kind = definition.kind
     campaign.trigger = definition.trigger
@@ -154,46 +153,59 @@ def load_campaign(session: Session, folder: Path, settings: Settings, now: datet
     campaign.source_path = definition.folder
     campaign.loaded_at = now
     session.flush()
+    _store_steps(session, campaign, definition, compiled, report, now)
+    return report
 
+
+def _store_steps(
+    session: Session,
+    campaign: Campaign,
+    definition: CampaignDefinition,
+    compiled: list[tuple[StepSource, CompiledStep]],
+    report: LoadReport,
+    now: datetime,
+) -> None:
+    """Each step by its key: new, changed or unchanged; a step no longer in the folder loses
+    its position but stays (the ledger refers to it). Enrolled subscribers keep their place."""
     existing = {
         s.key: s for s in session.scalars(select(Step).where(Step.campaign_id == campaign.id))
     }
-    old_keys = [
-        s.key
-        for s in sorted(
-            (s for s in existing.values() if s.position is not None), key=lambda s: s.position or 0
-        )
-    ]
+    placed = sorted((s for s in existing.values() if s.position is not None), key=_position)
+    old_keys = [s.key for s in placed]
     new_keys = [source.key for source, _ in compiled]
-    for position, (source, step_compiled) in enumerate(compiled, start=1):
-        definition_step = definition.steps[position - 1]
+    for position, ((source, email), step) in enumerate(
+        zip(compiled, definition.steps, strict=True), start=1
+    ):
         row = existing.get(source.key)
         if row is None:
             row = Step(campaign_id=campaign.id, key=source.key, created_at=now)
             session.add(row)
             report.added.append(source.key)
-        elif row.content_sha256 != step_compiled.content_sha256 or row.position is None:
+        elif row.content_sha256 != email.content_sha256 or row.position is None:
             report.changed.append(source.key)
         else:
             report.unchanged.append(source.key)
         row.position = position
-        row.delay_seconds = definition_step.delay_seconds
-        row.subject = step_compiled.subject
-        row.preheader = step_compiled.preheader
-        row.source = definition_step.source
-        row.source_file = definition_step.file
-        row.compiled = step_compiled.as_stored()
-        row.content_sha256 = step_compiled.content_sha256
+        row.delay_seconds = step.delay_seconds
+        row.subject = email.subject
+        row.preheader = email.preheader
+        row.source = step.source
+        row.source_file = step.file
+        row.compiled = email.as_stored()
+        row.content_sha256 = email.content_sha256
         row.updated_at = now
     for key, row in existing.items():
         if key not in new_keys and row.position is not None:
-            row.position = None  # kept: the ledger refers to it
+            row.position = None
             row.updated_at = now
             report.removed.append(key)
     session.flush()
     if not report.created:
         report.enrollments_moved = remap_positions(session, campaign.id, old_keys, new_keys, now)
-    return report
+
+
+def _position(step: Step) -> int:
+    return step.position or 0
 
 
 def get_campaign(session: Session, slug: str) -> Campaign:

@@ -6,7 +6,10 @@ Nothing here imports the engine at module level: `tidings --help` must stay fast
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -110,3 +113,49 @@ port_option = click.option(
     default=None,
     help="Port to listen on (default: TIDINGS_WEB_PORT, 8000; 0 picks a free one).",
 )
+
+
+def each_address(
+    state: State, arguments: tuple[str, ...], action: Callable[[Any, str], str], verb: str
+) -> None:
+    """Run `action` for each address given (or read from stdin), 200 to a transaction; print
+    a line per address once its transaction is committed (what it says is stored). One
+    address: its problem is the error, as for every other command."""
+    from tidings.errors import TidingsError
+
+    runtime = state.runtime()
+    if len(arguments) == 1 and arguments[0] != "-":
+        with runtime.sessions.begin() as session:
+            click.echo(action(session, arguments[0]))
+        return
+    addresses, failed, total = lines_of(arguments), 0, 0
+    while chunk := [a for _, a in zip(range(200), addresses, strict=False)]:
+        lines: list[tuple[str, bool]] = []
+        with runtime.sessions.begin() as session:
+            for raw in chunk:
+                try:
+                    lines.append((action(session, raw), False))
+                except TidingsError as exc:
+                    lines.append((f"{raw}: {exc}", True))
+        for text, error in lines:
+            click.echo(text, err=error)
+            failed += error
+        total += len(chunk)
+    if failed:
+        raise click.ClickException(f"{failed} of {total} addresses could not be {verb}")
+
+
+@contextlib.contextmanager
+def progress_bar(stream: Any) -> Iterator[Any]:
+    """A progress bar by bytes read, on stderr, only when stderr is a terminal and the size
+    is known (a file, or stdin redirected from one)."""
+    size = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        info = os.fstat(stream.fileno())
+        if stat.S_ISREG(info.st_mode):
+            size = info.st_size
+    if size is None or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=size, label="Importing", file=sys.stderr) as bar:
+        yield bar.update

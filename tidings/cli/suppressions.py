@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tidings.cli.common import State, pass_state
+from tidings.cli.common import State, each_address, pass_state
 from tidings.cli.output import output_options, write_rows
-from tidings.cli.subscribers import each_address
 
 if TYPE_CHECKING:
     from tidings.subscribers.importing import Reject

@@ -21,6 +21,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 
+def affected(result: Any) -> int:
+    """How many rows an UPDATE or DELETE changed (the driver's rowcount; 0 if unknown)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def table_of(model: type) -> Table:
+    """A model's Table, typed as one (for Core statements on the hot paths)."""
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
 def update_by_id(session: Session, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
     """UPDATE ... WHERE id = ... for many rows: one executemany per set of changed columns."""
     table = model.__table__  # type: ignore[attr-defined]
@@ -97,7 +108,7 @@ def bulk_insert(
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
         f"VALUES ({', '.join(mark for _ in names)})"
     )
-    session.connection().exec_driver_sql(statement, params)  # type: ignore[arg-type]
+    session.connection().exec_driver_sql(statement, params)
 
 
 @functools.lru_cache(maxsize=4096)

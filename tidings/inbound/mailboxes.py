@@ -23,9 +23,9 @@ def read_messages(path: Path) -> Iterator[tuple[str, bytes]]:
         with path.open("rb") as fh:
             starts_like_mbox = fh.read(5) == b"From "
         if starts_like_mbox:
-            box = mailbox.mbox(path, create=False)
-            for key in box.iterkeys():
-                yield f"{path}:{key}", box.get_bytes(key)
+            messages = mailbox.mbox(path, create=False)
+            for key in messages.iterkeys():
+                yield f"{path}:{key}", messages.get_bytes(key)
         else:
             yield str(path), path.read_bytes()
     else:

@@ -47,7 +47,7 @@ def parse_report(raw: bytes) -> Report:
         raise NotAReport(f"unreadable message: {exc}") from exc
     returned_to = _addresses(message, ("Delivered-To", "X-Original-To", "Envelope-To", "To"))
     content_type = message.get_content_type()
-    report_type = (message.get_param("report-type") or "").lower()
+    report_type = str(message.get_param("report-type") or "").lower()
     if content_type == "multipart/report" and report_type == "feedback-report":
         return _parse_arf(message, returned_to)
     if content_type == "multipart/report" and report_type == "delivery-status":
@@ -112,9 +112,8 @@ def _parse_arf(message: EmailMessage, returned_to: list[str]) -> Report:
     if feedback_type == "not-spam":
         raise NotAReport("a not-spam feedback report")
     original = _original_headers(message)
-    recipient = (
-        _address_field(fields.get("original-rcpt-to"))
-        or (_addresses_from(original.get("To", "")) or [None])[0]
+    recipient = _address_field(fields.get("original-rcpt-to")) or next(
+        iter(_addresses_from(original.get("To", ""))), None
     )
     return Report(
         kind=BounceKind.COMPLAINT,
@@ -183,7 +182,11 @@ def _dsn_recipient_fields(part: Message) -> list[dict[str, str]]:
     """The per-recipient field groups of a message/delivery-status part (RFC 3464 §2.3)."""
     payload = part.get_payload()
     if isinstance(payload, list):  # the stdlib splits it into header blocks
-        blocks = [{k.lower(): str(v) for k, v in block.items()} for block in payload]
+        blocks = [
+            {k.lower(): str(v) for k, v in block.items()}
+            for block in payload
+            if isinstance(block, Message)
+        ]
         return [b for b in blocks[1:] if "action" in b or "status" in b] or [
             b for b in blocks if "action" in b or "status" in b
         ]

@@ -73,6 +73,7 @@ def demo_settings(directory: Path, smtp_url: str, day_seconds: float) -> Setting
     )
 
 
+# Long: the demo as a script, top to bottom, as a newcomer reads it.
 def run_demo(
     directory: Path, count: int, day_seconds: float, echo: Callable[[str], None] = print
 ) -> DemoSummary:

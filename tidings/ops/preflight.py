@@ -323,7 +323,7 @@ def _smtp(server: SmtpServer) -> Check:
             )
         return Check(OK, name, " + ".join(done) + " ok")
     except smtplib.SMTPAuthenticationError as exc:
-        return Check(FAIL, name, f"login refused: {exc.smtp_code} {exc.smtp_error.decode()}")
+        return Check(FAIL, name, f"login refused: {exc.smtp_code} {_text(exc.smtp_error)}")
     except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
         return Check(FAIL, name, " + ".join([*done, "?"]) + f" failed: {exc}")
     finally:
@@ -397,3 +397,7 @@ def _dns_records(settings: Settings) -> Iterator[Check]:
         f'publish: _dmarc.{domain}. IN TXT "v=DMARC1; p=none; rua=mailto:dmarc@{domain}" '
         "(start with p=none, move to quarantine once reports look right)",
     )
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply

@@ -131,7 +131,7 @@ def _unsubscribed_after(session: Session, campaign_id: int) -> list[tuple[int, i
         )
         .group_by(last.step_id)
     )
-    return [(step_id, count) for step_id, count in session.execute(query)]
+    return [(step_id, count) for step_id, count in session.execute(query) if step_id is not None]
 
 
 def _unsubscribed_before_first(session: Session, campaign_id: int) -> int:

@@ -330,6 +330,7 @@ def compile_step(
     return CompiledStep(subject, preheader, html_part, text_part, digest.hexdigest())
 
 
+# Long: the compile pipeline in order (body, footer, subject, layouts, inlining).
 def render_parts(
     step: StepSource,
     campaign: CampaignContext,

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.campaigns.sequencing import advance_after_deliveries, exit_enrollments
-from tidings.db.bulk import update_by_id
+from tidings.db.bulk import affected, update_by_id
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber
 from tidings.sending.policy import Decision
 from tidings.states import (
@@ -268,7 +268,7 @@ def reap(sessions: sessionmaker[Session], now: datetime) -> int:
                 updated_at=now,
             )
         )
-    count = result.rowcount or 0
+    count = affected(result)
     if count:
         log.warning("reclaimed %d deliveries whose worker stopped before finishing", count)
     return count

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.clock import Clock
 from tidings.config import Settings
-from tidings.db.bulk import insert_ignore
+from tidings.db.bulk import affected, insert_ignore
 from tidings.db.models import SendCounter, SmtpServerState
 from tidings.sending.transports import (
     MaildirTransport,
@@ -147,7 +147,7 @@ class RateLimiter:
         cutoff = self.clock.now() - COUNTER_RETENTION
         with self.sessions.begin() as session:
             result = session.execute(delete(SendCounter).where(SendCounter.bucket_start < cutoff))
-        return result.rowcount or 0
+        return affected(result)
 
     @staticmethod
     def _lock_server(session: Session, name: str, now: datetime) -> None:
@@ -175,7 +175,8 @@ class RateLimiter:
 
     @staticmethod
     def _increment(session: Session, server: str, g: int, start: datetime, n: int) -> None:
-        insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         statement = insert(SendCounter).values(
             server=server, granularity=g, bucket_start=start, count=n
         )

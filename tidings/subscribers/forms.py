@@ -129,7 +129,7 @@ def check_sign_up(email: str | None, name: str | None, timezone: str | None) -> 
         tz = None
     else:
         tz = _field(errors, "timezone", check_timezone, (timezone or "").strip() or None)
-    if errors:
+    if errors or clean_email is None or clean is None or tz is None:
         raise InvalidFields(errors)
     return SignUp(email=clean_email, name=clean, timezone=tz)
 
@@ -146,7 +146,7 @@ def check_profile(name: str | None, timezone: str | None) -> Profile:
         tz = None
     else:
         tz = _field(errors, "timezone", check_timezone, timezone)
-    if errors:
+    if errors or clean is None or tz is None:
         raise InvalidFields(errors)
     return Profile(name=clean, timezone=tz)
 
@@ -393,7 +393,7 @@ def resume(session: Session, subscriber: Subscriber, now: datetime) -> bool:
         earliest = next_send_time(
             campaign_window(campaign), tz, max(now, since + timedelta(seconds=step.delay_seconds))
         )
-        if earliest < enrollment.next_due_at:
+        if enrollment.next_due_at is None or earliest < enrollment.next_due_at:
             enrollment.next_due_at = earliest
             enrollment.updated_at = now
     # Emails already planned and held back by the dispatcher: let it look at them again (it

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.sequencing import enroll_on_confirm, exit_enrollments
+from tidings.db.bulk import affected
 from tidings.db.models import ConsentEvent, Delivery, Subscriber, queued_delivery
 from tidings.errors import Conflict, InvalidInput, NotFound
 from tidings.states import (
@@ -291,7 +292,7 @@ def skip_waiting_deliveries(session: Session, subscriber_id: int, why: str, now:
         .where(Delivery.subscriber_id == subscriber_id, Delivery.status.in_(WAITING))
         .values(status=DeliveryStatus.SKIPPED, outcome=why, updated_at=now)
     )
-    return result.rowcount or 0
+    return affected(result)
 
 
 # ----------------------------------------------------------------------------- the list

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from tidings.db.bulk import affected
 from tidings.db.models import (
     BounceEvent,
     ConsentEvent,
@@ -41,6 +42,7 @@ STREAM_CHUNK = 1000
 # ----------------------------------------------------------------------------- data rights
 
 
+# Long: one literal document, the whole of what is stored about a person.
 def export_data(session: Session, email: str, now: datetime) -> dict[str, Any]:
     """Everything tidings stores about one person, for a right-of-access request."""
     subscriber = find_subscriber(session, email)
@@ -157,7 +159,7 @@ def erase(
             .where(model.subscriber_id == sid)
             .execution_options(synchronize_session=False)
         )
-        counts[model] = result.rowcount or 0
+        counts[model] = affected(result)
     session.delete(subscriber)
     # The detail of a bounce is the server's reply, which usually quotes the address: it goes.
     detail = f"erased on {now.date().isoformat()}; the address itself is not stored"
@@ -233,7 +235,7 @@ def prune_pending(
                 .where(model.subscriber_id.in_(chunk))
                 .execution_options(synchronize_session=False)
             )
-            totals[name] += result.rowcount or 0
+            totals[name] += affected(result)
         session.execute(
             delete(Enrollment)
             .where(Enrollment.subscriber_id.in_(chunk))
@@ -244,5 +246,5 @@ def prune_pending(
             .where(Subscriber.id.in_(chunk))
             .execution_options(synchronize_session=False)
         )
-        totals["subscribers"] += result.rowcount or 0
+        totals["subscribers"] += affected(result)
     return PruneReport(cutoff=cutoff, **totals)

@@ -26,7 +26,7 @@ def normalize_email(raw: str, field: str = "email") -> str:
         result = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise InvalidInput(field, f"{raw.strip()!r} is not a valid email address: {exc}") from exc
-    return result.ascii_email.lower()
+    return str(result.ascii_email).lower()
 
 
 def clean_name(raw: str | None, field: str = "name") -> str:

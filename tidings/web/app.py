@@ -125,6 +125,7 @@ def _check_rate_limit(name: str, value: str) -> str:
     return value
 
 
+# Long: the wiring, in the order a request meets it.
 def create_app(runtime: Runtime) -> Flask:
     """The web application for this runtime (its settings, clock and database)."""
     settings = runtime.settings
@@ -203,7 +204,7 @@ def create_app(runtime: Runtime) -> Flask:
         ("api.create_subscriber", api_limit),
     ):
         view = app.view_functions[endpoint]
-        app.view_functions[endpoint] = limiter.limit(rate, methods=["POST"])(view)
+        app.view_functions[endpoint] = limiter.limit(rate, methods=["POST"])(view)  # type: ignore[assignment]
 
     @app.before_request
     def _protect() -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.sequencing import first_enrollment_values
-from tidings.db.bulk import bulk_insert, select_in
+from tidings.db.bulk import bulk_insert, select_in, table_of
 from tidings.db.models import (
     Campaign,
     ConsentEvent,
@@ -85,6 +85,49 @@ class ImportReport:
             "ignored_columns": self.ignored_columns,
             "attribute_columns": self.attribute_columns,
         }
+
+    def summary(
+        self, dry_run: bool, double_opt_in: bool, rejects: str | None
+    ) -> list[tuple[str, bool]]:
+        """What an import did, for people: (line, is it a warning) pairs. The CLI prints
+        them; the console shows them."""
+        counts = (
+            f"created {self.created}, updated {self.updated}, unchanged {self.unchanged}, "
+            f"suppressed {self.suppressed}, rejected {self.rejected}"
+        )
+        lines = [
+            (f"dry run, nothing was stored: would have {counts}" if dry_run else counts, False)
+        ]
+        if self.ignored_columns:
+            ignored = ", ".join(self.ignored_columns)
+            lines.append((f"ignored columns {ignored}: tidings keeps these itself", True))
+        if self.suppressed:
+            numbers = ", ".join(str(n) for n in self.suppressed_lines)
+            more = ", ..." if self.suppressed > len(self.suppressed_lines) else ""
+            lines.append(
+                (
+                    f"{self.suppressed} rows are on the suppression list or unsubscribed and "
+                    f"were not re-activated (lines {numbers}{more})",
+                    False,
+                )
+            )
+        if double_opt_in and self.confirmations_queued:
+            lines.append(
+                (
+                    f"{self.confirmations_queued} confirmation emails queued: `tidings run` or "
+                    "`tidings send-due` sends them",
+                    False,
+                )
+            )
+        if rejects:
+            lines.append(
+                (
+                    f"{self.rejected} rejected rows written to {rejects} "
+                    "(line, field, reason, and the row as it was)",
+                    True,
+                )
+            )
+        return lines
 
     def add(self, batch: ImportReport) -> None:
         """Count a batch's results in the whole import's."""
@@ -305,7 +348,7 @@ class Batch:
         return changed
 
     def write(self) -> None:
-        table = Subscriber.__table__
+        table = table_of(Subscriber)
         if self.changed:
             self.session.execute(
                 update(table)
@@ -361,7 +404,7 @@ class Batch:
     def _add_consent(self, kinds: tuple[ConsentKind, ...], ids: list[int]) -> None:
         bulk_insert(
             self.session,
-            ConsentEvent.__table__,
+            table_of(ConsentEvent),
             [{"subscriber_id": sid, "kind": kind} for sid in ids for kind in kinds],
             {
                 "source": "import",
@@ -385,7 +428,7 @@ class Batch:
         ]
         bulk_insert(
             self.session,
-            Enrollment.__table__,
+            table_of(Enrollment),
             rows,
             {"created_at": self.now, "updated_at": self.now},
         )
@@ -396,7 +439,7 @@ class Batch:
         kind, domain = DeliveryKind.CONFIRMATION, self.message_domain
         bulk_insert(
             self.session,
-            Delivery.__table__,
+            table_of(Delivery),
             [queued_delivery(sid, self.now, domain, kind=kind) for sid in ids],
             {},
         )

@@ -72,6 +72,7 @@ def _text(
     return value
 
 
+# Long: every field of the request checked in turn, so that all errors come back at once.
 @blueprint.post("/subscribers")
 def create_subscriber() -> Any:
     ctx = context()

@@ -118,6 +118,7 @@ def subscribe() -> Any:
 # ----------------------------------------------------------------------------- confirm
 
 
+# Long: each state of the link (expired, for nobody, pending, active, gone) in turn.
 @blueprint.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str) -> Any:
     """GET: confirm (idempotent). POST: send a new confirmation email (from the page shown for

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
-import os
-import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tidings.cli.common import State, confirm_on_terminal, lines_of, pass_state
+from tidings.cli.common import (
+    State,
+    confirm_on_terminal,
+    each_address,
+    pass_state,
+)
 from tidings.cli.output import output_file, output_options, plain, write_object, write_rows
+from tidings.cli.subscribers.importing import import_cmd
 
 if TYPE_CHECKING:
     from tidings.subscribers.directory import SubscriberFilter
-    from tidings.subscribers.importing import ImportReport, Reject
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ["pending", "active", "unsubscribed", "bounced", "complained"]
@@ -147,36 +148,6 @@ def unsubscribe(state: State, emails: tuple[str, ...]) -> None:
     each_address(state, emails, one, "unsubscribed")
 
 
-def each_address(
-    state: State, arguments: tuple[str, ...], action: Callable[[Any, str], str], verb: str
-) -> None:
-    """Run `action` for each address given (or read from stdin), 200 to a transaction; print
-    a line per address once its transaction is committed (what it says is stored). One
-    address: its problem is the error, as for every other command."""
-    from tidings.errors import TidingsError
-
-    runtime = state.runtime()
-    if len(arguments) == 1 and arguments[0] != "-":
-        with runtime.sessions.begin() as session:
-            click.echo(action(session, arguments[0]))
-        return
-    addresses, failed, total = lines_of(arguments), 0, 0
-    while chunk := [a for _, a in zip(range(200), addresses, strict=False)]:
-        lines: list[tuple[str, bool]] = []
-        with runtime.sessions.begin() as session:
-            for raw in chunk:
-                try:
-                    lines.append((action(session, raw), False))
-                except TidingsError as exc:
-                    lines.append((f"{raw}: {exc}", True))
-        for text, error in lines:
-            click.echo(text, err=error)
-            failed += error
-        total += len(chunk)
-    if failed:
-        raise click.ClickException(f"{failed} of {total} addresses could not be {verb}")
-
-
 def filter_options(func: F) -> F:
     """--status, --campaign, --since, --search: which subscribers a command covers."""
     options = [
@@ -262,214 +233,6 @@ def show(state: State, email: str, fmt: str) -> None:
     with runtime.read_sessions.begin() as session:
         info = subscriber_details(session, email)
     write_object(info, fmt)
-
-
-# ----------------------------------------------------------------------------- import
-
-
-@subscribers_group.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@click.option(
-    "--evidence",
-    default=None,
-    help="How everyone on the list agreed, e.g. 'paper form, 2026 open day': recorded for each "
-    "new subscriber, who is active at once.",
-)
-@click.option(
-    "--double-opt-in",
-    is_flag=True,
-    help="New addresses get a confirmation email and stay pending until they click.",
-)
-@click.option("--dry-run", is_flag=True, help="Check every row and count; store nothing.")
-@click.option(
-    "--rejects",
-    "rejects_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Where to write rejected rows (default: FILE with .rejects.csv, or "
-    "import-rejects.csv for stdin).",
-)
-@click.option(
-    "--encoding",
-    default="utf-8",
-    show_default=True,
-    help="The file's encoding, e.g. cp1252 for a CSV saved by Excel on Windows.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 10_000),
-    default=2000,
-    show_default=True,
-    help="Rows per transaction: a crash loses at most one batch, which a re-run does again.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@pass_state
-def import_cmd(
-    state: State,
-    file: str,
-    evidence: str | None,
-    double_opt_in: bool,
-    dry_run: bool,
-    rejects_path: str | None,
-    encoding: str,
-    batch_size: int,
-    as_json: bool,
-) -> None:
-    """Import subscribers from a CSV file (or - for stdin), streaming.
-
-    The first line names the columns: email (required), name, timezone, and any others,
-    which are kept as attributes of each subscriber. Consent must be accounted for:
-    --evidence says how everyone on the list agreed (they become active and start the
-    series), or --double-opt-in asks each new address to confirm by email.
-
-    Existing subscribers are updated (empty cells leave stored values alone), never
-    duplicated; addresses on the suppression list or that unsubscribed are never
-    re-activated. Bad rows (invalid address, unknown timezone, encoding errors, wrong number
-    of fields, line breaks inside fields, oversized fields) are skipped and written to the
-    reject file with their line number and reason. Each batch of rows is committed whole,
-    so an import that was interrupted can simply be run again: the result is the same.
-
-    Exit code: 0 when every row was imported, 3 when some rows were rejected (the others
-    were imported), 1 when the file could not be imported at all (nothing was stored).
-
-    \b
-    Examples:
-      tidings subscribers import open-day.csv --evidence "paper form, 2026 open day"
-      tidings subscribers import newsletter-list.csv --double-opt-in --dry-run
-      gunzip -c list.csv.gz | tidings subscribers import - --double-opt-in
-    """
-    from sqlalchemy.exc import DBAPIError
-
-    from tidings.errors import InvalidInput
-    from tidings.files import UnsafePath, check_writable
-    from tidings.subscribers.importing import Importer, ImportOptions, check_options
-
-    options = ImportOptions(evidence, double_opt_in, dry_run, encoding, batch_size)
-    try:
-        check_options(options)
-    except InvalidInput as exc:
-        raise click.UsageError(str(exc)) from exc
-    if rejects_path is None:
-        rejects_path = (
-            "import-rejects.csv" if file == "-" else os.path.splitext(file)[0] + ".rejects.csv"
-        )
-    if file != "-" and os.path.abspath(rejects_path) == os.path.abspath(file):
-        raise click.UsageError("--rejects must not be the file being imported")
-    try:  # found out now, not at the first bad row with half the file imported
-        check_writable(rejects_path)
-    except UnsafePath as exc:
-        raise click.UsageError(
-            f"cannot write the reject file {rejects_path} ({exc}): use --rejects PATH"
-        ) from exc
-    runtime = state.runtime()
-    with (
-        click.open_file(file, "rb") as stream,
-        _progress(stream) as progress,
-        _RejectFile(rejects_path) as rejects,
-    ):
-        importer = Importer(
-            runtime.sessions,
-            runtime.read_sessions,
-            runtime.clock,
-            options,
-            runtime.settings.sender_domain,
-            on_reject=rejects.write,
-            progress=progress,
-        )
-        try:
-            report = importer.run(stream)
-        except DBAPIError as exc:
-            if dry_run:
-                raise click.ClickException(
-                    f"the database failed: {exc.orig}; nothing was stored (dry run)"
-                ) from exc
-            done = importer.report.last_committed_line
-            raise click.ClickException(
-                f"the database failed: {exc.orig}; rows up to line {done} are stored, "
-                "each whole: run the same import again to finish it"
-            ) from exc
-    if as_json:
-        click.echo(json.dumps(report.as_dict() | {"rejects_file": rejects.written}))
-    else:
-        _print_import(report, dry_run, double_opt_in, rejects.written)
-    if report.rejected:
-        sys.exit(3)
-
-
-class _RejectFile:
-    """The reject file, written as rows are rejected, created only if one is. It holds
-    addresses, so only its owner may read it."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.written: str | None = None
-        self._stack = contextlib.ExitStack()
-        self._writer: Any = None
-
-    def write(self, reject: Reject) -> None:
-        from tidings.files import open_private
-
-        if self._writer is None:
-            out = self._stack.enter_context(open_private(self.path))
-            self._writer = csv.writer(out, lineterminator="\n")
-            self._writer.writerow(["line", "field", "reason", "data"])
-            self.written = self.path
-        self._writer.writerow([reject.line, reject.field, reject.reason, reject.data])
-
-    def __enter__(self) -> _RejectFile:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._stack.close()
-
-
-@contextlib.contextmanager
-def _progress(stream: Any) -> Iterator[Any]:
-    """A progress bar by bytes read, on stderr, only when stderr is a terminal and the size
-    is known (a file, or stdin redirected from one)."""
-    size = None
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        info = os.fstat(stream.fileno())
-        if stat.S_ISREG(info.st_mode):
-            size = info.st_size
-    if size is None or not sys.stderr.isatty():
-        yield None
-        return
-    with click.progressbar(length=size, label="Importing", file=sys.stderr) as bar:
-        yield bar.update
-
-
-def _print_import(
-    report: ImportReport, dry_run: bool, double_opt_in: bool, rejects: str | None
-) -> None:
-    counts = (
-        f"created {report.created}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"suppressed {report.suppressed}, rejected {report.rejected}"
-    )
-    click.echo(f"dry run, nothing was stored: would have {counts}" if dry_run else counts)
-    if report.ignored_columns:
-        click.echo(
-            f"ignored columns {', '.join(report.ignored_columns)}: tidings keeps these itself",
-            err=True,
-        )
-    if report.suppressed:
-        lines = ", ".join(str(n) for n in report.suppressed_lines)
-        more = ", ..." if report.suppressed > len(report.suppressed_lines) else ""
-        click.echo(
-            f"{report.suppressed} rows are on the suppression list or unsubscribed and were not "
-            f"re-activated (lines {lines}{more})"
-        )
-    if double_opt_in and report.confirmations_queued:
-        click.echo(
-            f"{report.confirmations_queued} confirmation emails queued: `tidings run` or "
-            "`tidings send-due` sends them"
-        )
-    if rejects:
-        click.echo(
-            f"{report.rejected} rejected rows written to {rejects} "
-            "(line, field, reason, and the row as it was)",
-            err=True,
-        )
 
 
 # ----------------------------------------------------------------------------- export
@@ -690,3 +453,7 @@ def erase(state: State, email: str, yes: bool, note: str | None) -> None:
         f"{report.enrollments} enrollments, {report.deliveries} emails); its hash is "
         f"{kept} the suppression list ({report.suppression_reason})"
     )
+
+
+# The import command lives beside this module: it is as long as the rest of the group.
+subscribers_group.add_command(import_cmd)
