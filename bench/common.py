@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from tidings.campaigns.store import load_campaign  # noqa: E402
+from tidings.campaigns.loading import load_campaign  # noqa: E402
 from tidings.clock import FixedClock  # noqa: E402
 from tidings.config import Settings  # noqa: E402
 from tidings.db import upgrade  # noqa: E402
@@ -233,11 +233,17 @@ def notice_campaign(runtime: Runtime) -> None:
 
 
 def enroll(
-    runtime: Runtime, count: int, due: datetime, not_due: int = 0, chunk: int = 50_000
+    runtime: Runtime,
+    count: int,
+    due: datetime,
+    not_due: int = 0,
+    chunk: int = 50_000,
+    slug: str = "notice",
 ) -> None:
-    """`count` active subscribers due at `due`, and `not_due` more due a year later."""
+    """`count` active subscribers of campaign `slug` due at `due`, and `not_due` more due a
+    year later."""
     with runtime.sessions.begin() as session:
-        campaign_id = session.scalar(select(Campaign.id).where(Campaign.slug == "notice"))
+        campaign_id = session.scalar(select(Campaign.id).where(Campaign.slug == slug))
         first = (session.scalar(select(func.max(Subscriber.id))) or 0) + 1
     later = due.replace(year=due.year + 1)
     total = count + not_due
@@ -339,6 +345,32 @@ def _copy_enroll(
         connection.commit()
     finally:
         connection.close()
+
+
+def tidings_env(url: str, smtp_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `tidings` process of the benchmarks (nothing of ours leaks in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+    env.update(
+        TIDINGS_DATABASE_URL=url,
+        TIDINGS_SMTP_URL=smtp_url,
+        TIDINGS_SECRET_KEY="bench",
+        TIDINGS_POSTAL_ADDRESS="1 Main St",
+        TIDINGS_FROM_ADDRESS="kap@center.example.org",
+        TIDINGS_BASE_URL="https://news.example.org",
+        TIDINGS_CLOCK=f"fixed:{MONDAY.isoformat()}",
+        **extra,
+    )
+    return env
+
+
+def median_seconds(command: list[str], runs: int, env: dict[str, str] | None = None) -> float:
+    """The median wall time of a whole process, start to exit."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def bench_runtime(url: str, smtp_url: str = "smtp://127.0.0.1:25", **settings: object) -> Runtime:

@@ -16,7 +16,7 @@ from common import MONDAY, QUICK, report
 
 from tidings.campaigns import SHIPPED_DIR
 from tidings.campaigns.definition import read_campaign
-from tidings.campaigns.store import campaign_sender, compile_campaign
+from tidings.campaigns.loading import campaign_sender, compile_campaign
 from tidings.config import Settings
 from tidings.db.models import Campaign
 from tidings.rendering.compile import CampaignContext

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock
 from tidings.config import Settings
 from tidings.db import make_engine, upgrade

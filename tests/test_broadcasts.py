@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, insert, select, update
 from tidings.campaigns import broadcast_planning
 from tidings.campaigns.broadcast_planning import plan_broadcasts
 from tidings.campaigns.broadcasts import schedule_broadcast
-from tidings.campaigns.store import load_campaign
+from tidings.campaigns.loading import load_campaign
 from tidings.clock import FixedClock
 from tidings.db.models import BroadcastSchedule, Campaign, Delivery, Subscriber
 from tidings.runtime import Runtime

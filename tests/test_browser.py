@@ -21,7 +21,7 @@ from conftest import received
 from playwright.sync_api import Browser, expect, sync_playwright
 from sqlalchemy import select
 
-from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock
 from tidings.config import Settings
 from tidings.db import signing_key

@@ -13,7 +13,8 @@ import pytest
 from conftest import received, run_for
 from sqlalchemy import func, select
 
-from tidings.campaigns.store import load_campaign, set_status
+from tidings.campaigns.loading import load_campaign
+from tidings.campaigns.store import set_status
 from tidings.db.models import Delivery, Enrollment, Step, Subscriber, Suppression
 from tidings.errors import CampaignError, Conflict
 from tidings.runtime import Runtime

@@ -15,7 +15,7 @@ import pytest
 
 from tidings.campaigns import SHIPPED_DIR
 from tidings.campaigns.definition import read_campaign
-from tidings.campaigns.store import campaign_sender, compile_campaign
+from tidings.campaigns.loading import campaign_sender, compile_campaign
 from tidings.config import Settings
 from tidings.rendering.compile import CampaignContext
 from tidings.rendering.mime import MessageHeaders, MessageSkeleton, Recipient

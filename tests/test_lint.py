@@ -14,7 +14,7 @@ from cli_helpers import Tidings, on_sqlite_copy
 
 from tidings.campaigns.definition import read_campaign
 from tidings.campaigns.lint import ERROR, WARNING, Finding, lint_campaign
-from tidings.campaigns.store import compile_campaign, resolve_campaign_dir
+from tidings.campaigns.loading import compile_campaign, resolve_campaign_dir
 from tidings.config import Settings
 
 SETTINGS = Settings(

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock, clock_from_spec
 from tidings.config import load_settings
 from tidings.db.models import Delivery

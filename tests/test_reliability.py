@@ -25,7 +25,8 @@ import pytest
 from conftest import MONDAY, run_for
 from sqlalchemy import func, insert, select
 
-from tidings.campaigns.store import load_campaign, set_status
+from tidings.campaigns.loading import load_campaign
+from tidings.campaigns.store import set_status
 from tidings.clock import FixedClock
 from tidings.config import Settings, parse_smtp_servers
 from tidings.db import signing_key

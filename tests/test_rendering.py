@@ -18,7 +18,7 @@ import pytest
 
 from tidings.campaigns import shipped_campaign_dir
 from tidings.campaigns.definition import read_campaign
-from tidings.campaigns.store import campaign_sender, compile_campaign
+from tidings.campaigns.loading import campaign_sender, compile_campaign
 from tidings.config import Settings
 from tidings.db.models import Campaign
 from tidings.errors import CampaignError

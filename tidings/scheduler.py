@@ -17,11 +17,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -227,8 +224,13 @@ class Worker:
                 d.skipped,
             )
 
-    def start(self, tick_seconds: float | None = None) -> BackgroundScheduler:
-        """Run `tick` every tick_seconds in a background thread until `shutdown()`."""
+    def start(self, tick_seconds: float | None = None) -> Any:
+        """Run `tick` every tick_seconds in a background thread until `shutdown()`. Returns
+        the APScheduler BackgroundScheduler (imported here: `send-due` never needs it)."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
         interval = tick_seconds or self.runtime.settings.tick_seconds
         self.dispatcher_lock.acquire()  # fails at once if another dispatcher runs on SQLite
         self.open()

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.windows import SendWindow, next_send_time, stored_window
 from tidings.clock import zone_or_utc
-from tidings.db.bulk import affected, table_of, update_by_id
+from tidings.db.bulk import affected, bulk_insert, select_in, table_of, update_by_id
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber, queued_delivery
 from tidings.errors import Conflict
 from tidings.states import (
@@ -185,7 +185,7 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
             wanted.append((row, *step))
     deliveries = _plan_steps(session, wanted, changes, now, sender_domain)
     if deliveries:
-        session.execute(insert(table_of(Delivery)), deliveries)
+        bulk_insert(session, table_of(Delivery), deliveries, {})
     update_by_id(session, Enrollment, changes)
     result.planned = len(deliveries)
     return result
@@ -287,6 +287,14 @@ def _end(enrollment: Enrollment, status: str, now: datetime) -> None:
     enrollment.updated_at = now
 
 
+class _Waiting(NamedTuple):
+    id: int
+    subscriber_id: int
+    campaign_id: int
+    next_position: int
+    timezone: str
+
+
 def advance_after_deliveries(
     session: Session, pairs: Iterable[tuple[int, int]], finished_at: datetime
 ) -> None:
@@ -295,22 +303,19 @@ def advance_after_deliveries(
     wanted = set(pairs)
     if not wanted:
         return
-    rows = session.execute(
-        select(
-            Enrollment.id,
-            Enrollment.subscriber_id,
-            Enrollment.campaign_id,
-            Enrollment.next_position,
-            Subscriber.timezone,
+    # A plain driver statement: this runs for every chunk of sent emails, and SQLAlchemy's
+    # work for an IN list of a few hundred values costs more than the query.
+    rows = [
+        _Waiting(*row)
+        for row in select_in(
+            session,
+            "SELECT e.id, e.subscriber_id, e.campaign_id, e.next_position, s.timezone "
+            "FROM enrollments e JOIN subscribers s ON s.id = e.subscriber_id "
+            f"WHERE e.status = '{EnrollmentStatus.ACTIVE}' AND e.next_due_at IS NULL "
+            "AND e.subscriber_id IN ({})",  # next_due_at NULL: waiting for this outcome
+            sorted({s for s, _ in wanted}),
         )
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(
-            Enrollment.subscriber_id.in_({s for s, _ in wanted}),
-            Enrollment.campaign_id.in_({c for _, c in wanted}),
-            Enrollment.status == EnrollmentStatus.ACTIVE,
-            Enrollment.next_due_at.is_(None),  # waiting for exactly this outcome
-        )
-    ).all()
+    ]
     rows = [r for r in rows if (r.subscriber_id, r.campaign_id) in wanted]
     if not rows:
         return

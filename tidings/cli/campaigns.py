@@ -64,7 +64,7 @@ def load(state: State, source: str) -> None:
       tidings campaigns load kap-benefits
       tidings campaigns load ./campaigns/spring-newsletter
     """
-    from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+    from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
     from tidings.errors import CampaignError
 
     runtime = state.runtime()
@@ -104,7 +104,7 @@ def lint(state: State, source: str, fmt: str) -> None:
       tidings campaigns lint ./campaigns/winter-news --json
     """
     from tidings.campaigns.lint import errors, lint_folder
-    from tidings.campaigns.store import resolve_campaign_dir
+    from tidings.campaigns.loading import resolve_campaign_dir
 
     folder = resolve_campaign_dir(source, lambda: state.runtime().read_sessions)
     findings = lint_folder(folder, state.settings)

@@ -7,6 +7,7 @@ Nothing here imports the engine at module level: `tidings --help` must stay fast
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import stat
@@ -45,6 +46,7 @@ class State:
             from tidings.runtime import Runtime
 
             self._runtime = Runtime.open(self.settings)
+            started()
         return self._runtime
 
     def close(self) -> None:
@@ -53,6 +55,13 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def started() -> None:
+    """The command has loaded what it runs with: keep those objects out of every future
+    collection (gc.freeze) and turn garbage collection back on (main() turned it off)."""
+    gc.freeze()
+    gc.enable()
 
 
 def lines_of(arguments: Iterable[str]) -> Iterator[str]:

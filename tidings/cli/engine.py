@@ -13,6 +13,7 @@ from tidings.cli.common import (
     host_option,
     pass_state,
     port_option,
+    started,
     until_signalled,
     wait_for,
 )
@@ -228,6 +229,7 @@ def demo(directory: Path, count: int, day_seconds: float) -> None:
     """
     from tidings.ops.demo import run_demo
 
+    started()
     summary = run_demo(directory, count, day_seconds, echo=click.echo)
     if not summary.finished:
         raise click.ClickException(summary.message)

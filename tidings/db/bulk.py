@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import JSON, Column, Dialect, Table, bindparam, insert, update
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 
@@ -33,24 +32,40 @@ def table_of(model: type) -> Table:
 
 
 def update_by_id(session: Session, model: type, rows: Sequence[Mapping[str, Any]]) -> None:
-    """UPDATE ... WHERE id = ... for many rows: one executemany per set of changed columns."""
-    table = model.__table__  # type: ignore[attr-defined]
+    """UPDATE ... WHERE id = ... for many rows: one executemany per set of changed columns,
+    through the driver, each value converted by its column's own type (as bulk_insert)."""
+    table = table_of(model)
+    dialect = session.get_bind().dialect
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[tuple(sorted(k for k in row if k != "id"))].append(row)
     for columns, group in groups.items():
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("row_id"))
-            .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in columns})
-        )
-        session.execute(
-            statement, [{"row_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in group]
-        )
+        if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values({c: bindparam(f"new_{c}", type_=table.c[c].type) for c in columns})
+            )
+            session.execute(
+                statement,
+                [{"row_id": r["id"], **{f"new_{c}": r[c] for c in columns}} for r in group],
+            )
+            continue
+        processors = [(c, _processor(table.c[c], dialect)) for c in columns]
+        params = [
+            (*(r[c] if p is None else p(r[c]) for c, p in processors), r["id"]) for r in group
+        ]
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        quote = dialect.identifier_preparer.quote
+        assignments = ", ".join(f"{quote(c)} = {mark}" for c in columns)
+        sql = f"UPDATE {quote(table.name)} SET {assignments} WHERE id = {mark}"
+        session.connection().exec_driver_sql(sql, params)
 
 
 def insert_ignore(session: Session, model: type, values: dict[str, Any], keys: list[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO NOTHING, on SQLite and PostgreSQL."""
+    from sqlalchemy.dialects import postgresql, sqlite  # only the sending path needs them
+
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(
         dialect.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)

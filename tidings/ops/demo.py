@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tidings.campaigns.store import load_campaign, resolve_campaign_dir
+from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock, RealClock, ScaledClock
 from tidings.config import Settings
 from tidings.db import upgrade

@@ -23,11 +23,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import html2text
 import jinja2
 import jinja2.meta
-import markdown
-import premailer
 from jinja2 import nodes
 from markupsafe import Markup
 
@@ -299,11 +296,19 @@ def _template_line(exc: BaseException) -> int | None:
 _MARKDOWN_EXTENSIONS = ["extra", "sane_lists", "smarty"]
 
 
+# Markdown, html2text and premailer are imported where they are used: compiling happens at
+# `campaigns load`, while sending (which imports this module for CompiledStep) never needs them.
+
+
 def markdown_to_html(source: str) -> str:
+    import markdown
+
     return markdown.markdown(source, extensions=_MARKDOWN_EXTENSIONS, output_format="html")
 
 
 def html_to_text(fragment: str) -> str:
+    import html2text
+
     converter = html2text.HTML2Text()
     # No hard wrapping: where a line breaks would depend on each reader's name (and the
     # quoted-printable transfer encoding keeps lines short anyway).
@@ -396,6 +401,8 @@ def render_parts(
 
 
 def inline_css(page: str) -> str:
+    import premailer
+
     return premailer.Premailer(
         page,
         allow_network=False,

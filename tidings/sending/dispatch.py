@@ -130,28 +130,25 @@ class Dispatcher:
         self.close()
 
     def run_pass(self, only_ids: list[int] | None = None) -> DispatchResult:
-        """Send everything due now, claim after claim, until nothing is due or `stop` is set.
-        With `only_ids`, one claim of those deliveries (if due)."""
-        total = DispatchResult()
-        while not self.stop.is_set():
-            now = self.clock.now()
-            lease_until = now + self.clock.span(self.settings.lease_seconds)
-            ids = ledger.claim(
-                self.sessions, self.owner, now, lease_until, self.claim_size, only_ids
-            )
-            if not ids:
-                break
-            total += self._process(ids)
-            if only_ids is not None:
-                break
-        return total
+        """Send everything due now, until nothing is due or `stop` is set. With `only_ids`,
+        one claim of those deliveries (if due).
 
-    # ------------------------------------------------------------------------- the pipeline
-
-    def _process(self, ids: list[int]) -> DispatchResult:
-        jobs, result = self._prepare(ids)
+        One pipeline across claims: while a chunk is on the wire (the sender thread, which
+        mostly waits on the network), this thread records the chunk before it and, when fewer
+        than a chunk of prepared emails are left, claims and prepares the next batch, so the
+        SMTP connections never wait for the database between claims."""
+        result = DispatchResult()
+        jobs: list[Job] = []
+        more = True  # the queue may hold more that is due
         sending: Future[Sent] | None = None
-        while jobs or sending is not None:
+        while True:
+            while more and len(jobs) < self.chunk_size and not self.stop.is_set():
+                claimed = self._claim(only_ids)
+                more = bool(claimed) and only_ids is None
+                if claimed:
+                    prepared, held = self._prepare(claimed)
+                    jobs += prepared
+                    result += held
             chunk: list[Job] = []
             if jobs and not self.stop.is_set():
                 chunk, jobs = jobs[: self.chunk_size], jobs[self.chunk_size :]
@@ -160,21 +157,33 @@ class Dispatcher:
                 outcomes, waiting, retry_at = sending.result()
                 result += self._record(outcomes)
                 if waiting:
-                    now = self.clock.now()
-                    longest = self.clock.span(policy.MAX_RATE_WAIT_SECONDS)
-                    if policy.wait_for_capacity(retry_at, now, longest):
-                        assert retry_at is not None
-                        self._wait_until(retry_at)
-                        jobs = waiting + jobs
-                    else:
-                        self._release(waiting + jobs, not_before=retry_at)
-                        result.deferred += len(waiting) + len(jobs)
-                        jobs = []
+                    jobs, deferred = self._no_capacity(waiting + jobs, retry_at)
+                    result.deferred += deferred
+                    more = more and deferred == 0  # every server is at its cap: stop here
             sending = current
             if self.stop.is_set() and jobs:
                 self._release(jobs)  # stopping: the chunk in flight is finished, not these
                 jobs = []
-        return result
+            if sending is None and not jobs and not (more and not self.stop.is_set()):
+                return result
+
+    # ------------------------------------------------------------------------- the pipeline
+
+    def _claim(self, only_ids: list[int] | None) -> list[int]:
+        now = self.clock.now()
+        lease_until = now + self.clock.span(self.settings.lease_seconds)
+        return ledger.claim(self.sessions, self.owner, now, lease_until, self.claim_size, only_ids)
+
+    def _no_capacity(self, jobs: list[Job], retry_at: datetime | None) -> tuple[list[Job], int]:
+        """A server's cap is reached: wait for it if it frees up soon (the jobs stay), else
+        give the jobs back to the queue until it does. Returns (jobs to send, deferred)."""
+        now = self.clock.now()
+        if policy.wait_for_capacity(retry_at, now, self.clock.span(policy.MAX_RATE_WAIT_SECONDS)):
+            assert retry_at is not None
+            self._wait_until(retry_at)
+            return jobs, 0
+        self._release(jobs, not_before=retry_at)
+        return [], len(jobs)
 
     def _prepare(self, ids: list[int]) -> tuple[list[Job], DispatchResult]:
         """Re-check each claimed delivery, hold back what may not go now, build the rest."""

@@ -49,6 +49,14 @@ STREAM_CHUNK = 1000
 
 
 def find_subscriber(session: Session, email: str) -> Subscriber:
+    """The subscriber with this address (NotFound names it, normalized, if nobody has it)."""
+    # Stored addresses are normalized, and most lookups are of one as stored: an exact match
+    # needs no full syntax check (which a command would otherwise load email_validator for).
+    plain = email.strip().lower() if isinstance(email, str) else ""
+    if plain.isascii() and "@" in plain:
+        found = session.scalar(select(Subscriber).where(Subscriber.email == plain))
+        if found is not None:
+            return found
     normalized = normalize_email(email)
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == normalized))
     if subscriber is None:

@@ -7,8 +7,6 @@ import hashlib
 import re
 from zoneinfo import available_timezones
 
-from email_validator import EmailNotValidError, validate_email
-
 from tidings.clock import zone
 from tidings.errors import InvalidInput
 
@@ -18,6 +16,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 def normalize_email(raw: str, field: str = "email") -> str:
     """A syntactically valid address in canonical form (lower case, ASCII domain)."""
+    # Imported here: its tables take a noticeable share of a short command's start.
+    from email_validator import EmailNotValidError, validate_email
+
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidInput(field, "an email address is required")
     if _CONTROL.search(raw):

@@ -61,7 +61,7 @@ def lint_folder(folder: Path, settings: Settings) -> list[Finding]:
     """The lint of a campaign folder; a folder that cannot be read or compiled gives its
     problems as errors of rule `invalid`."""
     from tidings.campaigns.definition import read_campaign
-    from tidings.campaigns.store import compile_campaign
+    from tidings.campaigns.loading import compile_campaign
 
     try:
         definition = read_campaign(folder)
