@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cli_helpers import Tidings, load_kap, on_sqlite_copy, sqlite_with_kap
 from sqlalchemy import text
 
 from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
@@ -161,6 +162,35 @@ def kap(runtime: Runtime) -> str:
             session, resolve_campaign_dir("kap-benefits"), runtime.settings, runtime.clock.now()
         )
     return "kap-benefits"
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+@pytest.fixture
+def tidings(database_url: str, smtp_server: LocalSMTPServer) -> Tidings:
+    """`tidings` as a shell runs it, on this test's database (twice: SQLite, PostgreSQL),
+    with the real SMTP server."""
+    return Tidings(database_url, smtp_server.url)
+
+
+@pytest.fixture
+def tidings_sqlite(sqlite_template: Path, tmp_path: Path) -> Tidings:
+    """`tidings` on one migrated SQLite file and no mail server: for what comes before any
+    database work (errors of the command line), where one database is enough."""
+    return on_sqlite_copy(sqlite_template, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def kap_sqlite(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with the shipped KAP campaign loaded, made once for the whole run."""
+    return sqlite_with_kap(sqlite_template, tmp_path_factory.mktemp("kap"))
+
+
+@pytest.fixture
+def tidings_kap(tidings: Tidings, request: pytest.FixtureRequest) -> Tidings:
+    """`tidings` on a database where the shipped KAP campaign is loaded (at MONDAY_8)."""
+    return load_kap(tidings, lambda: request.getfixturevalue("kap_sqlite"))
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -14,10 +14,9 @@ import select as select_module
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from cli_helpers import MONDAY_8, MONDAY_9, Tidings, load_kap, on_sqlite_copy, sqlite_with_kap
+from cli_helpers import MONDAY_8, MONDAY_9, Tidings, load_kap
 from conftest import received
 from sqlalchemy import func, select
 
@@ -25,21 +24,6 @@ from tidings.db.models import Base, BounceEvent, Delivery, Erasure, Subscriber, 
 from tidings.sending.devsmtp import LocalSMTPServer, free_port
 from tidings.subscribers.directory import find_subscriber
 from tidings.subscribers.lifecycle import Consent, record_consent
-
-
-@pytest.fixture
-def tidings(database_url, smtp_server) -> Tidings:
-    return Tidings(database_url, smtp_server.url)
-
-
-@pytest.fixture(scope="session")
-def kap_sqlite(sqlite_template, tmp_path_factory) -> Path:
-    return sqlite_with_kap(sqlite_template, tmp_path_factory.mktemp("kap-admin"))
-
-
-@pytest.fixture
-def tidings_kap(tidings, request) -> Tidings:
-    return load_kap(tidings, lambda: request.getfixturevalue("kap_sqlite"))
 
 
 def emails(rows: list[dict]) -> list[str]:
@@ -97,11 +81,7 @@ def on_terminal(
     return code, shown.decode("utf-8", errors="replace").replace("\r\n", "\n")
 
 
-@pytest.fixture
-def tidings_sqlite(sqlite_template, tmp_path) -> Tidings:
-    return on_sqlite_copy(sqlite_template, tmp_path)
-
-
+@pytest.mark.slow
 def test_list_pages_on_a_terminal_and_not_elsewhere(tidings_sqlite, tmp_path):
     tidings = tidings_sqlite
     for i in range(3):
@@ -123,6 +103,7 @@ def test_list_pages_on_a_terminal_and_not_elsewhere(tidings_sqlite, tmp_path):
     assert not paged.exists()
 
 
+@pytest.mark.slow
 def test_erase_and_export_data_ask_on_a_terminal(tidings_sqlite):
     tidings = tidings_sqlite
     confirmed(tidings, "ann@example.org", "--name", "Ann")
@@ -141,6 +122,7 @@ def test_erase_and_export_data_ask_on_a_terminal(tidings_sqlite):
     tidings.fails("subscribers", "show", "ann@example.org")
 
 
+@pytest.mark.slow
 def test_import_shows_progress_on_a_terminal(tidings_sqlite, tmp_path):
     tidings = tidings_sqlite
     path = tmp_path / "list.csv"

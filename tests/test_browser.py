@@ -34,6 +34,9 @@ from tidings.subscribers.lifecycle import Consent, add_subscriber
 from tidings.subscribers.tokens import Links
 from tidings.web import WebServer, create_app
 
+# Real processes, browsers or external programs, seconds each: the full suite, not the fast tier.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

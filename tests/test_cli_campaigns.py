@@ -21,8 +21,6 @@ from cli_helpers import (
     POSTAL_ADDRESS,
     Tidings,
     load_kap,
-    on_sqlite_copy,
-    sqlite_with_kap,
 )
 from conftest import received
 
@@ -39,29 +37,6 @@ REASON_LINE = 1 + next(
     for i, line in enumerate((KAP_DIR / "campaign.toml").read_text(encoding="utf-8").splitlines())
     if line.startswith("reason =")
 )
-
-
-@pytest.fixture
-def tidings(database_url, smtp_server) -> Tidings:
-    return Tidings(database_url, smtp_server.url)
-
-
-@pytest.fixture
-def tidings_sqlite(sqlite_template, tmp_path) -> Tidings:
-    """For checks of what the loader says, which no database changes (whether a failed load
-    stores nothing on PostgreSQL too is checked by test_a_broken_reload_...)."""
-    return on_sqlite_copy(sqlite_template, tmp_path)
-
-
-@pytest.fixture(scope="session")
-def kap_sqlite(sqlite_template, tmp_path_factory) -> Path:
-    return sqlite_with_kap(sqlite_template, tmp_path_factory.mktemp("kap"))
-
-
-@pytest.fixture
-def tidings_kap(tidings, request) -> Tidings:
-    """`tidings` on a database where the shipped KAP campaign is loaded (at MONDAY_8)."""
-    return load_kap(tidings, lambda: request.getfixturevalue("kap_sqlite"))
 
 
 @pytest.fixture

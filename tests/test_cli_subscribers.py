@@ -17,9 +17,6 @@ from cli_helpers import (
     MONDAY_9,
     SECRET_KEY,
     Tidings,
-    load_kap,
-    on_sqlite_copy,
-    sqlite_with_kap,
 )
 from conftest import received
 from sqlalchemy import select
@@ -35,29 +32,6 @@ NOTHING_STORED = {
     "deliveries": 0,
     "enrollments": 0,
 }
-
-
-@pytest.fixture
-def tidings(database_url, smtp_server) -> Tidings:
-    return Tidings(database_url, smtp_server.url)
-
-
-@pytest.fixture
-def tidings_sqlite(sqlite_template, tmp_path) -> Tidings:
-    """For errors that come before any database work: one migrated SQLite file is enough,
-    and no mail server (nothing may be sent)."""
-    return on_sqlite_copy(sqlite_template, tmp_path)
-
-
-@pytest.fixture(scope="session")
-def kap_sqlite(sqlite_template, tmp_path_factory) -> Path:
-    return sqlite_with_kap(sqlite_template, tmp_path_factory.mktemp("kap"))
-
-
-@pytest.fixture
-def tidings_kap(tidings, request) -> Tidings:
-    """`tidings` on a database where the shipped KAP campaign is loaded (at MONDAY_8)."""
-    return load_kap(tidings, lambda: request.getfixturevalue("kap_sqlite"))
 
 
 def stored(tidings: Tidings) -> dict[str, int]:

@@ -17,33 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import Tidings, load_kap, on_sqlite_copy, sqlite_with_kap
+from cli_helpers import Tidings, on_sqlite_copy
 from conftest import received
 from sqlalchemy import func, select
 
+from tidings.config import Settings
 from tidings.db.models import ConsentEvent, Delivery, Enrollment, Subscriber
 from tidings.errors import InvalidInput
-from tidings.subscribers.importing import fast_normalize_email
+from tidings.runtime import Runtime
+from tidings.subscribers.importing import Importer, ImportOptions, fast_normalize_email
 from tidings.subscribers.validation import normalize_email
 
 TIMEZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo"]
 HEADER = "email,name,timezone,city"
 EXCEL_HINT = " (if it comes from Excel, try --encoding cp1252)"
-
-
-@pytest.fixture
-def tidings(database_url, smtp_server) -> Tidings:
-    return Tidings(database_url, smtp_server.url)
-
-
-@pytest.fixture(scope="session")
-def kap_sqlite(sqlite_template, tmp_path_factory) -> Path:
-    return sqlite_with_kap(sqlite_template, tmp_path_factory.mktemp("kap-import"))
-
-
-@pytest.fixture
-def tidings_kap(tidings, request) -> Tidings:
-    return load_kap(tidings, lambda: request.getfixturevalue("kap_sqlite"))
 
 
 # ----------------------------------------------------------------------------- the big file
@@ -303,6 +290,7 @@ def read_rejects(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_a_10000_row_file_with_broken_rows_of_every_kind(tidings_kap, tmp_path):
     tidings = tidings_kap
     prepare_existing(tidings)
@@ -559,6 +547,52 @@ def test_dry_run_counts_what_the_real_run_does_when_an_address_repeats_across_ba
     counts = "created 3, updated 1, unchanged 1, suppressed 0, rejected 0"
     assert dry.stdout.splitlines()[0] == f"dry run, nothing was stored: would have {counts}"
     assert counts in real.stdout.splitlines()[0]
+
+
+def test_a_dry_run_holds_no_write_lock_so_others_keep_writing(sqlite_url, clock, tmp_path):
+    """A dry run only reads: while one checks a long file, the web sign-ups and the scheduler
+    of the same SQLite file write as usual (before, the dry run held the write lock for its
+    whole length and a writer without patience failed with "database is locked")."""
+    # SQLite only: its single write lock is what a long transaction would hold.
+    runtime = Runtime.open(Settings(database_url=sqlite_url), clock)
+    database = runtime.engine.url.database
+    rows = "".join(f"\nreader{i}@example.org,Reader {i},UTC," for i in range(6000))
+    path = tmp_path / "big.csv"
+    path.write_text(HEADER + rows + "\n")
+    writes: list[str] = []
+
+    def write_meanwhile(_bytes: int) -> None:
+        if not writes and importer.report.rows >= 5500:  # several batches are checked by now
+            other = sqlite3.connect(database, timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute(
+                    "INSERT INTO app_secrets (name, value) VALUES ('written-meanwhile', 'yes')"
+                )
+                other.execute("COMMIT")
+                writes.append("ok")
+            except sqlite3.OperationalError as exc:
+                writes.append(str(exc))
+            finally:
+                other.close()
+
+    options = ImportOptions(evidence="form", dry_run=True, batch_size=1000)
+    importer = Importer(
+        runtime.sessions,
+        runtime.read_sessions,
+        runtime.clock,
+        options,
+        "center.example.org",
+        on_reject=lambda reject: None,
+        progress=write_meanwhile,
+    )
+    with path.open("rb") as stream:
+        report = importer.run(stream)
+    assert writes == ["ok"]
+    assert (report.created, report.rejected) == (6000, 0)
+    with runtime.sessions.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+    runtime.close()
 
 
 def test_double_opt_in_sends_new_addresses_a_confirmation_and_nobody_else(

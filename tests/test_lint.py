@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import Tidings, on_sqlite_copy
 
-from tidings.campaigns.definition import read_campaign
+from tidings.campaigns.definition import read_campaign, toml_line
 from tidings.campaigns.lint import ERROR, WARNING, Finding, lint_campaign
 from tidings.campaigns.loading import compile_campaign, resolve_campaign_dir
 from tidings.config import Settings
@@ -266,6 +266,23 @@ def test_html_over_gmails_clipping_limit_is_an_error(tmp_path):
     found = lint(write(tmp_path / "a", big))
     assert [f.rule for f in found] == ["gmail-clipping"]
     assert "Gmail clips emails over 102 KB" in found[0].message
+
+
+def test_a_finding_after_an_image_of_the_footer_names_its_own_file(tmp_path):
+    """An image written in campaign.toml's footer is reported there; a rule that runs after
+    the images (size, parts) still names the email's own file: each rule says where its
+    finding is, and no rule can move another's (before the rules were a table, the image
+    loop left campaign.toml behind for the findings after it)."""
+    toml = TOML.replace(
+        'reason = "You signed up at {{ sender.organization }}."',
+        'reason = "You signed up at {{ sender.organization }}. ![](https://news.example.org/l.png)"',
+    )
+    big = "\n\n".join(
+        "A long paragraph about the therapy and what to expect. " * 20 for _ in range(100)
+    )
+    found = {(f.rule, f.file, f.line) for f in lint(write(tmp_path / "a", big, toml=toml))}
+    assert ("image-alt", "campaign.toml", toml_line(toml, "reason")) in found
+    assert ("gmail-clipping", "01-email.md", 1) in found
 
 
 def test_missing_unsubscribe_link_and_parts_that_differ(tmp_path):

@@ -13,6 +13,7 @@ from email import policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import func, select
 
 from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
@@ -23,6 +24,9 @@ from tidings.ops.demo import DEMO_TIMEZONES
 from tidings.runtime import Runtime
 from tidings.sending.devsmtp import LocalSMTPServer, free_port
 from tidings.subscribers.lifecycle import Consent, add_subscriber
+
+# Real processes, browsers or external programs, seconds each: the full suite, not the fast tier.
+pytestmark = pytest.mark.slow
 
 TIDINGS = [sys.executable, "-m", "tidings"]
 

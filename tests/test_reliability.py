@@ -47,6 +47,9 @@ from tidings.scheduler import Worker
 from tidings.sending.devsmtp import LocalSMTPServer, free_port
 from tidings.subscribers.tokens import verp_address
 
+# Real processes, browsers or external programs, seconds each: the full suite, not the fast tier.
+pytestmark = pytest.mark.slow
+
 TIDINGS = [sys.executable, "-m", "tidings"]
 SAMPLES = Path(__file__).parent / "data" / "bounces"
 NOTICE_TOML = """\
@@ -177,10 +180,15 @@ class ScriptedHandler:
         return "250 2.0.0 Ok: queued"
 
 
-def test_every_message_ends_as_its_script_dictates_and_none_arrives_twice(database_url, tmp_path):
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+def test_every_message_ends_as_its_script_dictates_and_none_arrives_twice(
+    database_url, tmp_path, pipelining
+):
+    """Every fault, with a server that takes one command at a time and with one that takes
+    them pipelined (the next message's commands ride with this one's content)."""
     kinds = ["ok", "greylist", "hard", "full", "content", "drop", "stall", "random"]
     addresses = [f"{kind}-{i}@example.org" for kind in kinds for i in range(3)]
-    handler = ScriptedHandler(seed=11)
+    handler = (PipeliningHandler if pipelining else ScriptedHandler)(seed=11)
     clock = FixedClock(MONDAY)
     with LocalSMTPServer(handler) as server:
         # (A bounce rate this high would pause the campaign: that is tested on its own below.)
@@ -751,8 +759,8 @@ def test_workers_ride_out_the_database_going_away(postgres_url, tmp_path):
 class PipeliningHandler(ScriptedHandler):
     """The scripted server, advertising PIPELINING (RFC 2920) like Postfix does."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, seed: int = 7) -> None:
+        super().__init__(seed)
         self.raw: list[bytes] = []
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):

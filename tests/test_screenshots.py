@@ -7,7 +7,11 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import pytest
 from cli_helpers import Tidings, sqlite_with_kap
+
+# Real processes, browsers or external programs, seconds each: the full suite, not the fast tier.
+pytestmark = pytest.mark.slow
 
 
 def png_size(path: Path) -> tuple[int, int]:

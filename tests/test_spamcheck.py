@@ -7,7 +7,11 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
 from cli_helpers import Tidings, sqlite_with_kap
+
+# Real processes, browsers or external programs, seconds each: the full suite, not the fast tier.
+pytestmark = pytest.mark.slow
 
 
 def test_every_kap_email_scores_at_most_1(sqlite_template, tmp_path):

@@ -32,11 +32,6 @@ from tidings.web.app import consent_text_for, consent_version_of
 TIDINGS = [sys.executable, "-m", "tidings"]
 
 
-@pytest.fixture
-def tidings(database_url, smtp_server) -> Tidings:
-    return Tidings(database_url, smtp_server.url)
-
-
 # ----------------------------------------------------------------------------- apikeys
 
 

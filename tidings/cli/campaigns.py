@@ -300,11 +300,12 @@ def test_send(state: State, slug: str, to_address: str, step_key: str | None) ->
       tidings campaigns test-send kap-benefits --to me@example.org --step all
     """
     from tidings.sending.oneoff import send_test
+    from tidings.states import SendOutcome
 
     sends = send_test(state.runtime(), slug, to_address, step_key)
     for send in sends:
         click.echo(f"{send.step_key}: {send.result.outcome} ({send.result.reply})")
-    failed = sum(send.result.outcome != "sent" for send in sends)
+    failed = sum(send.result.outcome != SendOutcome.SENT for send in sends)
     if failed:
         raise click.ClickException(f"{failed} of {len(sends)} test emails were not sent")
 

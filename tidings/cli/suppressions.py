@@ -9,11 +9,12 @@ import click
 
 from tidings.cli.common import State, each_address, pass_state
 from tidings.cli.output import output_options, write_rows
+from tidings.states import StopReason
 
 if TYPE_CHECKING:
     from tidings.subscribers.importing import Reject
 
-REASONS = ["unsubscribe", "hard-bounce", "complaint", "manual"]  # states.StopReason
+REASONS = [reason.value for reason in StopReason]
 
 REASON_HELP = (
     "unsubscribe (they asked), hard-bounce (the address does not exist), "

@@ -24,7 +24,7 @@ from tidings.db.models import Delivery, Enrollment, Step
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
 from tidings.sending.devsmtp import LocalSMTPServer, MaildirHandler
-from tidings.states import UNFINISHED, DeliveryStatus, EnrollmentStatus
+from tidings.states import UNFINISHED, DeliveryKind, DeliveryStatus, EnrollmentStatus
 from tidings.subscribers.lifecycle import Consent, add_subscriber
 
 DEMO_CAMPAIGN = "kap-benefits"
@@ -160,12 +160,14 @@ def _watch(
     last_day_shown = -1
     delivered = 0
     while True:
-        with runtime.sessions.begin() as session:
+        with runtime.read_sessions.begin() as session:
             delivered = (
                 session.scalar(
                     select(func.count())
                     .select_from(Delivery)
-                    .where(Delivery.kind == "step", Delivery.status == DeliveryStatus.SENT)
+                    .where(
+                        Delivery.kind == DeliveryKind.STEP, Delivery.status == DeliveryStatus.SENT
+                    )
                 )
                 or 0
             )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, aliased
 
 from tidings.campaigns.store import get_campaign, list_campaigns
 from tidings.db.models import Campaign, ConsentEvent, Delivery, Enrollment, Step, Subscriber
-from tidings.states import DeliveryStatus, EnrollmentStatus, SubscriberStatus
+from tidings.states import WITHDRAWN, DeliveryStatus, EnrollmentStatus, SubscriberStatus
 
 SUBSCRIBER_STATUSES = (
     SubscriberStatus.PENDING,
@@ -120,7 +120,7 @@ def _unsubscribed_after(session: Session, campaign_id: int) -> list[tuple[int, i
         .select_from(ConsentEvent)
         .join(last, _sent_before_leaving(campaign_id, last))
         .where(
-            ConsentEvent.kind == "unsubscribed",
+            ConsentEvent.kind.in_(WITHDRAWN),
             ~exists().where(
                 _sent_before_leaving(campaign_id, later),
                 or_(
@@ -139,7 +139,7 @@ def _unsubscribed_before_first(session: Session, campaign_id: int) -> int:
     return (
         session.scalar(
             select(func.count(distinct(ConsentEvent.subscriber_id))).where(
-                ConsentEvent.kind == "unsubscribed",
+                ConsentEvent.kind.in_(WITHDRAWN),
                 exists().where(
                     Enrollment.subscriber_id == ConsentEvent.subscriber_id,
                     Enrollment.campaign_id == campaign_id,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from tidings.db.models import BounceEvent, Campaign, Delivery, SmtpServerState
 from tidings.runtime import Runtime
 from tidings.sending.routing import Lane, RateLimiter
-from tidings.states import WAITING, DeliveryStatus
+from tidings.states import WAITING, BounceKind, DeliveryStatus
 
 WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 
@@ -86,7 +86,7 @@ def _status(
             "complaints": session.scalar(
                 select(func.count())
                 .select_from(BounceEvent)
-                .where(BounceEvent.kind == "complaint", BounceEvent.created_at >= day_ago)
+                .where(BounceEvent.kind == BounceKind.COMPLAINT, BounceEvent.created_at >= day_ago)
             )
             or 0,
         },

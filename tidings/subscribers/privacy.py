@@ -25,7 +25,7 @@ from tidings.db.models import (
     Suppression,
 )
 from tidings.errors import InvalidInput
-from tidings.states import SubscriberStatus
+from tidings.states import StopReason, SubscriberStatus
 from tidings.subscribers.directory import (
     consent_events,
     deliveries_of,
@@ -167,7 +167,7 @@ def erase(
     added = suppression is None
     if suppression is None:
         suppression = Suppression(
-            email_sha256=digest, reason="manual", detail=detail, created_at=now
+            email_sha256=digest, reason=StopReason.MANUAL, detail=detail, created_at=now
         )
         session.add(suppression)
     else:

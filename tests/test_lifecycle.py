@@ -1,0 +1,133 @@
+"""One way out: `lifecycle.stop(reason)` does the same whatever asks for it, and no other
+module changes a subscriber's status."""
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import run_for
+from sqlalchemy import select
+
+from tidings.db.models import ConsentEvent, Delivery, Enrollment, Suppression
+from tidings.states import DeliveryStatus, EnrollmentStatus, StopReason, SubscriberStatus
+from tidings.subscribers.directory import find_subscriber
+from tidings.subscribers.lifecycle import (
+    Consent,
+    add_subscriber,
+    stop,
+    suppress_address,
+    unsubscribe,
+)
+from tidings.subscribers.validation import email_sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# reason -> (status, consent kind recorded, outcome of the emails still waiting)
+EXPECTED = {
+    StopReason.UNSUBSCRIBE: ("unsubscribed", "unsubscribed", "skipped: unsubscribed"),
+    StopReason.MANUAL: ("unsubscribed", "unsubscribed", "skipped: address suppressed"),
+    StopReason.HARD_BOUNCE: ("bounced", None, "skipped: address bounced"),
+    StopReason.COMPLAINT: ("complained", "complained", "skipped: spam complaint"),
+}
+
+
+def reader_with_a_queued_email(runtime, worker, clock, email="ann@example.org"):
+    with runtime.sessions.begin() as session:
+        add_subscriber(
+            session,
+            clock.now(),
+            email,
+            Consent(source="cli", evidence="paper form"),
+            confirmed=True,
+            message_domain="center.example.org",
+        )
+    clock.advance(hours=1)  # 09:00: the welcome is due; planned, not sent yet
+    worker.plan()
+    with runtime.sessions.begin() as session:
+        queued = session.scalars(select(Delivery.status)).all()
+    assert queued == [DeliveryStatus.QUEUED]
+
+
+@pytest.mark.parametrize("reason", list(StopReason))
+def test_stop_for_each_reason(runtime, kap, worker, clock, reason):
+    reader_with_a_queued_email(runtime, worker, clock)
+    status, consent_kind, skipped = EXPECTED[reason]
+    with runtime.sessions.begin() as session:
+        ann = find_subscriber(session, "ann@example.org")
+        assert stop(session, ann, reason, "test", "the detail", clock.now())
+    with runtime.sessions.begin() as session:
+        ann = find_subscriber(session, "ann@example.org")
+        assert ann.status == status
+        assert (ann.unsubscribed_at is not None) == (status == "unsubscribed")
+        kinds = session.scalars(
+            select(ConsentEvent.kind).where(ConsentEvent.subscriber_id == ann.id)
+        ).all()
+        assert kinds[-1] == (consent_kind or "confirmed"), "a bounce is no consent decision"
+        entry = session.scalars(
+            select(Suppression).where(Suppression.email_sha256 == email_sha256(ann.email))
+        ).one()
+        assert (entry.reason, entry.detail) == (reason, "the detail")
+        assert session.scalars(select(Enrollment.status)).all() == [EnrollmentStatus.EXITED]
+        assert session.execute(select(Delivery.status, Delivery.outcome)).one() == (
+            DeliveryStatus.SKIPPED,
+            skipped,
+        )
+    run_for(worker, clock, timedelta(days=3))  # and nothing reaches them
+
+
+def test_someone_who_left_keeps_their_status_and_the_first_reason(runtime, kap, worker, clock):
+    reader_with_a_queued_email(runtime, worker, clock)
+    with runtime.sessions.begin() as session:
+        ann = find_subscriber(session, "ann@example.org")
+        assert unsubscribe(session, ann, "unsubscribe-link", clock.now())
+        assert not unsubscribe(session, ann, "unsubscribe-link", clock.now())
+        assert not stop(session, ann, StopReason.COMPLAINT, "email", "arf", clock.now())
+    with runtime.sessions.begin() as session:
+        ann = find_subscriber(session, "ann@example.org")
+        assert ann.status == SubscriberStatus.UNSUBSCRIBED
+        assert session.scalars(select(Suppression.reason)).all() == ["unsubscribe"]
+
+
+def test_a_complaint_is_recorded_alike_from_a_report_and_from_an_operator(
+    runtime, kap, worker, clock
+):
+    reader_with_a_queued_email(runtime, worker, clock, "ann@example.org")
+    with runtime.sessions.begin() as session:
+        add_subscriber(
+            session,
+            clock.now(),
+            "bob@example.org",
+            Consent(source="cli", evidence="paper form"),
+            confirmed=True,
+        )
+    with runtime.sessions.begin() as session:
+        ann = find_subscriber(session, "ann@example.org")
+        stop(session, ann, StopReason.COMPLAINT, "email", "complaint (abuse)", clock.now())
+        result = suppress_address(session, "bob@example.org", "complaint", "ticket 7", clock.now())
+        assert result.stopped and result.added
+    with runtime.sessions.begin() as session:
+        for address in ("ann@example.org", "bob@example.org"):
+            person = find_subscriber(session, address)
+            last = session.scalars(
+                select(ConsentEvent.kind)
+                .where(ConsentEvent.subscriber_id == person.id)
+                .order_by(ConsentEvent.id.desc())
+            ).first()
+            assert (person.status, last) == ("complained", "complained"), address
+
+
+def test_no_other_module_sets_a_subscribers_status():
+    """Status changes live in subscribers/lifecycle.py. The import writes new rows with a
+    status (a creation, not a change); nothing else may assign one, by attribute or UPDATE."""
+    by_attribute = re.compile(r"subscriber\w*\.status\s*=[^=]")
+    by_update = re.compile(r"update\(Subscriber\)[^;]*?\.values\([^)]*\bstatus=", re.S)
+    offenders = []
+    for path in (ROOT / "tidings").rglob("*.py"):
+        name = str(path.relative_to(ROOT))
+        if name == "tidings/subscribers/lifecycle.py":
+            continue
+        text = path.read_text()
+        offenders += [f"{name}: {m.group()!r}" for m in by_attribute.finditer(text)]
+        offenders += [f"{name}: UPDATE subscribers SET status" for _ in by_update.finditer(text)]
+    assert offenders == []
