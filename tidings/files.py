@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal, overload
@@ -71,11 +70,6 @@ def _private(target: Path, mode: str) -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-
-
-def is_private(path: str | os.PathLike[str]) -> bool:
-    """Only the owner may read or write it (for checks and tests)."""
-    return stat.S_IMODE(os.lstat(path).st_mode) == PRIVATE_MODE
 
 
 def write_private(path: str | os.PathLike[str], data: bytes | str) -> Path:

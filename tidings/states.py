@@ -43,7 +43,6 @@ class DeliveryStatus(StrEnum):
 # Waiting to be claimed; and everything not yet final (claimed ones included).
 WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
 UNFINISHED = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY, DeliveryStatus.SENDING)
-FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.SKIPPED)
 
 
 class DeliveryKind(StrEnum):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -352,9 +352,3 @@ def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepD
 def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int:
     match = re.search(r"line (\d+)", str(exc))
     return int(match.group(1)) if match else 1
-
-
-def definition_summary(definition: CampaignDefinition) -> dict[str, Any]:
-    data = asdict(definition)
-    data["steps"] = [step.key for step in definition.steps]
-    return data

@@ -88,10 +88,6 @@ def make_read_sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def is_disconnect(exc: DBAPIError) -> bool:
     """True when the database connection was lost (SQLAlchemy's own judgement, per driver:
     it invalidates the connection) or could not be made at all (an OperationalError before

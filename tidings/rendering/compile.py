@@ -173,11 +173,6 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     )
 
 
-KNOWN_VARIABLES = frozenset(
-    {"subscriber", "unsubscribe_url", "preferences_url", "sender", "campaign", "step", "base_url"}
-)
-
-
 def template_context(
     campaign: CampaignContext,
     sender: Sender,
