@@ -34,6 +34,7 @@ DEFAULT_CONSENT_TEXT = (
 )
 
 
+MIN_SECRET_KEY_BYTES = 32
 RATE_WINDOWS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400}
 
 
@@ -172,6 +173,27 @@ class Settings:
     consent_text: str = DEFAULT_CONSENT_TEXT
     # A pending address gets at most one new confirmation email per this many seconds.
     confirm_resend_seconds: float = 900.0
+    # Confirmation emails, whoever asks for them (so the form cannot be used to flood an
+    # inbox): per mailbox a day (ann+1@ and a.n.n@gmail count as ann@), per recipient domain
+    # an hour, and in all an hour. Past a cap nothing is sent; the page says the same.
+    confirm_mailbox_per_day: int = 3
+    confirm_domain_per_hour: int = 100
+    confirm_total_per_hour: int = 1000
+    # Someone who left and signs up again gets at most one "you asked to come back" email
+    # per this many days; clicking its link is the only way back.
+    comeback_email_days: float = 30.0
+    # Where the web rate limits are counted: "memory://" (per process), or a shared store
+    # such as "redis://localhost:6379" (the `limits` library's URLs) for several processes.
+    rate_limit_storage: str = "memory://"
+    # Columns of an imported CSV kept as attributes besides email, name and timezone
+    # (comma-separated); `subscribers import --keep COLUMN` adds to them.
+    import_keep_columns: str = ""
+    # Mail that comes back (bounces, complaints, unsubscribe requests, replies): an IMAP
+    # mailbox, imaps://user:password@host/INBOX, read by `tidings run` and `tidings worker`
+    # every `inbox_fetch_seconds`; handled messages are moved to `inbox_done_folder`.
+    inbox_url: str | None = None
+    inbox_fetch_seconds: float = 300.0
+    inbox_done_folder: str = "tidings-handled"
     # Origins (https://www.example.org, comma-separated) whose pages may post the embedded
     # sign-up form (`tidings form-snippet`) without a CSRF token.
     form_origins: str = ""
@@ -222,6 +244,18 @@ class Settings:
                 "TIDINGS_NEWSLETTER_AFTER_DRIP: expected 'wait' or 'send', got "
                 f"{self.newsletter_after_drip!r}"
             )
+        for name in (
+            "confirm_mailbox_per_day",
+            "confirm_domain_per_hour",
+            "confirm_total_per_hour",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TIDINGS_{name.upper()}: must not be negative")
+        if self.comeback_email_days < 0 or self.inbox_fetch_seconds <= 0:
+            raise ConfigError(
+                "TIDINGS_COMEBACK_EMAIL_DAYS must not be negative and "
+                "TIDINGS_INBOX_FETCH_SECONDS must be positive"
+            )
         if self.newsletter_gap_seconds < 0:
             raise ConfigError("TIDINGS_NEWSLETTER_GAP_SECONDS: must not be negative")
         if bool(self.dkim_selector) != bool(self.dkim_private_key):
@@ -264,6 +298,19 @@ class Settings:
     def dkim_signing_domain(self) -> str:
         """The d= of DKIM signatures: TIDINGS_DKIM_DOMAIN, or the From address's domain."""
         return self.dkim_domain or self.sender_domain
+
+    def check_secret_key(self) -> None:
+        """The link-signing key of a process that serves or sends: at least 32 bytes, or none
+        (one is then made and kept in the database). A short key can be guessed offline from
+        one link in one email, and every link forged with it."""
+        key = self.secret_key
+        if key is not None and len(key.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
+            raise ConfigError(
+                f"TIDINGS_SECRET_KEY: {len(key.encode('utf-8'))} bytes is too short to sign "
+                f"links safely; use at least {MIN_SECRET_KEY_BYTES} random bytes, e.g. "
+                '`python3 -c "import secrets; print(secrets.token_urlsafe(32))"`, or leave it '
+                "unset and tidings keeps a random one in the database"
+            )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

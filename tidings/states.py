@@ -48,6 +48,8 @@ UNFINISHED = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY, DeliveryStatus.SENDIN
 class DeliveryKind(StrEnum):
     STEP = "step"  # an email of a campaign (sequence step or newsletter)
     CONFIRMATION = "confirmation"  # double opt-in; outside the (subscriber, step) UNIQUE
+    # To someone who left and signed up again: one link brings them back; nothing else does.
+    COMEBACK = "comeback"
 
 
 class CampaignKind(StrEnum):
@@ -110,3 +112,13 @@ class BounceKind(StrEnum):
     HARD = "hard"
     SOFT = "soft"
     COMPLAINT = "complaint"
+
+
+class InboundKind(StrEnum):
+    """What a message that came back to us is."""
+
+    BOUNCE = "bounce"  # a delivery status notification (RFC 3464) or an older bounce
+    COMPLAINT = "complaint"  # a feedback report (RFC 5965): marked as spam
+    UNSUBSCRIBE = "unsubscribe"  # a request to List-Unsubscribe's mailto:
+    AUTOMATIC = "automatic"  # an out-of-office or other automatic answer (RFC 3834)
+    OTHER = "other"  # anything else, a reply of a person among them

@@ -25,9 +25,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from tidings.states import (
     BroadcastState,
+    InboundKind,
     CampaignKind,
     CampaignStatus,
     DeliveryKind,
@@ -114,16 +116,24 @@ class ConsentEvent(Base):
     consent_text_sha256: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(300))
+    # A click on a link in an email: how long after the email was sent (a link scanner opens
+    # links within seconds of delivery; a person rarely does). Evidence, not a rule.
+    seconds_after_email: Mapped[int | None]
     created_at: Mapped[datetime]
 
 
 class Suppression(Base):
-    """Addresses never to be mailed, by hash so that it survives erasure of the person."""
+    """Addresses never to be mailed, by a keyed hash so that it survives erasure of the
+    person, and so that a copy of the database cannot be used to test whether a known address
+    was ever on the list (the key is the installation's own, in app_secrets)."""
 
     __tablename__ = "suppressions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # HMAC-SHA256 of the address under the suppression key; plain SHA-256 where `keyed` is
+    # false (entries made before keys, for addresses no subscriber has any more).
     email_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    keyed: Mapped[bool] = mapped_column(default=True, server_default=false())
     reason: Mapped[str] = mapped_column(String(24))  # unsubscribe|hard-bounce|complaint|manual
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
@@ -314,6 +324,61 @@ class AppSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(200))
+
+
+class SignUpRequest(Base):
+    """A sign-up as received by the form or the API, before anything is decided about it.
+
+    The web request only checks the input and stores this row, the same work whatever the
+    address's state, so that neither the answer nor its timing tells who is subscribed; the
+    worker then decides (new, pending, active, left...), applies the caps and queues any email.
+    A row is deleted once handled."""
+
+    __tablename__ = "signup_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))  # normalized
+    name: Mapped[str] = mapped_column(String(200), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    source: Mapped[str] = mapped_column(String(24))
+    evidence: Mapped[str | None] = mapped_column(Text)
+    consent_text_sha256: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    received_at: Mapped[datetime]
+
+
+class RateCounter(Base):
+    """How many of something happened in an hour, under a name: confirmation emails per
+    mailbox (by keyed hash), per recipient domain, and in all. Summed over a window to cap
+    them whatever the sender's address."""
+
+    __tablename__ = "rate_counters"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class InboundMessage(Base):
+    """A message that came back to us (a bounce, a complaint, an unsubscribe request, a
+    reply, an automatic answer), as classified when it was read. The message itself is not
+    kept here; `digest` makes reading the same one twice count once."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (one_of("kind", InboundKind),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the raw bytes
+    source: Mapped[str] = mapped_column(String(16))  # imap | maildir | mbox | file | smtp
+    kind: Mapped[str] = mapped_column(String(16))  # InboundKind
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[datetime]
 
 
 class BroadcastSchedule(Base):

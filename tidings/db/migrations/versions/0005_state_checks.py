@@ -44,4 +44,4 @@ def downgrade() -> None:
     for table, columns in CHECKS.items():
         with op.batch_alter_table(table) as batch:
             for column in columns:
-                batch.drop_constraint(f"ck_{table}_{column}", type_="check")
+                batch.drop_constraint(op.f(f"ck_{table}_{column}"), type_="check")
