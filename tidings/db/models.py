@@ -29,12 +29,12 @@ from sqlalchemy.sql.expression import false
 
 from tidings.states import (
     BroadcastState,
-    InboundKind,
     CampaignKind,
     CampaignStatus,
     DeliveryKind,
     DeliveryStatus,
     EnrollmentStatus,
+    InboundKind,
     SubscriberStatus,
 )
 
