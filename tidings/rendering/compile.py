@@ -1,8 +1,11 @@
 """Compiling a step, once per version (at `campaigns load`): Markdown and Jinja to an inlined
 html part and a text part, with placeholders where each reader's values go.
 
-    Markdown body -> Jinja (autoescape, StrictUndefined) -> HTML -> Jinja layout -> premailer
-    inlines the CSS; the text part comes from the same HTML through html2text.
+    Markdown body -> Jinja (sandboxed, autoescape, StrictUndefined) -> HTML -> Jinja layout
+    -> premailer inlines the CSS; the text part comes from the same HTML through html2text.
+    Campaign texts (bodies, footer fields, subjects, preheaders) are untrusted templates: they
+    run in Jinja's immutable sandbox and may not name anything starting with an underscore
+    (`sender.__class__...` would reach Python itself); only tidings' own layouts run unsandboxed.
     Personal values (name, email, links) are rendered as plain-word placeholders such as
     TIDINGSVARFIRSTNAMEX: premailer would URL-quote Jinja syntax left in an href, and running
     premailer per recipient is far too slow.
@@ -29,6 +32,7 @@ from jinja2 import nodes
 from markupsafe import Markup
 
 from tidings import __version__
+from tidings.rendering.sandbox import campaign_environment, private_name_problem, private_names
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -164,7 +168,8 @@ class _Subscriber:
 
 
 @functools.cache
-def _environment(autoescape: bool) -> jinja2.Environment:
+def _layout_environment(autoescape: bool) -> jinja2.Environment:
+    """tidings' own email layouts (templates/email/): trusted code, shipped with tidings."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=autoescape,
@@ -205,14 +210,16 @@ def render_fragment(
     source: str, where_file: str, first_line: int, context: dict[str, Any], autoescape: bool = True
 ) -> str:
     """Render one Jinja source (a step body, a footer field, a subject) or raise TemplateProblem
-    naming the file and line."""
-    env = _environment(autoescape)
+    naming the file and line. Campaign texts run sandboxed (see the module)."""
+    env = campaign_environment(autoescape)
     try:
         ast = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateProblem(
             f"{where_file}:{first_line + (exc.lineno or 1) - 1}", exc.message or str(exc)
         ) from exc
+    for line, name in private_names(ast):
+        raise TemplateProblem(f"{where_file}:{first_line + line - 1}", private_name_problem(name))
     misuse = _misused_personal_value(ast)
     if misuse is not None:
         raise TemplateProblem(
@@ -369,7 +376,7 @@ def render_parts(
         for name in ("unsubscribe_url", "preferences_url")
     }
     page = (
-        _environment(True)
+        _layout_environment(True)
         .get_template("email/layout.html")
         .render(
             subject=subject,
@@ -382,7 +389,7 @@ def render_parts(
         )
     )
     text = (
-        _environment(False)
+        _layout_environment(False)
         .get_template("email/layout.txt")
         .render(
             body=html_to_text(body_html),
@@ -392,7 +399,7 @@ def render_parts(
             **{name: str(value) for name, value in links.items()},
         )
     )
-    return subject, preheader, inline_css(page), _normalize_newlines(text)
+    return subject, preheader, double_quoted_attributes(inline_css(page)), _normalize_newlines(text)
 
 
 def inline_css(page: str) -> str:
@@ -405,6 +412,33 @@ def inline_css(page: str) -> str:
         cssutils_logging_level=logging.CRITICAL,
         remove_classes=False,
     ).transform()
+
+
+# A start tag as lxml writes it, and each of its attributes (values always quoted, < and >
+# escaped in them).
+_START_TAG = re.compile(
+    r"""<[A-Za-z][^\s/>]*(?:\s+[^\s=/>]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'>]+))?)*\s*/?>"""
+)
+_ATTRIBUTE = re.compile(r"""(\s+[^\s=/>]+\s*=\s*)(?:'([^']*)'|"([^"]*)")""")
+
+
+def double_quoted_attributes(page: str) -> str:
+    """Every attribute value between double quotes, with both kinds of quote escaped in it.
+
+    lxml writes a value that contains " between single quotes; a reader's value filled into
+    it would then need ' escaped, and a value with ' between double quotes needs " escaped.
+    One form for every attribute, applied to the compiled html and to the reference path's
+    alike, lets the fast path escape every personal value in an attribute one way (& < > " '
+    all escaped) and still produce the reference's bytes."""
+
+    def attribute(match: re.Match[str]) -> str:
+        single, double = match.group(2), match.group(3)
+        value = (
+            single.replace('"', "&quot;") if single is not None else double.replace("'", "&#39;")
+        )
+        return f'{match.group(1)}"{value}"'
+
+    return _START_TAG.sub(lambda tag: _ATTRIBUTE.sub(attribute, tag.group()), page)
 
 
 def _one_line(text: str) -> str:

@@ -64,10 +64,13 @@ def clean_header_text(value: str) -> str:
     return _CONTROL_CHARS.sub(" ", value).strip()
 
 
-# Escaping as lxml writes HTML (premailer's output): in text, & < >; inside (double-quoted)
-# attribute values also ". The fast path escapes exactly so, byte for byte the slow path's.
+# Escaping as the compiled html is written (lxml, then compile.double_quoted_attributes): in
+# text, & < >; inside attribute values also both quotes, so that no value can end the
+# attribute it is in, whichever quote the template used. Byte for byte the slow path's.
 _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-_ATTRIBUTE_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+_ATTRIBUTE_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
+)
 
 
 def _in_attribute(html_text: str, position: int) -> bool:

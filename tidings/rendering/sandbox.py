@@ -1,0 +1,67 @@
+"""What a campaign's templates may do. Bodies, footer fields, subjects and preheaders are
+written by staff or pasted from a client's copy: they run in Jinja's immutable sandbox, with
+no loader, and may not name anything that starts with an underscore (`sender.__class__...`
+reaches Python itself: a campaign text once ran a shell command at `campaigns load`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jinja2
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+@functools.cache
+def campaign_environment(autoescape: bool) -> jinja2.Environment:
+    """Campaign texts: sandboxed (no Python internals, no changing the values given) and with
+    no loader, so a campaign cannot include or extend files of the server."""
+    return ImmutableSandboxedEnvironment(
+        autoescape=autoescape,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+# Filters that read an attribute named by a string: x|attr("a"), xs|map(attribute="a.b")...
+_ATTRIBUTE_FILTERS = frozenset(
+    {"attr", "map", "selectattr", "rejectattr", "sort", "groupby", "unique", "min", "max", "sum"}
+)
+
+
+def private_names(ast: nodes.Template) -> list[tuple[int, str]]:
+    """(line, name) of every attribute or key starting with an underscore that a template
+    names: `x.__class__`, `x["_y"]`, `x|attr("_y")`, `xs|map(attribute="a._y")`. The sandbox
+    refuses them at render time too; naming them here refuses the template before any of it
+    runs, with its line."""
+    found: list[tuple[int, str]] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        names: list[object] = []
+        if isinstance(node, nodes.Getattr):
+            names.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            names.append(node.arg.value)
+        elif isinstance(node, nodes.Filter) and node.name in _ATTRIBUTE_FILTERS:
+            given = [*node.args, *(kw.value for kw in node.kwargs)]
+            for arg in given:
+                if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                    names += arg.value.split(".")
+        found += [(node.lineno, n) for n in names if isinstance(n, str) and n.startswith("_")]
+    return sorted(found)
+
+
+def private_names_in(source: str) -> list[tuple[int, str]]:
+    """private_names of a template's source; none for one that does not parse (its syntax
+    error is reported where it is compiled)."""
+    try:
+        return private_names(campaign_environment(True).parse(source))
+    except jinja2.TemplateSyntaxError:
+        return []
+
+
+def private_name_problem(name: str) -> str:
+    return (
+        f"{name!r} starts with an underscore: campaign templates may not reach Python's "
+        "internals; use the variables listed in the README, e.g. {{ sender.organization }}"
+    )
