@@ -33,6 +33,12 @@ class Report:
     recipient: str | None  # the address that failed, as the report gives it
     original_message_id: str | None  # without angle brackets
     returned_to: list[str] = field(default_factory=list)  # where the report was sent (VERP)
+    # Every address the report says failed (one report may list several); `recipient` is one.
+    recipients: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.recipients and self.recipient:
+            object.__setattr__(self, "recipients", (self.recipient,))
 
 
 class NotAReport(ValueError):
@@ -75,6 +81,14 @@ def _parse_dsn(message: EmailMessage, returned_to: list[str]) -> Report:
         key=lambda f: (f.get("action", "") == "failed", f.get("status", "").startswith("5")),
     )
     action = fields.get("action", "").lower()
+    recipient = _dsn_recipient(fields)
+    failed = tuple(
+        dict.fromkeys(
+            r
+            for f in recipients
+            if f.get("action", "").lower() == action and (r := _dsn_recipient(f))
+        )
+    )
     diagnostic = fields.get("diagnostic-code", "")
     status = _status_code(fields.get("status", ""))
     detailed = _status_code(diagnostic)
@@ -93,9 +107,18 @@ def _parse_dsn(message: EmailMessage, returned_to: list[str]) -> Report:
         kind=kind,
         status=status,
         diagnostic=_one_line(diagnostic) or f"{action} {status or ''}".strip(),
-        recipient=_address_field(fields.get("final-recipient") or fields.get("original-recipient")),
+        recipient=recipient,
         original_message_id=_original_message_id(message),
         returned_to=returned_to,
+        recipients=failed,
+    )
+
+
+def _dsn_recipient(fields: dict[str, str]) -> str | None:
+    """The address we sent to: Original-Recipient when the server kept it (Final-Recipient is
+    then where an alias or a forward led, e.g. user@sims-ms-daemon), else Final-Recipient."""
+    return _address_field(fields.get("original-recipient")) or _address_field(
+        fields.get("final-recipient")
     )
 
 
