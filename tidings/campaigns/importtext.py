@@ -11,6 +11,9 @@ The format, as the client's copy is written:
 
 A heading is a short line without final punctuation; every other non-blank line is a
 paragraph. Each heading takes the paragraph that follows it.
+
+The client's words are written so that they print as typed: a campaign file is a template,
+so `{{`, `{%` and `{#` in the copy are written as expressions that print them.
 """
 
 from __future__ import annotations
@@ -65,6 +68,15 @@ def parse_text(text: str) -> TextDocument:
     return doc
 
 
+_TEMPLATE_SYNTAX = re.compile(r"\{[{%#]")
+
+
+def template_literal(text: str) -> str:
+    """`text` as a template that prints it as typed: 'a {{ b }}' -> "a {{ '{{' }} b }}". The
+    copy is then only printed, never run: it can neither break the load nor reach anything."""
+    return _TEMPLATE_SYNTAX.sub(lambda match: "{{ '" + match.group() + "' }}", text)
+
+
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:60].rstrip("-") or "step"
@@ -90,17 +102,18 @@ def step_file(heading: str, paragraph: str) -> str:
         subject, preheader = DISCREET_SUBJECT, DISCREET_PREHEADER
     front = [
         "+++",
-        f"subject = {_toml_string(subject)}",
-        f"preheader = {_toml_string(preheader)}",
+        f"subject = {_toml_string(template_literal(subject))}",
+        f"preheader = {_toml_string(template_literal(preheader))}",
     ]
     if mentions_suicide:
         front.append("crisis_at_top = true")
     front.append("+++")
-    return "\n".join(front) + f"\n## {heading}\n\n{paragraph}\n"
+    body = f"## {heading}\n\n{paragraph}\n"
+    return "\n".join(front) + "\n" + template_literal(body)
 
 
 def welcome_file(intro: list[str]) -> str:
-    body = "\n\n".join(intro)
+    body = template_literal("\n\n".join(intro))
     return (
         "+++\n"
         'subject = "Welcome, and what to expect"\n'
@@ -112,7 +125,7 @@ def welcome_file(intro: list[str]) -> str:
 
 
 def closing_file(outro: list[str]) -> str:
-    body = "\n\n".join(outro)
+    body = template_literal("\n\n".join(outro))
     return (
         "+++\n"
         'subject = "If you would like to learn more"\n'

@@ -4,6 +4,10 @@ lesson: one option bundle, one writer).
 
     @output_options                       # --format table|json|csv, or --table/--json/--csv
     def list_cmd(..., fmt: str): write_rows(rows, COLUMNS, fmt)
+
+What is printed cannot act on the terminal or the spreadsheet it lands in: control and
+text-direction characters of stored values are shown escaped (`\u202e`; JSON escapes them
+its own way), and a CSV cell that a spreadsheet would run as a formula starts with a '.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import csv
 import functools
 import io
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -65,6 +70,31 @@ def plain(value: Any) -> Any:
     return value
 
 
+class CsvWriter:
+    """csv.writer with every cell through validation.csv_cell: no cell runs as a formula,
+    none holds a control character."""
+
+    def __init__(self, out: IO[str]):
+        # Imported here: `tidings --help` does not load the subscribers package.
+        from tidings.subscribers.validation import csv_cell
+
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._cell = csv_cell
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._writer.writerow([self._cell(plain(value)) for value in row])
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """JSON with non-ASCII text kept readable, but with the characters that act on a
+    terminal written as \\u escapes (json.dumps escapes the others): the same data."""
+    text = json.dumps(value, default=plain, indent=indent, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def write_rows(
     rows: Iterable[dict[str, Any]],
     columns: Sequence[str],
@@ -78,14 +108,14 @@ def write_rows(
     if fmt == "json":
         out.write("[")
         for i, row in enumerate(rows):
-            body = json.dumps({k: plain(row.get(k)) for k in columns}, ensure_ascii=False)
+            body = json_text({k: row.get(k) for k in columns})
             out.write(("," if i else "") + "\n  " + body)
         out.write("\n]\n")
     elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = CsvWriter(out)
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([plain(row.get(k)) for k in columns])
+            writer.writerow([row.get(k) for k in columns])
     elif page and out is sys.stdout and sys.stdout.isatty():
         buffer = io.StringIO()
         _table(rows, columns, buffer)
@@ -120,12 +150,12 @@ def write_object(
         items = obj.get(rows) or []
         write_rows(items, list(items[0]) if items else [], "csv", out)
     elif fmt == "json":
-        out.write(json.dumps(obj, default=plain, indent=2, ensure_ascii=False) + "\n")
+        out.write(json_text(obj, indent=2) + "\n")
     elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = CsvWriter(out)
         writer.writerow(["field", "value"])
         for path, value in _flatten(obj, ""):
-            writer.writerow([path, plain(value)])
+            writer.writerow([path, value])
     else:
         _tree(obj, 0, out)
 
@@ -146,24 +176,28 @@ def _tree(obj: Any, depth: int, out: IO[str]) -> None:
     if isinstance(obj, dict):
         for key, value in obj.items():
             if isinstance(value, dict | list) and value:
-                out.write(f"{pad}{key}:\n")
+                out.write(f"{pad}{_cell(key)}:\n")
                 _tree(value, depth + 1, out)
             else:
-                out.write(f"{pad}{key}: {_cell(value)}\n")
+                out.write(f"{pad}{_cell(key)}: {_cell(value)}\n")
     elif isinstance(obj, list):
         for item in obj:
             if isinstance(item, dict):
-                out.write(f"{pad}- " + ", ".join(f"{k}={_cell(v)}" for k, v in item.items()) + "\n")
+                pairs = ", ".join(f"{_cell(k)}={_cell(v)}" for k, v in item.items())
+                out.write(f"{pad}- {pairs}\n")
             else:
                 out.write(f"{pad}- {_cell(item)}\n")
 
 
 def _cell(value: Any) -> str:
+    """A value as a table or tree shows it: one line, nothing that acts on the terminal."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M UTC")
-    return str(value)
+    from tidings.subscribers.validation import printable
+
+    return printable(str(value))
 
 
 @contextlib.contextmanager

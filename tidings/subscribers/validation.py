@@ -1,4 +1,5 @@
-"""Checks on what people type: addresses, names, timezones. Each failure names the field."""
+"""Checks on what people type: addresses, names, timezones. Each failure names the field.
+And the other side: text made safe where tidings writes it (a terminal, a spreadsheet, a log)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from tidings.errors import InvalidInput
 
 NAME_MAX_CHARS = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+# What a name may not hold: control characters (C0, DEL, C1: they move a terminal's cursor,
+# change its colours, end a header line) and the bidirectional embeddings, overrides and
+# isolates, which make text display in another order than it is stored ("Ann<U+202E>gro.live"
+# shows as "Annlive.org"); line and paragraph separators too.
+UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def normalize_email(raw: str, field: str = "email") -> str:
@@ -31,12 +37,59 @@ def normalize_email(raw: str, field: str = "email") -> str:
 
 
 def clean_name(raw: str | None, field: str = "name") -> str:
-    name = (raw or "").strip()
-    if _CONTROL.search(name):
-        raise InvalidInput(field, "must be one line without control characters")
+    """A name as stored: trimmed, spaces collapsed, at most NAME_MAX_CHARS. Every input (the
+    form, the API, the CLI, the import) comes through here: a name holding a control or
+    text-direction character (UNSAFE_TEXT) is refused, not cleaned (only the blanks and line
+    ends around it are trimmed)."""
+    name = (raw or "").strip(" \t\r\n")
+    found = UNSAFE_TEXT.search(name)
+    if found is not None:
+        raise InvalidInput(
+            field,
+            f"must be one line of plain text without control characters; it contains "
+            f"{unsafe_character(found.group())}",
+        )
     if len(name) > NAME_MAX_CHARS:
         raise InvalidInput(field, f"is {len(name)} characters long; the limit is {NAME_MAX_CHARS}")
     return " ".join(name.split())
+
+
+def unsafe_character(char: str) -> str:
+    """'U+202E (a text-direction control)': how an error names a character it refuses."""
+    code = ord(char)
+    kind = "a line break" if char in "\n\r\u2028\u2029" else "a control character"
+    if 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        kind = "a text-direction control"
+    return f"U+{code:04X} ({kind})"
+
+
+def _escape(char: str) -> str:
+    special = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if char in special:
+        return special[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def printable(text: str, keep: str = "") -> str:
+    """`text` with every UNSAFE_TEXT character (but those in `keep`) written as an escape, for
+    a terminal: a stored value cannot move its cursor, clear it, or show words in another
+    order. 'Ann\u202egro' -> 'Ann\\u202egro'."""
+    return UNSAFE_TEXT.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
+
+
+# Cells a spreadsheet takes for a formula (OWASP, CSV injection): =HYPERLINK(...) typed into
+# the sign-up form would run when an export is opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value as every CSV tidings writes holds it: a text starting with = + - @, a tab or a
+    carriage return gets a leading ' (a spreadsheet shows it as text instead of running it),
+    and control characters are escaped (line breaks and tabs stay: CSV quotes them)."""
+    if not isinstance(value, str):
+        return value
+    value = printable(value, keep="\t\r\n")
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def check_timezone(raw: str | None, field: str = "timezone") -> str:

@@ -25,6 +25,7 @@ from tidings.campaigns.lint.findings import ERROR, WARNING, Finding
 from tidings.campaigns.lint.rules import (
     CAMPAIGN_RULES,
     FINAL_RULES,
+    SOURCE_RULES,
     STEP_RULES,
     CampaignCheck,
     StepCheck,
@@ -53,6 +54,10 @@ def lint_campaign(
             findings += step_rule(step_check)
     for final_rule in FINAL_RULES:
         findings += final_rule(check)
+    return _in_file_order(findings)
+
+
+def _in_file_order(findings: list[Finding]) -> list[Finding]:
     unique = list(dict.fromkeys(findings))
     return sorted(unique, key=lambda f: (f.file != "campaign.toml", f.file, f.line))
 
@@ -65,9 +70,17 @@ def lint_folder(folder: Path, settings: Settings) -> list[Finding]:
 
     try:
         definition = read_campaign(folder)
-        compiled = compile_campaign(definition, settings)
     except CampaignError as exc:
         return [_invalid(problem) for problem in exc.problems]
+    try:
+        compiled = compile_campaign(definition, settings)
+    except CampaignError as exc:
+        # What the source rules find is said by them (with their rule); the rest as invalid.
+        check = CampaignCheck(definition, settings)
+        found = [f for source_rule in SOURCE_RULES for f in source_rule(check)]
+        seen = {(f.file, f.line) for f in found}
+        invalid = [_invalid(problem) for problem in exc.problems]
+        return _in_file_order(found + [f for f in invalid if (f.file, f.line) not in seen])
     return lint_campaign(definition, settings, compiled)
 
 

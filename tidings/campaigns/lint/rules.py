@@ -29,6 +29,7 @@ from tidings.campaigns.lint.words import (
 )
 from tidings.config import Settings
 from tidings.rendering.compile import CompiledStep, placeholder
+from tidings.rendering.sandbox import private_name_problem, private_names_in
 
 SUBJECT_MAX = 80  # characters; subjects must be shorter
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML
@@ -155,6 +156,24 @@ def postal_configured(c: CampaignCheck) -> Iterator[Finding]:
             "no postal address (TIDINGS_POSTAL_ADDRESS or [sender] postal_address): the law "
             "requires one in marketing email, and sending refuses to start without it",
         )
+
+
+def template_private(c: CampaignCheck) -> Iterator[Finding]:
+    """A template that names an attribute starting with an underscore reaches for Python's
+    internals (`sender.__class__...`): never what a campaign needs. Read from the sources, so
+    it is reported even though such a campaign does not compile."""
+    d = c.definition
+    sources = [("campaign.toml", text, c.toml(name)) for name, text in d.footer.items()]
+    for step in d.steps:
+        sources += [
+            (step.file, step.subject, step.subject_line),
+            (step.file, step.preheader, step.preheader_line),
+            (step.file, step.body, step.body_line),
+        ]
+    for file, text, first_line in sources:
+        for line, name in private_names_in(text):
+            message = private_name_problem(name)
+            yield Finding(ERROR, "template-private", file, first_line + line - 1, message)
 
 
 def unused_allow(c: CampaignCheck) -> Iterator[Finding]:
@@ -349,7 +368,14 @@ def _domain_allowed(host: str, domains: Iterable[str]) -> bool:
 CampaignRule = Callable[[CampaignCheck], Iterable[Finding]]
 StepRule = Callable[[StepCheck], Iterable[Finding]]
 
-CAMPAIGN_RULES: tuple[CampaignRule, ...] = (footer_wording, footer_parts, postal_configured)
+CAMPAIGN_RULES: tuple[CampaignRule, ...] = (
+    footer_wording,
+    footer_parts,
+    postal_configured,
+    template_private,
+)
+# What can be checked of a campaign that does not compile.
+SOURCE_RULES: tuple[CampaignRule, ...] = (template_private,)
 STEP_RULES: tuple[StepRule, ...] = (
     subject_length,
     preheader_missing,

@@ -10,6 +10,7 @@ from typing import Any
 
 from tidings.files import open_private
 from tidings.subscribers.importing.rows import Reject
+from tidings.subscribers.validation import csv_cell
 
 COLUMNS = ["line", "field", "reason", "data"]
 
@@ -29,7 +30,9 @@ class RejectFile:
             self._writer = csv.writer(out, lineterminator="\n")
             self._writer.writerow(COLUMNS)
             self.written = self.path
-        self._writer.writerow([reject.line, reject.field, reject.reason, reject.data])
+        # Cells as every CSV of tidings: a row's =HYPERLINK(...) must not run when opened.
+        row = [reject.line, reject.field, reject.reason, reject.data]
+        self._writer.writerow([csv_cell(cell) for cell in row])
 
     def __enter__(self) -> RejectFile:
         return self
