@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -20,7 +21,15 @@ from cli_helpers import MONDAY_8, MONDAY_9, Tidings, load_kap
 from conftest import received
 from sqlalchemy import func, select
 
-from tidings.db.models import Base, BounceEvent, Delivery, Erasure, Subscriber, Suppression
+from tidings.db.models import (
+    AppSecret,
+    Base,
+    BounceEvent,
+    Delivery,
+    Erasure,
+    Subscriber,
+    Suppression,
+)
 from tidings.sending.devsmtp import LocalSMTPServer, free_port
 from tidings.subscribers.directory import find_subscriber
 from tidings.subscribers.lifecycle import Consent, record_consent
@@ -28,6 +37,15 @@ from tidings.subscribers.lifecycle import Consent, record_consent
 
 def emails(rows: list[dict]) -> list[str]:
     return [r["email"] for r in rows]
+
+
+def keyed_hash(tidings: Tidings, address: str) -> str:
+    """What the suppression list stores for an address: HMAC-SHA256 under the installation's
+    own key (migration 0006's rule), computed here independently of tidings."""
+    with tidings.session() as session:
+        key = session.scalar(select(AppSecret.value).where(AppSecret.name == "suppression_key"))
+    assert key, "the installation has a suppression key"
+    return hmac.new(key.encode(), address.encode(), "sha256").hexdigest()
 
 
 def confirmed(tidings: Tidings, address: str, *args: str) -> None:
@@ -190,7 +208,9 @@ def test_export_streams_csv_and_json_with_attributes(tidings, tmp_path):
         "email,name,city,ref\n"
         + "".join(f"p{i:04}@example.org,P {i},{'Lyon' if i % 2 else ''},{i}\n" for i in range(2500))
     )
-    tidings.ok("subscribers", "import", str(path), "--evidence", "form")
+    tidings.ok(
+        "subscribers", "import", str(path), "--evidence", "form", "--keep", "city", "--keep", "ref"
+    )
     tidings.ok("subscribers", "unsubscribe", "p0001@example.org")
 
     rows = list(csv.reader(io.StringIO(tidings.ok("subscribers", "export").stdout)))
@@ -401,7 +421,9 @@ def test_suppressions_add_list_remove(tidings_kap, smtp_server):
         ("ann@example.org", "complaint", "ticket 88"),
         ("", "manual", None),  # no subscriber has this address: only its hash is known
     ]
-    assert rows[1]["sha256"] == hashlib.sha256(b"stranger@example.org").hexdigest()
+    assert rows[1]["hash"] == keyed_hash(tidings, "stranger@example.org")
+    assert rows[1]["hash"] != hashlib.sha256(b"stranger@example.org").hexdigest()
+    assert [r["keyed"] for r in rows] == [True, True]
     assert emails(tidings.json("suppressions", "list", "--reason", "manual")) == [""]
     assert len(tidings.json("suppressions", "list", "--email", "STRANGER@example.org")) == 1
     table = tidings.ok("suppressions", "list").stdout
@@ -451,8 +473,8 @@ def test_suppressions_import(tidings_kap, tmp_path):
     assert result.stdout.strip() == (
         "suppressed 1, already suppressed 1, subscribers stopped 0, rejected 0"
     )
-    rows = {r["sha256"]: r["reason"] for r in tidings.json("suppressions", "list")}
-    digest = hashlib.sha256(b"later@example.org").hexdigest()
+    rows = {r["hash"]: r["reason"] for r in tidings.json("suppressions", "list")}
+    digest = keyed_hash(tidings, "later@example.org")
     assert rows[digest] == "complaint" and len(rows) == 4
     # An import of subscribers meets them as suppressed.
     people = tmp_path / "people.csv"
@@ -482,8 +504,11 @@ def test_export_data_has_everything_about_one_person_and_nobody_else(tidings_kap
         "profile",
         "suppression",
         "consent_events",
+        "sign_up_requests",
         "enrollments",
         "deliveries",
+        "bounce_reports",
+        "inbound_messages",
     }
     assert data["exported_at"] == MONDAY_9.isoformat()
     assert data["profile"] == {
@@ -496,6 +521,7 @@ def test_export_data_has_everything_about_one_person_and_nobody_else(tidings_kap
         "unsubscribed_at": None,
         "updated_at": MONDAY_8.isoformat(),
         "paused_until": None,
+        "soft_bounces": 0,
         "attributes": {"city": "Lyon"},
     }
     assert data["suppression"] is None
@@ -590,7 +616,8 @@ def test_erase_deletes_everything_but_a_hash(tidings_kap):
         assert trace.lower() not in stored.lower(), trace
     with tidings.session() as session:
         (suppression,) = session.scalars(select(Suppression)).all()
-        assert suppression.email_sha256 == hashlib.sha256(b"ann@example.org").hexdigest()
+        assert suppression.email_sha256 == keyed_hash(tidings, "ann@example.org")
+        assert suppression.keyed
         assert suppression.reason == "manual"
         erasures = session.scalars(select(Erasure).order_by(Erasure.id)).all()
         assert len(erasures) == erasures_before + 1

@@ -297,7 +297,10 @@ def test_a_10000_row_file_with_broken_rows_of_every_kind(tidings_kap, tmp_path):
     big = write_big_file(tmp_path / "open-day.csv")
     assert len(big.rejects) == 400 and big.duplicates == 5
 
-    result = tidings("subscribers", "import", str(big.path), "--evidence", "paper form, open day")
+    keep = ("--keep", "city")
+    result = tidings(
+        "subscribers", "import", str(big.path), "--evidence", "paper form, open day", *keep
+    )
     assert result.exit_code == 3, result.output
     summary = result.stdout.splitlines()[0]
     assert summary == (
@@ -341,7 +344,9 @@ def test_a_10000_row_file_with_broken_rows_of_every_kind(tidings_kap, tmp_path):
     assert state["person1@example1.org"]["name"] == "Person 9001", "the later row wins"
 
     # The same file again: nothing new, nothing lost, the same result.
-    again = tidings("subscribers", "import", str(big.path), "--evidence", "paper form, open day")
+    again = tidings(
+        "subscribers", "import", str(big.path), "--evidence", "paper form, open day", *keep
+    )
     assert again.exit_code == 3
     # The five addresses listed twice change twice (there and back); the rest is unchanged.
     valid = len(big.rows) + big.duplicates
@@ -383,6 +388,8 @@ def test_an_import_killed_midway_leaves_whole_batches_and_runs_again(tidings_kap
             "signed forms",
             "--batch-size",
             "100",
+            "--keep",
+            "city",
             "--rejects",
             str(tmp_path / "rejects.csv"),
         ],
@@ -419,7 +426,9 @@ def test_an_import_killed_midway_leaves_whole_batches_and_runs_again(tidings_kap
     # The admin runs the whole file again (with a bad row in it this time).
     full = tmp_path / "list.csv"
     full.write_text(HEADER + "\n" + rows_text(0, 300) + "bad-address,X,UTC,\n", encoding="utf-8")
-    result = tidings("subscribers", "import", str(full), "--evidence", "signed forms")
+    result = tidings(
+        "subscribers", "import", str(full), "--evidence", "signed forms", "--keep", "city"
+    )
     assert result.exit_code == 3, result.output
     assert result.stdout.splitlines()[0] == (
         "created 100, updated 0, unchanged 200, suppressed 0, rejected 1"
@@ -669,7 +678,17 @@ def test_an_export_imports_again_into_another_database(tidings, tmp_path, sqlite
     other_folder = tmp_path / "other"
     other_folder.mkdir()
     other = on_sqlite_copy(sqlite_template, other_folder)
-    result = other.ok("subscribers", "import", str(path), "--evidence", "moved from the old server")
+    result = other.ok(
+        "subscribers",
+        "import",
+        str(path),
+        "--evidence",
+        "moved from the old server",
+        "--keep",
+        "city",
+        "--keep",
+        "ref",
+    )
     assert result.stdout.startswith("created 2, updated 0, unchanged 0")
     assert "ignored columns status, created_at, confirmed_at, unsubscribed_at" in result.stderr
     rows = other.json("subscribers", "export")

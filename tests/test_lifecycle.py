@@ -19,7 +19,7 @@ from tidings.subscribers.lifecycle import (
     suppress_address,
     unsubscribe,
 )
-from tidings.subscribers.validation import email_sha256
+from tidings.subscribers.suppressions import suppression_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,9 +64,8 @@ def test_stop_for_each_reason(runtime, kap, worker, clock, reason):
             select(ConsentEvent.kind).where(ConsentEvent.subscriber_id == ann.id)
         ).all()
         assert kinds[-1] == (consent_kind or "confirmed"), "a bounce is no consent decision"
-        entry = session.scalars(
-            select(Suppression).where(Suppression.email_sha256 == email_sha256(ann.email))
-        ).one()
+        entry = suppression_of(session, ann.email)
+        assert entry is not None and session.scalars(select(Suppression)).one() == entry
         assert (entry.reason, entry.detail) == (reason, "the detail")
         assert session.scalars(select(Enrollment.status)).all() == [EnrollmentStatus.EXITED]
         assert session.execute(select(Delivery.status, Delivery.outcome)).one() == (

@@ -1,4 +1,4 @@
-"""`tidings suppressions ...`: the addresses never to be mailed (stored as hashes)."""
+"""`tidings suppressions ...`: the addresses never to be mailed (stored as keyed hashes)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ REASON_HELP = (
 def suppressions_group() -> None:
     """The suppression list: addresses never mailed again, whatever else happens.
 
-    Addresses are stored as SHA-256 hashes, so an entry survives the erasure of the person.
+    Addresses are stored as hashes keyed with this installation's own key (HMAC-SHA256), so an
+    entry survives the erasure of the person, and a copy of the database cannot be used to test
+    whether a known address was ever on the list.
     """
 
 
@@ -50,7 +52,7 @@ def list_cmd(state: State, reason: str | None, email: str | None, fmt: str) -> N
     with runtime.read_sessions.begin() as session:
         write_rows(
             suppression_rows(session, reason=reason, email=email),
-            ["email", "reason", "detail", "created_at", "sha256"],
+            ["email", "reason", "detail", "created_at", "hash", "keyed"],
             fmt,
         )
 

@@ -58,6 +58,9 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted content is overwritten with zeros, not merely marked free: an erased
+        # person's address must not stay readable in the file (tidings.subscribers.privacy).
+        cursor.execute("PRAGMA secure_delete=ON")
         # SQLite's default page cache is 2 MB; 16 MB keeps the hot index pages of planning
         # and claiming at hand. More (or mmap) only grows a worker's memory with the size of
         # the file: bench/RESULTS.md, figures 4 and 5, measured both.

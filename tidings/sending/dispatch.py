@@ -42,7 +42,7 @@ from tidings.sending.routing import Lane, RateLimiter, Router, send_routed
 from tidings.sending.transports import OutgoingMessage, SendResult
 from tidings.states import DeliveryStatus
 from tidings.subscribers.tokens import Links, verp_address
-from tidings.subscribers.validation import email_sha256, mask_addresses, mask_email
+from tidings.subscribers.validation import mask_addresses, mask_email
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -200,9 +200,7 @@ class Dispatcher:
                 campaign = claimed.campaigns.get(row.campaign_id) if row.campaign_id else None
                 left = campaign is not None and (row.sid, campaign.id) in claimed.ended
                 why_not = policy.reason_not_to_send(
-                    policy.Recheck(
-                        row.kind, row.status, claimed.suppressed.get(email_sha256(row.email)), left
-                    )
+                    policy.Recheck(row.kind, row.status, claimed.suppressed.get(row.email), left)
                 )
                 if why_not:
                     skipped.append((row.id, why_not))

@@ -31,8 +31,8 @@ from tidings.states import (
     StopReason,
 )
 from tidings.subscribers.lifecycle import stop
-from tidings.subscribers.suppressions import suppressed_digests
-from tidings.subscribers.validation import email_sha256, mask_addresses, mask_email
+from tidings.subscribers.suppressions import suppressed_addresses
+from tidings.subscribers.validation import mask_addresses, mask_email
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Claimed:
 
     rows: list[Any] = field(default_factory=list)  # delivery + reader columns, by delivery id
     campaigns: dict[int, Campaign] = field(default_factory=dict)
-    suppressed: dict[str, str] = field(default_factory=dict)  # address hash -> reason
+    suppressed: dict[str, str] = field(default_factory=dict)  # address -> reason
     ended: set[tuple[int, int]] = field(default_factory=set)  # (subscriber, campaign) left
 
 
@@ -131,7 +131,7 @@ def load_claimed(session: Session, ids: Sequence[int], owner: str) -> Claimed:
             )
         )
     }
-    suppressed = suppressed_digests(session, [email_sha256(r.email) for r in rows])
+    suppressed = suppressed_addresses(session, [r.email for r in rows])
     return Claimed(list(rows), campaigns, suppressed, ended)
 
 

@@ -435,7 +435,7 @@ def erase(state: State, email: str, yes: bool, note: str | None) -> None:
       tidings subscribers erase ann@example.org --yes --note "request #1234"
     """
     from tidings.subscribers.directory import find_subscriber
-    from tidings.subscribers.privacy import erase as erase_person
+    from tidings.subscribers.privacy import erase_everywhere
     from tidings.subscribers.validation import normalize_email
 
     normalized = normalize_email(email)
@@ -445,14 +445,22 @@ def erase(state: State, email: str, yes: bool, note: str | None) -> None:
     with runtime.read_sessions.begin() as session:
         find_subscriber(session, normalized)  # unknown: say so before asking
     confirm_on_terminal(f"Erase everything stored about {normalized}? This cannot be undone", yes)
-    with runtime.sessions.begin() as session:
-        report = erase_person(session, normalized, runtime.clock.now(), source="cli", note=note)
+    report = erase_everywhere(
+        runtime.sessions, normalized, runtime.clock.now(), source="cli", note=note
+    )
     kept = "added to" if report.suppression_added else "kept on"
     click.echo(
         f"{report.email}: erased ({report.consent_events} consent events, "
         f"{report.enrollments} enrollments, {report.deliveries} emails); its hash is "
         f"{kept} the suppression list ({report.suppression_reason})"
     )
+    if report.log_emptied is False:
+        click.echo(
+            "warning: another process was reading the database, so its write-ahead log (the "
+            "-wal file beside it) could not be emptied: old copies of the erased data stay in "
+            "that file until every tidings process using the database has stopped",
+            err=True,
+        )
 
 
 # The import command lives beside this module: it is as long as the rest of the group.

@@ -47,6 +47,20 @@ from tidings.cli.common import State, pass_state, progress_bar
     show_default=True,
     help="Rows per transaction: a crash loses at most one batch, which a re-run does again.",
 )
+@click.option(
+    "--keep",
+    "keep",
+    multiple=True,
+    metavar="COLUMN",
+    help="Also keep this column as an attribute of each subscriber (repeatable). Without it "
+    "only email, name and timezone are stored; the other columns are dropped.",
+)
+@click.option(
+    "--allow-sensitive",
+    is_flag=True,
+    help="Keep a column named with --keep even though its name looks clinical or "
+    "identifying (diagnosis, medication, appointment, insurance, date of birth, notes...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_state
 def import_cmd(
@@ -58,21 +72,28 @@ def import_cmd(
     rejects_path: str | None,
     encoding: str,
     batch_size: int,
+    keep: tuple[str, ...],
+    allow_sensitive: bool,
     as_json: bool,
 ) -> None:
     """Import subscribers from a CSV file (or - for stdin), streaming.
 
-    The first line names the columns: email (required), name, timezone, and any others,
-    which are kept as attributes of each subscriber. Consent must be accounted for:
-    --evidence says how everyone on the list agreed (they become active and start the
-    series), or --double-opt-in asks each new address to confirm by email.
+    The first line names the columns: email (required), name and timezone are stored; any
+    other column is dropped (and reported) unless named with --keep COLUMN (or in the
+    setting TIDINGS_IMPORT_KEEP_COLUMNS), which keeps it as an attribute of each subscriber.
+    A column whose name looks clinical or identifying (diagnosis, medication, appointment,
+    insurance, date of birth, SSN, notes...) is refused even then, unless --allow-sensitive.
+    Consent must be accounted for: --evidence says how everyone on the list agreed (they
+    become active and start the series), or --double-opt-in asks each new address to
+    confirm by email.
 
     Existing subscribers are updated (empty cells leave stored values alone), never
     duplicated; addresses on the suppression list or that unsubscribed are never
     re-activated. Bad rows (invalid address, unknown timezone, encoding errors, wrong number
-    of fields, line breaks inside fields, oversized fields) are skipped and written to the
-    reject file with their line number and reason. Each batch of rows is committed whole,
-    so an import that was interrupted can simply be run again: the result is the same.
+    of fields, a line break in the email, name or timezone, oversized fields) are skipped and
+    written to the reject file with their line number and reason. Each batch of rows is
+    committed whole, so an import that was interrupted can simply be run again: the result is
+    the same.
 
     Exit code: 0 when every row was imported, 3 when some rows were rejected (the others
     were imported), 1 when the file could not be imported at all (nothing was stored).
@@ -80,6 +101,7 @@ def import_cmd(
     \b
     Examples:
       tidings subscribers import open-day.csv --evidence "paper form, 2026 open day"
+      tidings subscribers import crm.csv --evidence "intake form consent" --keep clinic
       tidings subscribers import newsletter-list.csv --double-opt-in --dry-run
       gunzip -c list.csv.gz | tidings subscribers import - --double-opt-in
     """
@@ -87,10 +109,24 @@ def import_cmd(
 
     from tidings.errors import InvalidInput
     from tidings.files import UnsafePath, check_writable
-    from tidings.subscribers.importing import Importer, ImportOptions, check_options
+    from tidings.subscribers.importing import (
+        Importer,
+        ImportOptions,
+        check_options,
+        from_setting,
+    )
     from tidings.subscribers.importing.rejects import RejectFile
 
-    options = ImportOptions(evidence, double_opt_in, dry_run, encoding, batch_size)
+    options = ImportOptions(
+        evidence=evidence,
+        double_opt_in=double_opt_in,
+        dry_run=dry_run,
+        encoding=encoding,
+        batch_size=batch_size,
+        keep=keep,
+        keep_if_present=from_setting(state.settings.import_keep_columns),
+        allow_sensitive=allow_sensitive,
+    )
     try:
         check_options(options)
     except InvalidInput as exc:

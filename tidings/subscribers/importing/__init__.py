@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.clock import Clock
 from tidings.errors import InvalidInput
+from tidings.subscribers.importing.columns import SETTING, check_kept, from_setting
 from tidings.subscribers.importing.reader import Record, check_encoding, read_records
 from tidings.subscribers.importing.rows import (
     ImportFileError,
@@ -54,6 +55,7 @@ __all__ = [
     "check_evidence",
     "check_options",
     "fast_normalize_email",
+    "from_setting",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ def check_options(options: ImportOptions) -> None:
     check_encoding(options.encoding)
     if options.batch_size < 1:
         raise InvalidInput("--batch-size", "must be at least 1")
+    check_kept(options.keep, "--keep", options.allow_sensitive)
+    check_kept(options.keep_if_present, SETTING, options.allow_sensitive)
 
 
 class Importer:
@@ -122,9 +126,11 @@ class Importer:
 
     def run(self, stream: IO[bytes]) -> ImportReport:
         records = read_records(stream, self.options.encoding, self.progress)
-        header = read_header(records)  # a file that cannot be imported fails here, whole
+        # A file that cannot be imported fails here, whole.
+        header = read_header(records, self.options.keep, self.options.keep_if_present)
         self.report.ignored_columns = header.ignored
         self.report.attribute_columns = [name for _, name in header.attributes]
+        self.report.dropped_columns = header.dropped_names
         if self.options.dry_run:
             self._overlay = DryRunOverlay()
         # Reading and checking rows (Python) runs in a thread of its own while this one

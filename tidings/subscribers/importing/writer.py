@@ -43,7 +43,7 @@ from tidings.states import (
 )
 from tidings.subscribers.importing.rows import Row
 from tidings.subscribers.lifecycle import Consent, activate, record_consent
-from tidings.subscribers.validation import email_sha256
+from tidings.subscribers.suppressions import suppressed_addresses
 
 # How many suppressed line numbers the report keeps (the count is always exact).
 SUPPRESSED_LINES_KEPT = 20
@@ -56,6 +56,11 @@ class ImportOptions:
     dry_run: bool = False
     encoding: str = "utf-8"
     batch_size: int = 2000
+    # Columns kept as attributes besides email, name and timezone: `keep` must be in the file
+    # (--keep), `keep_if_present` may be (the setting). Every other column is dropped.
+    keep: tuple[str, ...] = ()
+    keep_if_present: tuple[str, ...] = ()
+    allow_sensitive: bool = False  # keep columns that look clinical or identifying
 
 
 @dataclass
@@ -69,7 +74,8 @@ class ImportReport:
     confirmations_queued: int = 0
     suppressed_lines: list[int] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
-    attribute_columns: list[str] = field(default_factory=list)
+    attribute_columns: list[str] = field(default_factory=list)  # kept
+    dropped_columns: list[str] = field(default_factory=list)  # not stored
     last_committed_line: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,6 +90,7 @@ class ImportReport:
             "suppressed_lines": self.suppressed_lines,
             "ignored_columns": self.ignored_columns,
             "attribute_columns": self.attribute_columns,
+            "dropped_columns": self.dropped_columns,
         }
 
     def summary(
@@ -101,6 +108,15 @@ class ImportReport:
         if self.ignored_columns:
             ignored = ", ".join(self.ignored_columns)
             lines.append((f"ignored columns {ignored}: tidings keeps these itself", True))
+        if self.dropped_columns:
+            dropped = ", ".join(self.dropped_columns)
+            lines.append(
+                (
+                    f"dropped columns {dropped}: not stored (only email, name and timezone are, "
+                    "and the columns named with --keep COLUMN or TIDINGS_IMPORT_KEEP_COLUMNS)",
+                    True,
+                )
+            )
         if self.suppressed:
             numbers = ", ".join(str(n) for n in self.suppressed_lines)
             more = ", ..." if self.suppressed > len(self.suppressed_lines) else ""
@@ -255,8 +271,7 @@ class Batch:
         }
 
     def plan(self, rows: list[Row]) -> None:
-        digests = {r.email: email_sha256(r.email) for r in rows}
-        emails = list(digests)
+        emails = list(dict.fromkeys(r.email for r in rows))
         # Plain driver statements: with 2,000 values in an IN list, SQLAlchemy's per-value
         # work would cost more than the query.
         stored = {
@@ -277,22 +292,13 @@ class Batch:
         }
         if self.overlay is not None:
             stored.update(self.overlay.get(emails))  # what earlier batches would have written
-        suppressed = {
-            digest
-            for (digest,) in select_in(
-                self.session,
-                "SELECT email_sha256 FROM suppressions WHERE email_sha256 IN ({})",
-                list(digests.values()),
-            )
-        }
+        suppressed = suppressed_addresses(self.session, emails)
         for row in rows:
             if row.email in self.new:  # the same address twice in one batch: an update
                 self._count(self._merge(self.new[row.email], row))
                 continue
             current = stored.get(row.email)
-            if digests[row.email] in suppressed or (
-                current is not None and current["status"] in LEFT
-            ):
+            if row.email in suppressed or (current is not None and current["status"] in LEFT):
                 self.report.suppressed += 1
                 if len(self.report.suppressed_lines) < SUPPRESSED_LINES_KEPT:
                     self.report.suppressed_lines.append(row.line)
