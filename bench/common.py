@@ -40,6 +40,8 @@ from tidings.runtime import Runtime  # noqa: E402
 MONDAY = datetime(2026, 10, 19, 9, 0, tzinfo=UTC)
 POSTGRES_ADMIN = os.environ.get("TIDINGS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 QUICK = "--quick" in sys.argv
+# `worker`, `run` and `send-due` refuse a TIDINGS_SECRET_KEY under 32 bytes.
+BENCH_SECRET_KEY = "bench-secret-key-of-at-least-32-bytes"
 
 
 def report(
@@ -353,7 +355,7 @@ def tidings_env(url: str, smtp_url: str, **extra: str) -> dict[str, str]:
     env.update(
         TIDINGS_DATABASE_URL=url,
         TIDINGS_SMTP_URL=smtp_url,
-        TIDINGS_SECRET_KEY="bench",
+        TIDINGS_SECRET_KEY=BENCH_SECRET_KEY,
         TIDINGS_POSTAL_ADDRESS="1 Main St",
         TIDINGS_FROM_ADDRESS="kap@center.example.org",
         TIDINGS_BASE_URL="https://news.example.org",
@@ -377,7 +379,7 @@ def bench_runtime(url: str, smtp_url: str = "smtp://127.0.0.1:25", **settings: o
     base = Settings(
         database_url=url,
         smtp_url=smtp_url,
-        secret_key="bench",
+        secret_key=BENCH_SECRET_KEY,
         from_address="kap@center.example.org",
         postal_address="1 Main St",
         base_url="https://news.example.org",

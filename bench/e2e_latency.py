@@ -14,6 +14,7 @@ import sys
 import time
 
 from common import (
+    BENCH_SECRET_KEY,
     MONDAY,
     QUICK,
     ROOT,
@@ -66,7 +67,7 @@ def workers_on_postgres(count: int, workers: int) -> float:
             **{k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")},
             "TIDINGS_DATABASE_URL": url,
             "TIDINGS_SMTP_URL": sink,
-            "TIDINGS_SECRET_KEY": "b",
+            "TIDINGS_SECRET_KEY": BENCH_SECRET_KEY,
             "TIDINGS_POSTAL_ADDRESS": "1 Main St",
             "TIDINGS_FROM_ADDRESS": "kap@center.example",
             "TIDINGS_SMTP_POOL_SIZE": str(CONNECTIONS),

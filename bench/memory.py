@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from common import (
+    BENCH_SECRET_KEY,
     MONDAY,
     QUICK,
     ROOT,
@@ -30,7 +31,7 @@ def peak_rss_mb(count: int) -> float:
             **{k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")},
             "TIDINGS_DATABASE_URL": url,
             "TIDINGS_SMTP_URL": sink,
-            "TIDINGS_SECRET_KEY": "b",
+            "TIDINGS_SECRET_KEY": BENCH_SECRET_KEY,
             "TIDINGS_POSTAL_ADDRESS": "1 Main St",
             "TIDINGS_FROM_ADDRESS": "kap@center.example",
             "TIDINGS_CLOCK": f"fixed:{MONDAY.isoformat()}",

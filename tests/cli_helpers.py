@@ -33,7 +33,7 @@ from tidings.runtime import Runtime
 from tidings.sending.devsmtp import free_port
 
 BASE_URL = "https://news.example.org"
-SECRET_KEY = "cli-test-secret-key"
+SECRET_KEY = "cli-test-secret-key-of-at-least-32-bytes"
 FROM_ADDRESS = "kap@center.example.org"
 POSTAL_ADDRESS = "100 Example Street, Springfield"
 # Monday 2026-10-19, 08:00 UTC: an hour before the KAP send window (09:00-17:00) opens in UTC.

@@ -88,7 +88,7 @@ def test_run_sends_on_schedule_and_stops_cleanly_on_sigterm(tmp_path: Path, sqli
             **os.environ,
             "TIDINGS_DATABASE_URL": f"sqlite:///{db_path}",
             "TIDINGS_SMTP_URL": server.url,
-            "TIDINGS_SECRET_KEY": "k",
+            "TIDINGS_SECRET_KEY": "processes-test-secret-key-of-32-bytes",
             "TIDINGS_POSTAL_ADDRESS": "1 Main St",
             # A simulated day every 2 real seconds, starting on a Monday morning.
             "TIDINGS_CLOCK": "scaled:2026-10-19T08:00:00+00:00:43200",

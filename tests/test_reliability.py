@@ -51,6 +51,8 @@ from tidings.subscribers.tokens import verp_address
 pytestmark = pytest.mark.slow
 
 TIDINGS = [sys.executable, "-m", "tidings"]
+# What the worker processes sign links with (they refuse a key under 32 bytes).
+SECRET_KEY = "reliability-test-secret-key-32-bytes"
 SAMPLES = Path(__file__).parent / "data" / "bounces"
 NOTICE_TOML = """\
 slug = "notice"
@@ -511,7 +513,7 @@ def process_env(database_url: str, smtp_url: str, clock: str, **extra: str) -> d
     env.update(
         TIDINGS_DATABASE_URL=database_url,
         TIDINGS_SMTP_URL=smtp_url,
-        TIDINGS_SECRET_KEY="k",
+        TIDINGS_SECRET_KEY=SECRET_KEY,
         TIDINGS_CLOCK=clock,
         TIDINGS_TICK_SECONDS="0.05",
         TIDINGS_SMTP_POOL_SIZE="4",
@@ -529,7 +531,7 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def queued_deliveries(database_url: str, tmp_path: Path, count: int) -> Runtime:
-    settings = Settings(database_url=database_url, secret_key="k")
+    settings = Settings(database_url=database_url, secret_key=SECRET_KEY)
     runtime = Runtime.open(settings, FixedClock(MONDAY))
     notice_campaign(runtime, tmp_path / "notice")
     bulk_enroll(runtime, [f"r{i}@example.org" for i in range(count)], MONDAY)

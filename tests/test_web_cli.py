@@ -217,7 +217,7 @@ def process_env(db_path: Path, smtp_url: str, port: int) -> dict[str, str]:
     env.update(
         TIDINGS_DATABASE_URL=f"sqlite:///{db_path}",
         TIDINGS_SMTP_URL=smtp_url,
-        TIDINGS_SECRET_KEY="k",
+        TIDINGS_SECRET_KEY="processes-test-secret-key-of-32-bytes",
         TIDINGS_BASE_URL=f"http://127.0.0.1:{port}",
         TIDINGS_POSTAL_ADDRESS="1 Main St",
         TIDINGS_CLOCK="fixed:2026-10-19T08:00:00+00:00",

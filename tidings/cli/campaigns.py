@@ -161,7 +161,12 @@ def show(state: State, slug: str, fmt: str) -> None:
     show_default=True,
     help="The html part, the text part, or the whole message.",
 )
-@click.option("--out", type=click.File("wb"), default="-", help="Write to FILE (default: stdout).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="Write to FILE (readable by its owner only; default: stdout).",
+)
 @click.option(
     "--dir",
     "folder",
@@ -181,7 +186,7 @@ def preview(
     slug: str,
     step_key: str | None,
     part: str,
-    out: Any,
+    out: str,
     folder: Path | None,
     open_it: bool,
 ) -> None:
@@ -201,7 +206,13 @@ def preview(
     if folder is None and not open_it:
         email = preview_step(runtime, slug, step_key)
         data = {"html": email.html, "text": email.text}.get(part)
-        out.write(email.message if data is None else data.encode("utf-8"))
+        content = email.message if data is None else data.encode("utf-8")
+        if out == "-":
+            sys.stdout.buffer.write(content)
+        else:
+            from tidings.files import write_private
+
+            write_private(out, content)  # a sample reader, but the campaign's own links
         return
     folder = folder or Path(tempfile.mkdtemp(prefix=f"tidings-preview-{slug}-"))
     count, index = preview_folder(runtime, slug, folder)

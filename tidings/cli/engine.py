@@ -32,11 +32,12 @@ tick_option = click.option(
 
 
 def _worker(state: State) -> Worker:
-    """A worker for this process, after the checks that sending must pass first (a postal
-    address, as CAN-SPAM requires; a readable DKIM key)."""
+    """A worker for this process, after the checks that sending must pass first (a secret key
+    long enough to sign links; a postal address, as CAN-SPAM requires; a readable DKIM key)."""
     from tidings.ops.preflight import check_before_sending
     from tidings.scheduler import Worker
 
+    state.settings.check_secret_key()
     check_before_sending(state.settings)
     return Worker(state.runtime())
 

@@ -131,12 +131,22 @@ def run_checks(
 def _checks(
     settings: Settings, facts: StoredFacts | None, dkim_record: str | None
 ) -> Iterator[Check]:
+    yield from _secret_key(settings)
     yield from _sender(settings)
     yield from _postal(settings, facts)
     yield from _base_url(settings, facts)
     yield from _transport(settings)
     yield from _dkim(settings, dkim_record)
     yield from _dns_records(settings)
+
+
+def _secret_key(settings: Settings) -> Iterator[Check]:
+    """A short TIDINGS_SECRET_KEY can be found offline from one link, and every link forged
+    with it: `run`, `worker`, `send-due` and `serve` refuse it, and so does the check."""
+    try:
+        settings.check_secret_key()
+    except ConfigError as exc:
+        yield Check(FAIL, "secret key", str(exc))
 
 
 def _sender(settings: Settings) -> Iterator[Check]:

@@ -13,7 +13,6 @@ depend on. Headers listed but absent (Reply-To) are signed as absent, so nobody 
 from __future__ import annotations
 
 import base64
-import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from tidings.config import Settings
 from tidings.errors import ConfigError
+from tidings.files import check_writable, write_private
 
 SIGNED_HEADERS = (
     b"from",
@@ -88,14 +88,18 @@ class GeneratedKey:
 
 
 def generate_key(selector: str, domain: str, directory: Path, force: bool = False) -> GeneratedKey:
-    """Write <selector>.private (mode 600) and <selector>.txt in `directory`."""
+    """Write <selector>.private and <selector>.txt in `directory`, as every file of tidings
+    that holds a secret (tidings.files): mode 600, complete or not at all, never through a
+    symbolic link placed at either path."""
     if not _SELECTOR.match(selector):
         raise ConfigError(f"--selector: expected letters, digits and dashes, got {selector!r}")
     if not _DOMAIN.match(domain):
         raise ConfigError(f"--domain: expected a domain name like example.org, got {domain!r}")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     private_path = directory / f"{selector}.private"
     record_path = directory / f"{selector}.txt"
+    for path in (private_path, record_path):
+        check_writable(path)  # a link at either: refused before a key is made
     if private_path.exists() and not force:
         raise ConfigError(
             f"{private_path} exists: a new key would break the record already published for "
@@ -110,13 +114,9 @@ def generate_key(selector: str, domain: str, directory: Path, force: bool = Fals
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    # Created readable by the owner only, before anything is written into it.
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-    os.chmod(private_path, 0o600)
     record = public_record(pem)
-    record_path.write_text(zone_file_line(selector, domain, record) + "\n", encoding="utf-8")
+    write_private(private_path, pem)
+    write_private(record_path, zone_file_line(selector, domain, record) + "\n")
     return GeneratedKey(private_path, record_path, record)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from limits import parse_many
@@ -35,6 +36,19 @@ log = logging.getLogger(__name__)
 
 # A sign-up form is a few hundred bytes; nothing here needs more than this.
 MAX_REQUEST_BYTES = 16 * 1024
+
+
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deeply to parse (5,000 levels fit in 16 KB) is
+    malformed JSON like any other (400), not a RecursionError (500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+
 _EMAIL_IN_TEXT = re.compile(r"[^\s'\"<>()\[\],;:]+@[A-Za-z0-9.-]+")
 
 ERROR_PAGES: dict[int, tuple[str, str]] = {
@@ -142,6 +156,7 @@ def create_app(runtime: Runtime) -> Flask:
         static_folder="static",
         static_url_path="/static",
     )
+    app.json = _JSONProvider(app)
     https = settings.public_base_url.startswith("https://")
     app.config.update(
         # The Flask session only carries the CSRF token; its key is derived from the signing

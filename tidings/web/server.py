@@ -12,8 +12,15 @@ from waitress.server import create_server
 
 from tidings.errors import TidingsError
 from tidings.runtime import Runtime
+from tidings.web.app import MAX_REQUEST_BYTES
 
 log = logging.getLogger(__name__)
+
+# waitress reads a whole body before the app sees it, up to 1 GiB by default, spilling what
+# is over 512 KB to a temporary file: a few large POSTs could fill the disk. The app accepts
+# MAX_REQUEST_BYTES (16 KB); waitress refuses four times that outright (413, before reading
+# the body), so a body between the two still gets the app's own page.
+MAX_BODY_BYTES = 4 * MAX_REQUEST_BYTES
 
 
 class WebServer:
@@ -30,6 +37,7 @@ class WebServer:
                 port=port,
                 threads=threads,
                 ident="tidings",
+                max_request_body_size=MAX_BODY_BYTES,
                 # X-Forwarded-* are read by the app's ProxyFix, only as far as
                 # TIDINGS_TRUSTED_PROXIES says; waitress must pass them through untouched.
                 clear_untrusted_proxy_headers=False,
