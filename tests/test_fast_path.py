@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import quopri
+import re
 import textwrap
 from datetime import UTC, datetime
 from email import policy
@@ -168,3 +169,37 @@ def test_fast_output_is_valid_mime(tmp_path, name):
         decoded = quopri.decodestring(raw).decode("utf-8").replace("\r\n", "\n")
         assert decoded == part.get_content().replace("\r\n", "\n")
     assert not message.defects
+
+
+ATTACKS = ["x' onmouseover='alert(1)", 'x" onmouseover="alert(1)', "a'b\"c<d>&e"]
+
+
+def attribute_campaign(tmp_path: Path) -> Path:
+    """Personal values inside attributes, quoted both ways (lxml writes a value holding " between
+    single quotes)."""
+    personal_campaign(tmp_path)
+    (tmp_path / "01-hello.md").write_text(
+        textwrap.dedent("""\
+        +++
+        subject = "Hello"
+        preheader = "A preheader"
+        +++
+        <span title='{{ subscriber.name }}'>one</span>
+        <span title='Dear "{{ subscriber.first_name }}"' data-x="{{ subscriber.email }}">two</span>
+        <span style="font-family:'Georgia'" title="{{ subscriber.name }}">three</span>
+        """),
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", NAMES + ATTACKS)
+def test_both_paths_agree_on_values_in_attributes_and_escape_both_quotes(tmp_path, name):
+    ((source, compiled, context, sender),) = compiled_steps(attribute_campaign(tmp_path))
+    recipient = Recipient("ann@example.org", name, LONG_URL, LONG_URL + "p")
+    fast, slow = both_paths(source, compiled, context, sender, recipient)
+    assert_same(fast, slow)
+    html = email.message_from_bytes(fast, policy=policy.default).get_body(("html",)).get_content()
+    tags = re.findall(r"<span[^>]*>", html)
+    assert len(tags) == 3 and all("onmouseover=" not in re.sub(r'"[^"]*"', "", t) for t in tags)
+    assert "'" not in "".join(re.findall(r'title="([^"]*)"', html))  # written as &#39;

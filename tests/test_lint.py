@@ -13,7 +13,7 @@ import pytest
 from cli_helpers import Tidings, on_sqlite_copy
 
 from tidings.campaigns.definition import read_campaign, toml_line
-from tidings.campaigns.lint import ERROR, WARNING, Finding, lint_campaign
+from tidings.campaigns.lint import ERROR, WARNING, Finding, lint_campaign, lint_folder
 from tidings.campaigns.loading import compile_campaign, resolve_campaign_dir
 from tidings.config import Settings
 
@@ -347,3 +347,19 @@ def test_lint_of_a_loaded_campaign_by_slug_reads_its_folder(database_url, smtp_s
         encoding="utf-8",
     )
     assert "01-email.md:5: error [claim-cure]" in t.fails("campaigns", "lint", "lint-me")
+
+
+def test_an_underscored_attribute_is_reported_by_its_own_rule_with_file_and_line(tmp_path):
+    """Such a template does not compile (it would reach Python's internals); the lint still
+    says where, under its own rule, and does not repeat it as `invalid`."""
+    toml = TOML.replace("{{ sender.organization }}", "{{ sender._secret }}")
+    folder = write(
+        tmp_path / "c", "Hi {{ campaign.__class__ }} and {{ step|attr('_k') }}.", toml=toml
+    )
+    found = lint_folder(folder, SETTINGS)
+    assert [(f.severity, f.rule, f.file, f.line) for f in found] == [
+        (ERROR, "template-private", "campaign.toml", toml_line(toml, "reason")),
+        (ERROR, "template-private", "01-email.md", BODY_LINE_OF_TEXT),
+    ]
+    assert "'__class__', '_k' start with an underscore" in found[1].message
+    assert "'_secret' starts with an underscore" in found[0].message

@@ -218,8 +218,8 @@ def render_fragment(
         raise TemplateProblem(
             f"{where_file}:{first_line + (exc.lineno or 1) - 1}", exc.message or str(exc)
         ) from exc
-    for line, name in private_names(ast):
-        raise TemplateProblem(f"{where_file}:{first_line + line - 1}", private_name_problem(name))
+    for line, names in private_names(ast):
+        raise TemplateProblem(f"{where_file}:{first_line + line - 1}", private_name_problem(names))
     misuse = _misused_personal_value(ast)
     if misuse is not None:
         raise TemplateProblem(

@@ -30,12 +30,12 @@ _ATTRIBUTE_FILTERS = frozenset(
 )
 
 
-def private_names(ast: nodes.Template) -> list[tuple[int, str]]:
-    """(line, name) of every attribute or key starting with an underscore that a template
-    names: `x.__class__`, `x["_y"]`, `x|attr("_y")`, `xs|map(attribute="a._y")`. The sandbox
-    refuses them at render time too; naming them here refuses the template before any of it
-    runs, with its line."""
-    found: list[tuple[int, str]] = []
+def private_names(ast: nodes.Template) -> list[tuple[int, list[str]]]:
+    """Per line, the attributes and keys starting with an underscore that a template names:
+    `x.__class__`, `x["_y"]`, `x|attr("_y")`, `xs|map(attribute="a._y")`. The sandbox refuses
+    them at render time too; naming them here refuses the template before any of it runs,
+    with its line."""
+    found: dict[int, set[str]] = {}
     for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         names: list[object] = []
         if isinstance(node, nodes.Getattr):
@@ -47,11 +47,13 @@ def private_names(ast: nodes.Template) -> list[tuple[int, str]]:
             for arg in given:
                 if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
                     names += arg.value.split(".")
-        found += [(node.lineno, n) for n in names if isinstance(n, str) and n.startswith("_")]
-    return sorted(found)
+        for name in names:
+            if isinstance(name, str) and name.startswith("_"):
+                found.setdefault(node.lineno, set()).add(name)
+    return [(line, sorted(names)) for line, names in sorted(found.items())]
 
 
-def private_names_in(source: str) -> list[tuple[int, str]]:
+def private_names_in(source: str) -> list[tuple[int, list[str]]]:
     """private_names of a template's source; none for one that does not parse (its syntax
     error is reported where it is compiled)."""
     try:
@@ -60,8 +62,10 @@ def private_names_in(source: str) -> list[tuple[int, str]]:
         return []
 
 
-def private_name_problem(name: str) -> str:
+def private_name_problem(names: list[str]) -> str:
+    quoted = ", ".join(repr(name) for name in names)
     return (
-        f"{name!r} starts with an underscore: campaign templates may not reach Python's "
-        "internals; use the variables listed in the README, e.g. {{ sender.organization }}"
+        f"{quoted} {'starts' if len(names) == 1 else 'start'} with an underscore: campaign "
+        "templates may not reach Python's internals; use the variables listed in the README, "
+        "e.g. {{ sender.organization }}"
     )

@@ -171,8 +171,8 @@ def template_private(c: CampaignCheck) -> Iterator[Finding]:
             (step.file, step.body, step.body_line),
         ]
     for file, text, first_line in sources:
-        for line, name in private_names_in(text):
-            message = private_name_problem(name)
+        for line, names in private_names_in(text):
+            message = private_name_problem(names)
             yield Finding(ERROR, "template-private", file, first_line + line - 1, message)
 
 
