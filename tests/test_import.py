@@ -783,3 +783,166 @@ def test_the_import_normalizes_addresses_exactly_as_every_other_path(address):
             return "refused", str(exc)
 
     assert outcome(fast_normalize_email) == outcome(normalize_email)
+
+
+# ----------------------------------------------------------------------------- least data
+
+CRM_HEADER = "Email,Name,Time zone,Primary Diagnosis,Notes,Clinic,City"
+CRM_ROW = 'ann@example.org,Ann,Europe/Paris,F33.1,"Intake 3/2: ideation, no plan",portland,Lyon'
+
+
+def test_only_the_address_name_and_timezone_are_kept_unless_a_column_is_named(tidings, tmp_path):
+    """A CRM export puts a diagnosis and a therapist's notes beside the address: without being
+    asked, tidings keeps neither (before, every column became an attribute)."""
+    path = tmp_path / "crm.csv"
+    path.write_text(CRM_HEADER + "\n" + CRM_ROW + "\n")
+    result = tidings.ok("subscribers", "import", str(path), "--evidence", "intake form")
+    assert result.stdout.startswith("created 1,")
+    assert (
+        "dropped columns Primary Diagnosis, Notes, Clinic, City: not stored (only email, name "
+        "and timezone are, and the columns named with --keep COLUMN or "
+        "TIDINGS_IMPORT_KEEP_COLUMNS)"
+    ) in result.stderr
+    state = snapshot(tidings)["ann@example.org"]
+    assert (state["name"], state["timezone"], state["attributes"]) == ("Ann", "Europe/Paris", {})
+    stored = json.dumps(snapshot(tidings))
+    assert "F33.1" not in stored and "ideation" not in stored
+
+    # --keep names a column (any case); the setting names others; both add up.
+    path.write_text(CRM_HEADER + "\n" + CRM_ROW.replace("ann@", "bob@") + "\n")
+    report = json.loads(
+        tidings.ok(
+            "subscribers",
+            "import",
+            str(path),
+            "--evidence",
+            "intake form",
+            "--keep",
+            "clinic",
+            "--json",
+            TIDINGS_IMPORT_KEEP_COLUMNS="city, language",
+        ).stdout
+    )
+    assert report["attribute_columns"] == ["Clinic", "City"]
+    assert report["dropped_columns"] == ["Primary Diagnosis", "Notes"]
+    assert snapshot(tidings)["bob@example.org"]["attributes"] == {
+        "Clinic": "portland",
+        "City": "Lyon",
+    }
+    # A kept column named on the command line must be in the file (a typo drops nothing
+    # silently); the setting's columns may be absent.
+    args = ("subscribers", "import", str(path), "--evidence", "x", "--keep")
+    output = tidings.fails(*args, "clnic")
+    assert "--keep clnic: the file has no such column (found: Email, Name" in output
+    output = tidings.fails(*args, "status")
+    assert "--keep status: tidings keeps this column itself" in output
+
+
+SENSITIVE = [
+    "Primary Diagnosis",
+    "diagnosis_code",
+    "ICD10",
+    "condition",
+    "Current Medications",
+    "treatment_plan",
+    "Next Appointment",
+    "Insurance ID",
+    "Date of Birth",
+    "DateOfBirth",
+    "dob",
+    "birth_date",
+    "SSN",
+    "social_security_number",
+    "MRN",
+    "therapist",
+    "notes",
+    "Session Notes",
+    "phone",
+    "Gender",
+]
+
+
+@pytest.mark.parametrize("column", SENSITIVE)
+def test_a_kept_column_that_looks_clinical_or_identifying_is_refused(
+    tidings_sqlite, tmp_path, column
+):
+    tidings = tidings_sqlite
+    path = tmp_path / "crm.csv"
+    path.write_text(f"email,{column}\nann@example.org,x\n")
+    output = tidings.fails(
+        "subscribers", "import", str(path), "--evidence", "form", "--keep", column, code=2
+    )
+    assert f"--keep: the column {column!r} looks like clinical or identifying data" in output
+    assert "Leave it out and it is dropped at import" in output and "--allow-sensitive" in output
+    output = tidings.fails(
+        "subscribers",
+        "import",
+        str(path),
+        "--evidence",
+        "form",
+        code=2,
+        TIDINGS_IMPORT_KEEP_COLUMNS=f"city,{column}",
+    )
+    assert f"TIDINGS_IMPORT_KEEP_COLUMNS: the column {column!r} looks like" in output
+    assert stored(tidings) == NOTHING
+
+
+def test_allow_sensitive_keeps_a_column_on_purpose_and_ordinary_names_pass(tidings, tmp_path):
+    path = tmp_path / "crm.csv"
+    path.write_text("email,Referral Source,clinic,city,language,Sussex group\n")
+    with path.open("a") as f:
+        f.write("ann@example.org,Dr. Smith,portland,Lyon,fr,yes\n")
+    args = ("subscribers", "import", str(path), "--evidence", "form")
+    keep = ("--keep", "clinic", "--keep", "City", "--keep", "language", "--keep", "Sussex group")
+    result = tidings.ok(*args, *keep, "--json")
+    assert json.loads(result.stdout)["dropped_columns"] == ["Referral Source"]
+    assert "Referral Source" not in json.dumps(snapshot(tidings))
+    output = tidings.fails(*args, *keep, "--keep", "referral source", code=2)
+    assert "'referral source' looks like clinical or identifying data ('referral')" in output
+    tidings.ok(*args, *keep, "--keep", "referral source", "--allow-sensitive")
+    assert snapshot(tidings)["ann@example.org"]["attributes"] == {
+        "Referral Source": "Dr. Smith",
+        "clinic": "portland",
+        "city": "Lyon",
+        "language": "fr",
+        "Sussex group": "yes",
+    }
+
+
+def test_a_kept_column_may_hold_several_lines(tidings, tmp_path):
+    """A quoted CSV field with line breaks is legal; an attribute is never put in a header,
+    so such rows are imported (before, they were rejected). The address, the name and the
+    timezone stay one line."""
+    path = tmp_path / "list.csv"
+    path.write_bytes(
+        b"email,name,timezone,interests,diagnosis\r\n"
+        b'ann@example.org,Ann,UTC,"groups\r\nreading list\r\n",private\r\n'
+        b'bob@example.org,Bob,UTC,"one\nand two\tcolumns",\r\n'
+        b'carol@example.org,"Carol\nSmith",UTC,x,\r\n'
+        b'dan@example.org,Dan,UTC,"bell \x07 here","dropped\nnever read \x07"\r\n'
+    )
+    result = tidings(
+        "subscribers", "import", str(path), "--evidence", "form", "--keep", "interests"
+    )
+    assert result.exit_code == 3, result.output
+    assert result.stdout.startswith("created 2, updated 0, unchanged 0, suppressed 0, rejected 2")
+    state = snapshot(tidings)
+    assert state["ann@example.org"]["attributes"] == {"interests": "groups\nreading list"}
+    assert state["bob@example.org"]["attributes"] == {"interests": "one\nand two\tcolumns"}
+    rejects = read_rejects(tmp_path / "list.rejects.csv")
+    assert [r[:3] for r in rejects[1:]] == [
+        ["7", "name", "contains a line break (CR or LF) (the row runs over lines 7-8)"],
+        ["9", "interests", "contains a control character (the row runs over lines 9-10)"],
+    ]
+    # What the reject file repeats of a row leaves out the columns the import drops.
+    data = rejects[2][3]  # (its bell shown however the reject file writes it)
+    assert data.startswith("dan@example.org,Dan,UTC,bell ") and data.endswith(" here,")
+    assert "never read" not in (tmp_path / "list.rejects.csv").read_text()
+
+    # And the export writes the value back as one CSV field, which imports again as it was.
+    exported = tmp_path / "export.csv"
+    exported.write_text(tidings.ok("subscribers", "export").stdout)
+    other = tidings.ok(
+        "subscribers", "import", str(exported), "--evidence", "form", "--keep", "interests"
+    )
+    assert other.stdout.startswith("created 0, updated 0, unchanged 2")
