@@ -423,11 +423,13 @@ def export_data(state: State, email: str, out_path: str | None, yes: bool) -> No
 @pass_state
 def erase(state: State, email: str, yes: bool, note: str | None) -> None:
     """Erase one person (right to erasure): their profile, consent history, enrollments and
-    emails are deleted everywhere. Only a hash of the address stays on the suppression list,
-    so nothing is ever sent to it again, not even after a re-import; and a record that an
-    erasure happened, without the address. This cannot be undone.
+    emails are deleted everywhere. Only a keyed hash of the address stays on the suppression
+    list, so nothing is ever sent to it again, not even after a re-import; and a record that
+    an erasure happened, without the address. This cannot be undone.
 
-    Copies outside tidings (your mail server's logs, backups, exports) are not touched.
+    On SQLite the deleted rows are overwritten and the write-ahead log is emptied, so no copy
+    stays in the database's files. Copies outside tidings (your mail server's logs, backups,
+    exports) are not touched.
 
     \b
     Examples:
