@@ -37,6 +37,7 @@ COMMANDS = {
     "subscribers": "tidings.cli.subscribers:subscribers_group",
     "suppressions": "tidings.cli.suppressions:suppressions_group",
     "bounces": "tidings.cli.bounces:bounces_group",
+    "inbox": "tidings.cli.inbox:inbox_group",
     "dkim": "tidings.cli.dkim:dkim_group",
     "check": "tidings.cli.ops:check",
     "stats": "tidings.cli.ops:stats",
