@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -32,6 +32,9 @@ from tidings.runtime import Runtime
 from tidings.sending import ledger
 from tidings.sending.dispatch import Dispatcher, DispatchResult
 from tidings.states import WAITING, EnrollmentStatus
+
+if TYPE_CHECKING:
+    from tidings.inbound.imap import FetchReport
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,7 @@ class Worker:
         self.dispatcher_lock = DispatcherLock(runtime.settings.database_url)
         self._failures = 0  # consecutive passes that failed because the database was away
         self._pause_until = 0.0  # monotonic seconds: back off while the database is away
+        self._inbox_due: datetime | None = None  # next read of TIDINGS_INBOX_URL (clock time)
 
     def open(self) -> None:
         """Open every lane's transport (SMTP connections are then kept across passes)."""
@@ -151,6 +155,30 @@ class Worker:
             self.runtime.sessions, self.runtime.clock.now(), settings, self.stop
         )
         return total
+
+    def fetch_inbox(self) -> FetchReport | None:
+        """Read TIDINGS_INBOX_URL if it is due: every inbox_fetch_seconds of real time, as the
+        clock counts them (`span`). Never raises: a failed read is logged and tried again a
+        minute later (at most), and sending goes on meanwhile. None when nothing was read."""
+        settings, clock = self.runtime.settings, self.runtime.clock
+        now = clock.now()
+        if not settings.inbox_url or self.stop.is_set():
+            return None
+        if self._inbox_due is not None and now < self._inbox_due:
+            return None
+        from tidings.inbound.imap import fetch_inbox
+
+        try:
+            report = fetch_inbox(self.runtime, settings.inbox_url)
+        except Exception as exc:
+            retry = min(60.0, settings.inbox_fetch_seconds)
+            self._inbox_due = now + clock.span(retry)
+            log.warning("reading the inbox failed; trying again in %gs: %s", retry, exc)
+            return None
+        self._inbox_due = now + clock.span(settings.inbox_fetch_seconds)
+        if report.read:
+            log.info("inbox: read %d, moved %d, left %d", report.read, report.moved, report.left)
+        return report
 
     def dispatch(self) -> DispatchResult:
         return self.dispatcher.run_pass()
@@ -237,7 +265,8 @@ class Worker:
         for lane in self.lanes:
             lane.transport.warm()
         scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(1)},
+            # The inbox has a thread of its own: a slow IMAP server never holds up sending.
+            executors={"default": ThreadPoolExecutor(1), "inbox": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         scheduler.add_job(
@@ -246,6 +275,14 @@ class Worker:
             id="plan-and-dispatch",
             next_run_time=RealClock().now(),
         )
+        if self.runtime.settings.inbox_url:
+            scheduler.add_job(
+                self.fetch_inbox,
+                IntervalTrigger(seconds=interval),
+                id="inbox",
+                executor="inbox",
+                next_run_time=RealClock().now(),
+            )
         scheduler.start()
         self._scheduler = scheduler
         return scheduler
