@@ -223,6 +223,22 @@ def test_a_bounce_only_flufl_bounce_reads_stops_the_address_its_verp_names(tidin
     assert statuses == {"ann@example.org": "bounced", "bob@example.org": "active"}
 
 
+def test_inbox_ingest_reads_an_mbox_and_a_single_eml(tidings_kap, tmp_path):
+    tidings = tidings_kap
+    ann = subscribers_with_a_welcome(tidings, "ann@example.org")["ann@example.org"]
+    box = mailbox.mbox(tmp_path / "inbox.mbox")
+    box.add(fill(INBOUND / "vacation-autoresponder.eml"))
+    box.add(fill(INBOUND / "unsubscribe-gmail.eml", key=ann.key))
+    box.close()
+    result = tidings.ok("inbox", "ingest", str(tmp_path / "inbox.mbox"))
+    assert result.stdout.startswith("read 2: 0 hard bounces, 0 soft bounces, 0 complaints, 1 ")
+    (tmp_path / "one.eml").write_bytes(fill(INBOUND / "out-of-office-webmail.eml"))
+    assert "1 automatic" in tidings.ok("inbox", "ingest", str(tmp_path / "one.eml")).stdout
+    assert sorted(r[1] for r in inbound_rows(tidings)) == ["file", "mbox", "mbox"]
+    with tidings.session() as session:
+        assert session.get(Subscriber, ann.id).status == "unsubscribed"
+
+
 # ----------------------------------------------------------------------------- IMAP
 
 

@@ -25,6 +25,7 @@ from tidings.states import BounceKind
 log = logging.getLogger(__name__)
 
 _REPLY = re.compile(r"\b([45]\d\d)[ -]+((?:[245]\.\d{1,3}\.\d{1,3}\b)?.*)$", re.MULTILINE)
+_DSN_STATUS = re.compile(r"^Status:[ \t]*([245]\.\d{1,3}\.\d{1,3})\b", re.MULTILINE | re.IGNORECASE)
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _QUOTED_ID = re.compile(
     r"^[ \t>]*Message-Id:[ \t]*\r?\n?[ \t]*<([^<>\s]+@[^<>\s]+)>", re.MULTILINE | re.IGNORECASE
@@ -46,6 +47,9 @@ def read_heuristic_bounce(raw: bytes, returned_to: list[str]) -> Report | None:
     text = _body_text(message)
     reply = _REPLY.search(text)
     status = _status(reply) if reply else None
+    if status is None:  # a DSN flufl.bounce read: its Status field (RFC 3464)
+        field = _DSN_STATUS.search(raw[:TEXT_LIMIT].decode("latin-1"))
+        status = field.group(1) if field else None
     # Hard or soft as flufl.bounce says: the codes these servers quote are too unreliable to
     # overrule it ("553 5.3.0 No such user here").
     kind = BounceKind.HARD if permanent else BounceKind.SOFT
