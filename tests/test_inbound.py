@@ -12,6 +12,7 @@ import logging
 import mailbox
 import os
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -451,6 +452,15 @@ def test_the_smtp_listener_acts_on_a_bounce_to_its_verp_address(listener, runtim
     with runtime.sessions.begin() as session:
         assert session.get(Subscriber, ann.id).status == "bounced"
         assert len(session.scalars(select(InboundMessage)).all()) == 1
+
+
+def test_inbox_serve_on_a_busy_port_says_so(tidings_sqlite):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        output = tidings_sqlite.fails("inbox", "serve", "--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}: " in output
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from tidings.db.models import Campaign
+from tidings.errors import TidingsError
 from tidings.files import write_private
 from tidings.inbound.ingest import Handled, handle_message
 from tidings.sending.devsmtp import free_port
@@ -145,7 +146,11 @@ class InboundServer:
         )
 
     def __enter__(self) -> InboundServer:
-        self._controller.start()
+        try:
+            self._controller.start()
+        except OSError as exc:
+            where = f"{self.host}:{self.port}"
+            raise TidingsError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         return self
 
     def __exit__(self, *exc_info: object) -> None:
