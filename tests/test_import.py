@@ -149,8 +149,13 @@ def broken_row(kind: int, i: int, line: int) -> tuple[bytes, list[str], int]:
             "",
             'a quoted field is never closed (a " without its closing ")',
         )
-    if kind == 15:
-        return plain(f"{email},Ann,UTC,Ly\x07on", "city", "contains a control character")
+    if kind == 15:  # the reject file shows the control character escaped
+        text = f"{email},Ann,UTC,Ly\x07on"
+        return (
+            (text + "\n").encode(),
+            [str(line), "city", "contains a control character", text.replace("\x07", "\\x07")],
+            1,
+        )
     return plain(
         f'{email},"Ann"x,UTC,', "", 'malformed quoting: a closing " must be followed by a comma'
     )
