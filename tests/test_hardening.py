@@ -341,6 +341,7 @@ def test_the_cli_shows_a_stored_control_character_escaped(tidings):
         "show-json": tidings.ok("subscribers", "show", "ann@example.org", "--json").stdout,
         "csv": tidings.ok("subscribers", "list", "--csv").stdout,
         "export": tidings.ok("subscribers", "export").stdout,
+        "export-data": tidings.ok("subscribers", "export-data", "ann@example.org", "--yes").stdout,
     }
     for what, text in outputs.items():
         for char in "\u202e\x1b\x85\u2066":
@@ -351,3 +352,4 @@ def test_the_cli_shows_a_stored_control_character_escaped(tidings):
     # JSON escapes them its own way: a program reading it gets the value as stored.
     assert json.loads(outputs["list-json"])[0]["name"] == UNSAFE_NAME
     assert json.loads(outputs["show-json"])["name"] == UNSAFE_NAME
+    assert json.loads(outputs["export-data"])["profile"]["name"] == UNSAFE_NAME

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,7 +14,7 @@ from tidings.cli.common import (
     each_address,
     pass_state,
 )
-from tidings.cli.output import output_file, output_options, plain, write_object, write_rows
+from tidings.cli.output import json_text, output_file, output_options, write_object, write_rows
 from tidings.cli.subscribers.importing import import_cmd
 
 if TYPE_CHECKING:
@@ -407,7 +406,7 @@ def export_data(state: State, email: str, out_path: str | None, yes: bool) -> No
     )
     confirm_on_terminal(question, yes)
     with output_file(out_path) as out:
-        out.write(json.dumps(data, default=plain, indent=2, ensure_ascii=False) + "\n")
+        out.write(json_text(data, indent=2) + "\n")  # terminal-safe, the same data
     if out_path:
         click.echo(f"wrote {out_path}", err=True)
 
