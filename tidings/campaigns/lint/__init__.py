@@ -64,7 +64,8 @@ def _in_file_order(findings: list[Finding]) -> list[Finding]:
 
 def lint_folder(folder: Path, settings: Settings) -> list[Finding]:
     """The lint of a campaign folder; a folder that cannot be read or compiled gives its
-    problems as errors of rule `invalid`."""
+    problems as errors of rule `invalid`, except what a source rule (one that needs no
+    compiled email, such as `template-private`) says itself."""
     from tidings.campaigns.definition import read_campaign
     from tidings.campaigns.loading import compile_campaign
 
