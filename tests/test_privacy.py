@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 import tidings.db
 from tidings.clock import FixedClock
 from tidings.config import Settings
+from tidings.db import upgrade
 from tidings.db.models import (
     AppSecret,
     Base,
@@ -331,6 +332,44 @@ def test_entries_from_before_the_key_keep_working_and_become_keyed(tidings_kap, 
         assert entry.keyed
         assert hashlib.sha256(address.encode()).hexdigest() not in entries
     assert len(entries) == 2
+
+
+def test_a_list_from_before_the_key_works_after_the_upgrade(tmp_path):
+    """Migration 0006 rehashes the entries whose address a subscriber still has, by the rule
+    tidings looks them up with; the entries of people erased before stay plain and found."""
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    upgrade(url, "0005")
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO subscribers (id, email, name, timezone, status, key, attributes,"
+        " created_at, updated_at, unsubscribed_at, soft_bounces) VALUES (1, 'ann@example.org',"
+        " 'Ann', 'UTC', 'unsubscribed', 'k', '{}', '2026-01-05', '2026-01-05', '2026-01-05', 0)"
+    )
+    for address, reason in (("ann@example.org", "unsubscribe"), ("gone@example.org", "manual")):
+        db.execute(
+            "INSERT INTO suppressions (email_sha256, reason, created_at) VALUES (?, ?, ?)",
+            (hashlib.sha256(address.encode()).hexdigest(), reason, "2026-01-05"),
+        )
+    db.commit()
+    db.close()
+    upgrade(url)
+    tidings = Tidings(url, "smtp://127.0.0.1:25")
+    rows = tidings.json("suppressions", "list")
+    assert [(r["email"], r["reason"], r["keyed"]) for r in rows] == [
+        ("ann@example.org", "unsubscribe", True),
+        ("", "manual", False),
+    ]
+    assert (
+        rows[0]["hash"]
+        == hmac.new(
+            suppression_key_value(tidings).encode(), b"ann@example.org", "sha256"
+        ).hexdigest()
+    )
+    output = tidings.fails("subscribers", "add", "gone@example.org")
+    assert "gone@example.org is on the suppression list" in output
+    result = tidings.ok("suppressions", "add", "ann@example.org")
+    assert result.stdout.strip() == "ann@example.org: was already suppressed (unsubscribe)"
 
 
 def test_keyed_entries_whose_key_is_lost_are_refused_not_ignored(tidings):
