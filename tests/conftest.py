@@ -12,6 +12,7 @@ import email
 import os
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -27,6 +28,7 @@ from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
 from tidings.clock import FixedClock
 from tidings.config import Settings
 from tidings.db import make_engine, upgrade
+from tidings.db.models import Base
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
 from tidings.sending.devsmtp import LocalSMTPServer, MemoryHandler
@@ -36,22 +38,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 # A Monday, 08:00 UTC: before the send window opens in Europe and America.
 MONDAY = datetime(2026, 10, 19, 8, 0, tzinfo=UTC)
-TABLES = (
-    "broadcast_schedules",
-    "deliveries",
-    "enrollments",
-    "steps",
-    "campaigns",
-    "consent_events",
-    "suppressions",
-    "subscribers",
-    "app_secrets",
-    "api_keys",
-    "erasures",
-    "bounce_events",
-    "smtp_servers",
-    "send_counters",
-)
+# Every table of the schema, emptied between PostgreSQL tests (a new table cannot be missed).
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 
 
 # ----------------------------------------------------------------------------- databases
@@ -202,6 +190,14 @@ def received(server: LocalSMTPServer) -> list[EmailMessage]:
         email.message_from_bytes(data, policy=policy.default)  # type: ignore[misc]
         for _, _, data in server.handler.messages
     ]
+
+
+def decide_sign_ups(runtime: Runtime) -> Counter[str]:
+    """What the worker does first in each pass: decide the sign-ups the web received (the
+    web only stores them). Returns how many of each outcome."""
+    from tidings.subscribers.signups import handle_requests
+
+    return handle_requests(runtime.sessions, runtime.clock, runtime.settings, runtime.secret())
 
 
 def run_for(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import received
+from conftest import decide_sign_ups, received
 from playwright.sync_api import Browser, expect, sync_playwright
 from sqlalchemy import select
 
@@ -111,13 +111,17 @@ def test_the_whole_journey_in_a_real_browser(browser, site, smtp_server):
         page.get_by_role("checkbox").check()
         page.get_by_role("button", name="Subscribe").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
-        assert status_of(runtime, "ann@example.org") == "pending"
 
-        # The confirmation email arrives; its link confirms.
+        # The worker decides the sign-up; the confirmation email arrives. Its link asks, and
+        # only the button confirms (opening a link is not consent: scanners open them too).
         worker.tick()
+        assert status_of(runtime, "ann@example.org") == "pending"
         [confirmation] = received(smtp_server)
         assert confirmation["To"].addresses[0].addr_spec == "ann@example.org"
         page.goto(link_in(confirmation, base_url, "confirm"))
+        expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your subscription")
+        assert status_of(runtime, "ann@example.org") == "pending"
+        page.get_by_role("button", name="Yes, subscribe me").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed, Ann")
         expect(page.get_by_text("Europe/Paris")).to_be_visible()
         assert status_of(runtime, "ann@example.org") == "active"
@@ -136,6 +140,27 @@ def test_the_whole_journey_in_a_real_browser(browser, site, smtp_server):
         assert status_of(runtime, "ann@example.org") == "unsubscribed"
         worker.tick()
         assert len(received(smtp_server)) == 2
+
+        # Signing up again changes nothing but sends the come-back email; its button, pressed
+        # in another browser that never saw our pages, brings her back.
+        page.goto(f"{base_url}/subscribe")
+        page.get_by_label("Email address").fill("ann@example.org")
+        page.get_by_role("checkbox").check()
+        page.get_by_role("button", name="Subscribe").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+        worker.tick()
+        assert status_of(runtime, "ann@example.org") == "unsubscribed"
+        offer = received(smtp_server)[-1]
+        assert offer["Subject"] == "Would you like our emails again?"
+        phone = browser.new_context(timezone_id="Europe/Paris", locale="en-US")
+        phone.set_default_timeout(TIMEOUT_MS)
+        other = phone.new_page()
+        other.goto(link_in(offer, base_url, "comeback"))
+        expect(other.get_by_role("heading", level=1)).to_have_text("Receive our emails again?")
+        other.get_by_role("button", name="Yes, send me these emails again").click()
+        expect(other.get_by_role("heading", level=1)).to_have_text("You are subscribed, Ann")
+        assert status_of(runtime, "ann@example.org") == "active"
+        phone.close()
     context.close()
 
     # RFC 8058: what Gmail or Yahoo send for another subscriber, from a plain HTTP client.
@@ -173,6 +198,7 @@ def test_the_form_works_without_javascript(browser, site):
     page.get_by_role("checkbox").check()
     page.get_by_role("button", name="Subscribe").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your inbox")
+    decide_sign_ups(runtime)
     with runtime.sessions.begin() as session:
         subscriber = find_subscriber(session, "nojs@example.org")
         assert (subscriber.status, subscriber.timezone) == ("pending", "UTC")

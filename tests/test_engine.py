@@ -24,7 +24,6 @@ from tidings.states import StopReason
 from tidings.subscribers.directory import find_subscriber
 from tidings.subscribers.lifecycle import (
     Consent,
-    activate,
     add_subscriber,
     resubscribe,
     stop,
@@ -282,16 +281,18 @@ def test_someone_who_left_can_come_back_with_new_consent_and_resumes_where_they_
         )
     run_for(worker, clock, timedelta(days=3))
     after_request = subjects_to(smtp_server, "ann@example.org")
-    assert after_request == [*before, "Please confirm your subscription"], (
-        "only the confirmation while she has not clicked"
+    assert after_request == [*before, "Would you like our emails again?"], (
+        "only the come-back email while she has not pressed its button"
     )
 
     with runtime.sessions.begin() as session:
-        joined = activate(
+        joined = resubscribe(
             session,
             find_subscriber(session, "ann@example.org"),
-            Consent(source="contact-form"),
+            Consent(source="email", evidence="pressed the button of the come-back email"),
             clock.now(),
+            runtime.settings.sender_domain,
+            confirmed=True,
         )
         assert joined == [kap]
         assert session.scalar(select(func.count()).select_from(Suppression)) == 0
@@ -299,7 +300,7 @@ def test_someone_who_left_can_come_back_with_new_consent_and_resumes_where_they_
     series = [
         s
         for s in subjects_to(smtp_server, "ann@example.org")
-        if s != "Please confirm your subscription"
+        if s not in ("Please confirm your subscription", "Would you like our emails again?")
     ]
     assert len(series) == 16 and len(set(series)) == 16, "resumed, nothing twice or skipped"
 

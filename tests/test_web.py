@@ -17,10 +17,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import received, run_for
+from conftest import decide_sign_ups, run_for
 from sqlalchemy import func, select
+from web_helpers import (
+    API_BODY,
+    BASE_URL,
+    Visitor,
+    api_post,
+    app_with,
+    assert_public_page,
+    emails_to,
+    links_in,
+)
 
-from tidings.clock import FixedClock
 from tidings.config import Settings
 from tidings.db.models import (
     ApiKey,
@@ -40,9 +49,7 @@ from tidings.subscribers.tokens import Links, make_token
 from tidings.web import create_app
 from tidings.web.app import consent_text_for
 
-BASE_URL = "https://news.example.org"
 SECRET = "test-secret-key"  # conftest's settings
-CRISIS = ("988", "988lifeline.org", "911")
 TABLES = {
     "subscribers": Subscriber,
     "consent_events": ConsentEvent,
@@ -50,41 +57,9 @@ TABLES = {
     "suppressions": Suppression,
     "enrollments": Enrollment,
 }
-HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-class Visitor:
-    """One person's browser as far as plain HTTP goes: cookies, an address, the hidden fields
-    of the forms they loaded."""
-
-    def __init__(self, app: Any, ip: str = "192.0.2.10", user_agent: str = "TestBrowser/1.0"):
-        self.client = app.test_client()
-        self.client.environ_base.update({"REMOTE_ADDR": ip, "HTTP_USER_AGENT": user_agent})
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.client.get(path, **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.client.post(path, **kwargs)
-
-    def hidden_fields(self, page: str) -> dict[str, str]:
-        response = self.get(page)
-        assert response.status_code in (200, 410), response.status_code
-        return dict(HIDDEN.findall(response.get_data(as_text=True)))
-
-    def submit(self, page: str, data: dict[str, str], action: str | None = None) -> Any:
-        """Load `page`, then post its form with `data` (as a browser does)."""
-        fields = self.hidden_fields(page)
-        return self.post(action or page, data={**fields, **data})
-
-    def sign_up(
-        self, email: str, name: str = "Ann", timezone: str = "Europe/Paris", **extra: str
-    ) -> Any:
-        data = {"email": email, "name": name, "timezone": timezone, "consent": "yes", **extra}
-        return self.submit("/subscribe", data)
 
 
 def counts(runtime: Runtime) -> dict[str, int]:
@@ -135,34 +110,6 @@ def link_path(scope: str, key: str, runtime: Runtime | None = None) -> str:
     return f"/{scope}/{make_token(SECRET, scope, key)}"
 
 
-def links_in(message: Any, scope: str) -> list[str]:
-    """Paths of the `scope` links in an email's text part."""
-    text = message.get_body(("plain",)).get_content()
-    return [urlsplit(u).path for u in re.findall(rf"{BASE_URL}/{scope}/[\w.-]+", text)]
-
-
-def emails_to(server: Any, address: str) -> list[Any]:
-    return [m for m in received(server) if m["To"].addresses[0].addr_spec == address]
-
-
-def assert_public_page(response: Any) -> str:
-    """What every public page shares: the crisis block, headers, nothing from elsewhere."""
-    html = response.get_data(as_text=True)
-    assert response.headers["Content-Type"].startswith("text/html")
-    for needle in CRISIS:
-        assert needle in html
-    assert '<html lang="en">' in html
-    assert "Traceback" not in html
-    csp = response.headers["Content-Security-Policy"]
-    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
-    assert response.headers["Cache-Control"] == "no-store"
-    for src in re.findall(r'<(?:script|link|img|iframe)[^>]+(?:src|href)="([^"]+)"', html):
-        assert src.startswith("/static/"), f"loads {src} from elsewhere"
-    return html
-
-
 @pytest.fixture
 def app(runtime: Runtime) -> Any:
     return create_app(runtime)
@@ -171,12 +118,6 @@ def app(runtime: Runtime) -> Any:
 @pytest.fixture
 def visitor(app: Any) -> Visitor:
     return Visitor(app)
-
-
-def app_with(runtime: Runtime, clock: FixedClock, **changes: Any) -> tuple[Any, Runtime]:
-    """An app on the same database with other settings (rate limits, proxies, origins)."""
-    other = Runtime.open(runtime.settings.replace(**changes), clock)
-    return create_app(other), other
 
 
 # ----------------------------------------------------------------------------- sign-up form
@@ -284,26 +225,148 @@ def test_a_pending_address_gets_at_most_one_new_confirmation_per_interval(
     # A stranger re-typing the address cannot change what is stored about her.
     assert subscriber(runtime, "ann@example.org").name == "Ann"
 
-    for _ in range(10):  # however the form is pushed, at most 5 a day
+    for _ in range(10):  # however the form is pushed: at most 3 a day to one mailbox
         clock.advance(minutes=16)
         visitor.sign_up("ann@example.org")
     worker.tick()
-    assert len(emails_to(smtp_server, "ann@example.org")) == 5
+    assert len(emails_to(smtp_server, "ann@example.org")) == 3
 
 
-def test_someone_who_unsubscribed_can_come_back_through_double_opt_in(
-    visitor, runtime, clock, worker, smtp_server, kap
+def test_someone_who_left_stays_left_until_they_press_the_come_back_button(
+    app, runtime, clock, worker, smtp_server, kap
+):
+    add_active(runtime, "bob@example.org")
+    clock.advance(days=1)
+    with runtime.sessions.begin() as session:
+        unsubscribe(session, find_subscriber(session, "bob@example.org"), "cli", clock.now())
+    left_at = subscriber(runtime, "bob@example.org").unsubscribed_at
+    events_before = [(e.kind, e.ip) for e in consent_events(runtime, "bob@example.org")]
+
+    # A stranger types Bob's address: nothing about Bob changes...
+    stranger = Visitor(app, ip="203.0.113.66", user_agent="Stranger/1.0")
+    assert stranger.sign_up("bob@example.org").status_code == 200
+    bob = subscriber(runtime, "bob@example.org")
+    assert (bob.status, bob.unsubscribed_at) == ("unsubscribed", left_at)
+    assert [(e.kind, e.ip) for e in consent_events(runtime, "bob@example.org")] == events_before
+    # ... and Bob gets one email asking whether he wants to come back.
+    worker.tick()
+    [offer] = emails_to(smtp_server, "bob@example.org")
+    assert offer["Subject"] == "Would you like our emails again?"
+    assert "we have changed nothing" in offer.get_body(("plain",)).get_content()
+    [link] = links_in(offer, "comeback")
+
+    # However often the form is pushed, one such email per 30 days.
+    for _ in range(3):
+        clock.advance(days=1)
+        stranger.sign_up("bob@example.org")
+        worker.tick()
+    assert len(emails_to(smtp_server, "bob@example.org")) == 1
+
+    # Opening the link (a scanner, a preview) changes nothing; the button brings him back.
+    for method in ("get", "head"):
+        opened = getattr(Visitor(app), method)(link)
+        assert opened.status_code == 200
+    page = Visitor(app).get(link).get_data(as_text=True)
+    assert "Yes, send me these emails again" in page
+    assert subscriber(runtime, "bob@example.org").status == "unsubscribed"
+    clock.advance(hours=2)
+    browser = Visitor(app, ip="198.51.100.20", user_agent="BobsPhone/2.0")  # no cookies yet
+    pressed = browser.post(link)
+    assert pressed.status_code == 200
+    assert "You are subscribed" in assert_public_page(pressed)
+    bob = subscriber(runtime, "bob@example.org")
+    assert (bob.status, bob.unsubscribed_at) == ("active", None)
+    clicked = [e for e in consent_events(runtime, "bob@example.org") if e.ip == "198.51.100.20"]
+    assert [(e.kind, e.source, e.user_agent) for e in clicked] == [
+        ("requested", "email", "BobsPhone/2.0"),
+        ("confirmed", "email", "BobsPhone/2.0"),
+    ]
+    back = clicked[-1]
+    sent_at = offer_sent_at(runtime, "bob@example.org")
+    assert back.seconds_after_email == int((clock.now() - sent_at).total_seconds())
+    with runtime.sessions.begin() as session:
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+    assert browser.post(link).status_code == 200  # pressing again changes nothing
+
+
+def test_one_come_back_email_per_30_days_and_its_link_expires(
+    app, runtime, clock, worker, smtp_server
 ):
     add_active(runtime, "bob@example.org")
     with runtime.sessions.begin() as session:
         unsubscribe(session, find_subscriber(session, "bob@example.org"), "cli", clock.now())
-    assert visitor.sign_up("bob@example.org").status_code == 200
-    assert subscriber(runtime, "bob@example.org").status == "pending"
+    Visitor(app).sign_up("bob@example.org")
     worker.tick()
-    [confirmation] = emails_to(smtp_server, "bob@example.org")  # allowed through suppression
-    response = visitor.get(links_in(confirmation, "confirm")[0])
-    assert response.status_code == 200
-    assert subscriber(runtime, "bob@example.org").status == "active"
+    [link] = links_in(emails_to(smtp_server, "bob@example.org")[0], "comeback")
+    clock.advance(days=29)
+    Visitor(app).sign_up("bob@example.org")
+    worker.tick()
+    assert len(emails_to(smtp_server, "bob@example.org")) == 1
+    # Its link works as long as a confirm link (7 days), then for nobody.
+    for method in ("get", "post"):
+        expired = getattr(Visitor(app), method)(link)
+        assert expired.status_code == 410
+        assert "This link has expired" in assert_public_page(expired)
+        assert "/unsubscribe/" not in expired.get_data(as_text=True)
+    assert subscriber(runtime, "bob@example.org").status == "unsubscribed"
+    clock.advance(days=2)
+    Visitor(app).sign_up("bob@example.org")
+    worker.tick()
+    assert len(emails_to(smtp_server, "bob@example.org")) == 2
+
+
+def offer_sent_at(runtime: Runtime, email: str) -> Any:
+    with runtime.sessions.begin() as session:
+        sub = find_subscriber(session, email)
+        sent = session.scalar(
+            select(Delivery.sent_at).where(
+                Delivery.subscriber_id == sub.id, Delivery.kind == "comeback"
+            )
+        )
+    return sent
+
+
+@pytest.mark.parametrize("how", ["hard-bounce", "complaint", "erased"])
+def test_bounced_complained_and_suppressed_addresses_get_no_email_from_the_form(
+    app, runtime, clock, worker, smtp_server, how
+):
+    from tidings.states import StopReason
+    from tidings.subscribers.lifecycle import stop
+    from tidings.subscribers.privacy import erase
+
+    add_active(runtime, "bob@example.org")
+    with runtime.sessions.begin() as session:
+        bob = find_subscriber(session, "bob@example.org")
+        if how == "erased":
+            erase(session, bob.email, clock.now())
+        else:
+            stop(session, bob, StopReason(how), "test", None, clock.now())
+    before = counts(runtime)
+    assert Visitor(app).sign_up("bob@example.org").status_code == 200
+    worker.tick()
+    assert emails_to(smtp_server, "bob@example.org") == []
+    assert counts(runtime) == before
+
+
+def test_a_come_back_email_that_bounced_is_not_sent_again(app, runtime, clock, worker, smtp_server):
+    add_active(runtime, "bob@example.org")
+    with runtime.sessions.begin() as session:
+        unsubscribe(session, find_subscriber(session, "bob@example.org"), "cli", clock.now())
+
+    async def no_such_user(server: Any, session: Any, envelope: Any, address: str, *_: Any) -> str:
+        if address == "bob@example.org":
+            return "550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    smtp_server.handler.handle_RCPT = no_such_user  # the mailbox is gone meanwhile
+    Visitor(app).sign_up("bob@example.org")
+    assert worker.tick().dispatched.bounced == 1
+    del smtp_server.handler.handle_RCPT
+    clock.advance(days=31)
+    Visitor(app).sign_up("bob@example.org")
+    worker.tick()
+    assert emails_to(smtp_server, "bob@example.org") == []
 
 
 @pytest.mark.parametrize(
@@ -394,6 +457,7 @@ def test_the_embedded_form_is_accepted_from_an_allowed_origin_only(runtime, cloc
             "/subscribe", data=data, headers={"Origin": "https://www.center.example.org"}
         )
         assert accepted.status_code == 200
+        decide_sign_ups(runtime)
         assert subscriber(runtime, "ann@example.org").status == "pending"
         [event] = consent_events(runtime, "ann@example.org")
         assert event.evidence == "sign-up form at https://www.center.example.org"
@@ -436,6 +500,7 @@ def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
         fields = visitor.hidden_fields("/subscribe")
         data = {**fields, "email": "ann@example.org", "timezone": "UTC", "consent": "yes"}
         assert visitor.post("/subscribe", data=data, headers=forwarded).status_code == 200
+        decide_sign_ups(runtime)
         assert consent_events(runtime, "ann@example.org")[0].ip == "127.0.0.1"
         # A forged header does not get around the limit when no proxy is trusted.
         data["email"] = "bob@example.org"
@@ -450,6 +515,7 @@ def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
         fields = visitor.hidden_fields("/subscribe")
         data = {**fields, "email": "cat@example.org", "timezone": "UTC", "consent": "yes"}
         assert visitor.post("/subscribe", data=data, headers=forwarded).status_code == 200
+        decide_sign_ups(runtime)
         assert consent_events(runtime, "cat@example.org")[0].ip == "203.0.113.9"
         data["email"] = "dan@example.org"
         assert visitor.post("/subscribe", data=data, headers=forwarded).status_code == 429
@@ -481,7 +547,7 @@ def test_a_script_tag_in_the_name_is_escaped_on_every_page_and_in_the_email(
     [message] = emails_to(smtp_server, "ann@example.org")
     html_part = message.get_body(("html",)).get_content()
     assert "<script" not in html_part
-    confirmed = visitor.get(links_in(message, "confirm")[0]).get_data(as_text=True)
+    confirmed = visitor.post(links_in(message, "confirm")[0]).get_data(as_text=True)
     assert "<script>alert" not in confirmed and "&lt;script&gt;alert" in confirmed
     key = subscriber(runtime, "ann@example.org").key
     prefs = visitor.get(link_path("preferences", key)).get_data(as_text=True)
@@ -501,12 +567,28 @@ def confirmation_link(visitor: Visitor, worker: Worker, smtp_server: Any, email:
     return links_in(emails_to(smtp_server, email)[-1], "confirm")[0]
 
 
-def test_the_confirm_link_activates_enrolls_and_says_what_comes_next(
-    visitor, runtime, worker, smtp_server, kap, clock
+def test_opening_the_confirm_link_asks_and_only_its_button_confirms(
+    app, visitor, runtime, worker, smtp_server, kap, clock
 ):
+    """Mail scanners and chat previews open links: GET and HEAD change nothing. The button
+    (a POST without any CSRF cookie: from any browser) confirms, with its evidence."""
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
+    sent_at = clock.now()
     clock.advance(hours=1)
-    response = visitor.get(link)
+    before = counts(runtime)
+    scanner = Visitor(app, ip="203.0.113.200", user_agent="SafeLinks/1.0")
+    assert scanner.head(link).status_code == 200
+    asked = scanner.get(link)
+    assert asked.status_code == 200
+    html = assert_public_page(asked)
+    assert "Yes, subscribe me" in html and 'method="post"' in html
+    assert "csrf_token" not in html  # the signed link is the authority
+    assert counts(runtime) == before
+    assert subscriber(runtime, "ann@example.org").status == "pending"
+
+    clock.advance(minutes=5)
+    phone = Visitor(app, ip="198.51.100.44", user_agent="AnnsPhone/3.1")  # never saw our pages
+    response = phone.post(link)
     assert response.status_code == 200
     html = assert_public_page(response)
     assert "You are subscribed, Ann" in html
@@ -518,11 +600,17 @@ def test_the_confirm_link_activates_enrolls_and_says_what_comes_next(
     with runtime.sessions.begin() as session:
         assert session.scalars(select(Enrollment.status)).all() == ["active"]
     confirmed = consent_events(runtime, "ann@example.org")[-1]
-    assert (confirmed.kind, confirmed.source, confirmed.ip) == ("confirmed", "email", "192.0.2.10")
-    # Opening it again changes nothing and says so.
-    again = visitor.get(link)
-    assert again.status_code == 200
-    assert "already subscribed" in again.get_data(as_text=True)
+    assert (confirmed.kind, confirmed.source, confirmed.ip, confirmed.user_agent) == (
+        "confirmed",
+        "email",
+        "198.51.100.44",
+        "AnnsPhone/3.1",
+    )
+    assert confirmed.seconds_after_email == (clock.now() - sent_at).total_seconds() == 3900
+    # Pressing (or opening) it again changes nothing and says so.
+    for again in (phone.post(link), phone.get(link)):
+        assert again.status_code == 200
+        assert "already subscribed" in again.get_data(as_text=True)
     assert [e.kind for e in consent_events(runtime, "ann@example.org")] == [
         "requested",
         "confirmed",
@@ -538,22 +626,36 @@ def test_an_expired_confirm_link_offers_a_new_email_whose_link_works(
 ):
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
     clock.advance(days=7, seconds=1)
-    response = visitor.get(link)
-    assert response.status_code == 410
-    html = assert_public_page(response)
-    assert "This link has expired" in html and "Send me a new confirmation email" in html
+    for response in (visitor.get(link), visitor.post(link)):
+        assert response.status_code == 410
+        html = assert_public_page(response)
+        assert "This link has expired" in html and "Send me a new confirmation email" in html
     assert subscriber(runtime, "ann@example.org").status == "pending"
 
-    again = visitor.submit(link, {})
+    again = visitor.submit(link, {}, action=f"{link}/resend")
     assert again.status_code == 200
     assert "Check your inbox" in again.get_data(as_text=True)
     worker.tick()
     fresh = links_in(emails_to(smtp_server, "ann@example.org")[-1], "confirm")[0]
     assert fresh != link
-    assert visitor.get(fresh).status_code == 200
+    assert visitor.post(fresh).status_code == 200
     assert subscriber(runtime, "ann@example.org").status == "active"
-    # An expired link of someone already confirmed just says so.
-    assert visitor.get(link).status_code == 200
+
+
+def test_an_expired_link_stays_expired_for_an_active_subscriber(
+    visitor, runtime, worker, smtp_server, clock
+):
+    """A 400-day-old confirm link opens nothing: no page with fresh preference and
+    unsubscribe links for whoever holds the old email."""
+    link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
+    assert visitor.post(link).status_code == 200
+    clock.advance(days=400)
+    for response in (visitor.get(link), visitor.post(link), visitor.head(link)):
+        assert response.status_code == 410
+    html = visitor.get(link).get_data(as_text=True)
+    assert "/preferences/" not in html and "/unsubscribe/" not in html
+    assert "Send me a new confirmation email" not in html
+    assert subscriber(runtime, "ann@example.org").status == "active"
 
 
 def test_asking_for_a_new_confirmation_email_needs_a_csrf_token(
@@ -561,7 +663,7 @@ def test_asking_for_a_new_confirmation_email_needs_a_csrf_token(
 ):
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
     clock.advance(days=8)
-    assert visitor.post(link, data={}).status_code == 400
+    assert visitor.post(f"{link}/resend", data={}).status_code == 400
     worker.tick()
     assert len(emails_to(smtp_server, "ann@example.org")) == 1
 
@@ -572,9 +674,9 @@ def test_a_confirm_link_of_someone_who_left_since_does_not_bring_them_back(
     link = confirmation_link(visitor, worker, smtp_server, "ann@example.org")
     with runtime.sessions.begin() as session:
         unsubscribe(session, find_subscriber(session, "ann@example.org"), "cli", clock.now())
-    response = visitor.get(link)
-    assert response.status_code == 409
-    assert "sign up again" in assert_public_page(response)
+    for response in (visitor.get(link), visitor.post(link)):
+        assert response.status_code == 409
+        assert "sign up again" in assert_public_page(response)
     assert subscriber(runtime, "ann@example.org").status == "unsubscribed"
 
 
@@ -877,29 +979,13 @@ def api_key(runtime: Runtime) -> str:
     return key
 
 
-def api_post(app: Any, body: Any, key: str | None, **kwargs: Any) -> Any:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    client = app.test_client()
-    if "data" in kwargs:
-        return client.post("/api/subscribers", headers=headers, **kwargs)
-    return client.post("/api/subscribers", json=body, headers=headers, **kwargs)
-
-
-API_BODY = {
-    "email": "ann@example.org",
-    "name": "Ann",
-    "timezone": "America/Denver",
-    "consent_text": "Yes, email me the KAP series (checkbox on the contact page).",
-    "source": "contact page, 'newsletter' box",
-}
-
-
 def test_the_api_forwards_an_opt_in_with_its_evidence(app, runtime, api_key, worker, smtp_server):
     response = api_post(
         app, {**API_BODY, "ip": "198.51.100.23", "user_agent": "Mozilla/5.0"}, api_key
     )
     assert response.status_code == 202
     assert response.json["status"] == "accepted"
+    decide_sign_ups(runtime)
     ann = subscriber(runtime, "ann@example.org")
     assert (ann.status, ann.name, ann.timezone) == ("pending", "Ann", "America/Denver")
     [event] = consent_events(runtime, "ann@example.org")
@@ -1000,6 +1086,7 @@ def test_the_api_has_its_own_rate_limit(runtime, clock, api_key):
         assert api_post(app, {**API_BODY, "email": "b@example.org"}, api_key).status_code == 202
         limited = api_post(app, {**API_BODY, "email": "c@example.org"}, api_key)
         assert limited.status_code == 429 and limited.is_json
+        decide_sign_ups(runtime)
         assert counts(runtime)["subscribers"] == 2
     finally:
         other.close()
@@ -1044,7 +1131,7 @@ def test_a_crash_is_a_500_page_and_the_log_masks_the_address(settings, clock, tm
     try:
         visitor = Visitor(create_app(runtime))
         with caplog.at_level(logging.ERROR, logger="tidings.web.app"):
-            response = visitor.sign_up("secret.person@example.org")
+            response = visitor.sign_up("secret.person@example.org", decide=False)
         assert response.status_code == 500
         html = assert_public_page(response)
         assert "Something went wrong on our side" in html
@@ -1063,6 +1150,8 @@ def test_bad_web_settings_are_clear_errors(runtime, clock):
     for changes, needle in (
         ({"subscribe_rate_limit": "lots"}, "TIDINGS_SUBSCRIBE_RATE_LIMIT"),
         ({"form_origins": "www.example.org"}, "TIDINGS_FORM_ORIGINS"),
+        ({"rate_limit_storage": "localhost:6379"}, "TIDINGS_RATE_LIMIT_STORAGE: expected"),
+        ({"rate_limit_storage": "memcached://localhost:11211"}, "pymemcache"),
     ):
         with pytest.raises(ConfigError, match=needle):
             create_app(
@@ -1076,3 +1165,6 @@ def test_bad_web_settings_are_clear_errors(runtime, clock):
             )
     with pytest.raises(ConfigError, match="TIDINGS_WEB_PORT"):
         Settings(web_port=70000)
+    for name in ("confirm_mailbox_per_day", "comeback_email_days", "web_threads"):
+        with pytest.raises(ConfigError, match=f"TIDINGS_{name.upper()}: must"):
+            Settings(**{name: -1})

@@ -227,16 +227,7 @@ class Settings:
                     f"TIDINGS_{name.upper()}: expected an email address like "
                     f"news@example.org, got {value!r}"
                 )
-        for name in ("smtp_pool_size", "batch_size", "send_chunk"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TIDINGS_{name.upper()}: must be at least 1")
-        if not 0 <= self.web_port <= 65535:
-            raise ConfigError(f"TIDINGS_WEB_PORT: expected 0-65535, got {self.web_port}")
-        if self.web_threads < 1 or self.trusted_proxies < 0 or self.confirm_resend_seconds < 0:
-            raise ConfigError(
-                "TIDINGS_WEB_THREADS must be at least 1; TIDINGS_TRUSTED_PROXIES and "
-                "TIDINGS_CONFIRM_RESEND_SECONDS must not be negative"
-            )
+        self._check_numbers()
         if not self.consent_text.strip():
             raise ConfigError("TIDINGS_CONSENT_TEXT: must not be empty")
         if self.newsletter_after_drip not in ("wait", "send"):
@@ -244,20 +235,6 @@ class Settings:
                 "TIDINGS_NEWSLETTER_AFTER_DRIP: expected 'wait' or 'send', got "
                 f"{self.newsletter_after_drip!r}"
             )
-        for name in (
-            "confirm_mailbox_per_day",
-            "confirm_domain_per_hour",
-            "confirm_total_per_hour",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"TIDINGS_{name.upper()}: must not be negative")
-        if self.comeback_email_days < 0 or self.inbox_fetch_seconds <= 0:
-            raise ConfigError(
-                "TIDINGS_COMEBACK_EMAIL_DAYS must not be negative and "
-                "TIDINGS_INBOX_FETCH_SECONDS must be positive"
-            )
-        if self.newsletter_gap_seconds < 0:
-            raise ConfigError("TIDINGS_NEWSLETTER_GAP_SECONDS: must not be negative")
         if bool(self.dkim_selector) != bool(self.dkim_private_key):
             raise ConfigError(
                 "TIDINGS_DKIM_SELECTOR and TIDINGS_DKIM_PRIVATE_KEY go together: set both to "
@@ -270,6 +247,26 @@ class Settings:
                 f"TIDINGS_DKIM_SELECTOR: expected letters, digits, dots and dashes, got "
                 f"{self.dkim_selector!r}"
             )
+
+    def _check_numbers(self) -> None:
+        for name in ("smtp_pool_size", "batch_size", "send_chunk", "web_threads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TIDINGS_{name.upper()}: must be at least 1")
+        for name in (
+            "trusted_proxies",
+            "confirm_resend_seconds",
+            "confirm_mailbox_per_day",
+            "confirm_domain_per_hour",
+            "confirm_total_per_hour",
+            "comeback_email_days",
+            "newsletter_gap_seconds",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TIDINGS_{name.upper()}: must not be negative")
+        if self.inbox_fetch_seconds <= 0:
+            raise ConfigError("TIDINGS_INBOX_FETCH_SECONDS: must be positive")
+        if not 0 <= self.web_port <= 65535:
+            raise ConfigError(f"TIDINGS_WEB_PORT: expected 0-65535, got {self.web_port}")
 
     @property
     def smtp_servers(self) -> tuple[SmtpServer, ...]:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from tidings.campaigns.broadcast_planning import next_broadcast_event, plan_broadcasts
 from tidings.campaigns.sequencing import PlanResult, plan_due
 from tidings.clock import RealClock
-from tidings.db.models import Delivery, Enrollment
+from tidings.db.models import Delivery, Enrollment, SignUpRequest
 from tidings.errors import TidingsError
 from tidings.runtime import Runtime
 from tidings.sending import ledger
@@ -55,6 +55,7 @@ class TickResult:
     planned: PlanResult
     dispatched: DispatchResult
     reclaimed: int
+    signed_up: int = 0  # sign-up requests decided
 
 
 class DispatcherBusy(TidingsError):
@@ -156,6 +157,16 @@ class Worker:
         )
         return total
 
+    def sign_ups(self) -> int:
+        """Decide the sign-ups the web received (their emails go out in this same pass)."""
+        from tidings.subscribers.signups import handle_requests
+
+        runtime = self.runtime
+        outcomes = handle_requests(
+            runtime.sessions, runtime.clock, runtime.settings, runtime.secret(), self.stop
+        )
+        return sum(outcomes.values())
+
     def fetch_inbox(self) -> FetchReport | None:
         """Read TIDINGS_INBOX_URL if it is due: every inbox_fetch_seconds of real time, as the
         clock counts them (`span`). Never raises: a failed read is logged and tried again a
@@ -189,7 +200,8 @@ class Worker:
         return reclaimed
 
     def next_event(self) -> datetime | None:
-        """When something is next due (an enrollment to plan or a delivery to try), if ever."""
+        """When something is next due (a sign-up to decide, an enrollment to plan, a delivery
+        to try), if ever."""
         with self.runtime.sessions.begin() as session:
             due = session.scalar(
                 select(func.min(Enrollment.next_due_at)).where(
@@ -200,22 +212,25 @@ class Worker:
                 select(func.min(Delivery.next_attempt_at)).where(Delivery.status.in_(WAITING))
             )
             broadcast = next_broadcast_event(session)
-        times = [t for t in (due, attempt, broadcast) if t is not None]
+            sign_up = session.scalar(select(func.min(SignUpRequest.received_at)))
+        times = [t for t in (due, attempt, broadcast, sign_up) if t is not None]
         return min(times) if times else None
 
     def tick(self) -> TickResult:
-        """One full pass: reclaim expired leases, plan what is due, send it."""
+        """One full pass: reclaim expired leases, decide the sign-ups received, plan what is
+        due, send it."""
         with self._lock:
             started_here = not self.dispatcher_lock.held
             self.dispatcher_lock.acquire()
             try:
                 reclaimed = self.reap()
+                signed_up = self.sign_ups()
                 planned = self.plan()
                 dispatched = self.dispatch()
             finally:
                 if started_here:  # a one-off pass (send-due); `start` holds it throughout
                     self.dispatcher_lock.release()
-        return TickResult(planned, dispatched, reclaimed)
+        return TickResult(planned, dispatched, reclaimed, signed_up)
 
     def _job(self) -> None:
         if self.stop.is_set() or time.monotonic() < self._pause_until:

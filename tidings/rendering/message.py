@@ -15,7 +15,7 @@ from tidings.db.models import Campaign
 from tidings.rendering.compile import CompiledStep, Sender
 from tidings.rendering.dkim import DkimSigner
 from tidings.rendering.mime import MessageHeaders, Recipient, skeleton
-from tidings.subscribers.confirmation import compile_confirmation
+from tidings.subscribers.confirmation import compile_comeback, compile_confirmation
 from tidings.subscribers.tokens import Links
 
 
@@ -83,6 +83,21 @@ class MessageBuilder:
             confirm_url=self.links.confirm(to.key, now),
         )
 
+    def comeback_message(self, to: Addressee, message_id: str, now: datetime) -> bytes:
+        """The email to someone who left and whose address was entered in the form again: its
+        link is the only way back."""
+        sender = stored_sender(self.settings, None)
+        return self._build(
+            self._comeback,
+            sender,
+            to,
+            message_id,
+            now,
+            list_id=f"confirm.{_domain(sender.from_address)}",
+            list_name=f"{sender.organization} subscription",
+            confirm_url=self.links.comeback(to.key, now),
+        )
+
     def _build(
         self,
         compiled: CompiledStep,
@@ -118,6 +133,10 @@ class MessageBuilder:
     @cached_property
     def _confirmation(self) -> CompiledStep:
         return compile_confirmation(self.settings)
+
+    @cached_property
+    def _comeback(self) -> CompiledStep:
+        return compile_comeback(self.settings)
 
     def _stored_sender(self, campaign: Campaign) -> Sender:
         return stored_sender(self.settings, campaign)

@@ -40,7 +40,7 @@ from tidings.sending import ledger, policy
 from tidings.sending.bounces import check_bounce_rate
 from tidings.sending.routing import Lane, RateLimiter, Router, send_routed
 from tidings.sending.transports import OutgoingMessage, SendResult
-from tidings.states import DeliveryStatus
+from tidings.states import DeliveryKind, DeliveryStatus
 from tidings.subscribers.tokens import Links, verp_address
 from tidings.subscribers.validation import mask_addresses, mask_email
 
@@ -285,6 +285,8 @@ class Dispatcher:
         if campaign is not None and row.step_id is not None:
             compiled = self._compiled(row.step_id, row.step_version)
             data = builder.step_message(campaign, compiled, to, row.message_id, now)
+        elif row.kind == DeliveryKind.COMEBACK:
+            data = builder.comeback_message(to, row.message_id, now)
         else:
             data = builder.confirmation_message(to, row.message_id, now)
         if self.settings.bounce_address:

@@ -45,8 +45,16 @@ class Recheck:
 
 def reason_not_to_send(check: Recheck) -> str | None:
     """Why this email must not go (it is then skipped for good), or None."""
-    # The one exception: someone who unsubscribed and asked to come back gets the
-    # confirmation email (their suppression is lifted only when they click it).
+    if check.kind == DeliveryKind.COMEBACK:
+        # To someone who unsubscribed (and is suppressed for that alone), and only while they
+        # still are: the email offers them the way back.
+        if check.subscriber_status != SubscriberStatus.UNSUBSCRIBED:
+            return f"skipped: subscriber is {check.subscriber_status}, no come-back needed"
+        if check.suppression not in (None, StopReason.UNSUBSCRIBE):
+            return "skipped: address is suppressed"
+        return None
+    # Pending with only an unsubscribe suppression: someone who asked to come back before
+    # the come-back email existed (schema 0006); their confirmation lifts the suppression.
     coming_back = (
         check.suppression == StopReason.UNSUBSCRIBE
         and check.kind == DeliveryKind.CONFIRMATION

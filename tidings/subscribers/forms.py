@@ -1,11 +1,5 @@
-"""What the public web pages and the API do to subscribers: opt in, confirm, change
-preferences, pause and resume.
-
-An opt-in gets the same answer whatever the address's state, so nobody can learn through the
-form who is subscribed: a new address becomes pending and gets a confirmation email; a
-pending one gets at most a fresh confirmation (throttled, so the form cannot be used to flood
-someone's inbox); an active one gets nothing; someone who unsubscribed may come back through
-double opt-in; a bounced or complained address gets nothing. The caller shows one page for all.
+"""What the public web pages and the API do to subscribers: check a sign-up, confirm, come
+back, change preferences, pause and resume. (What becomes of a sign-up is `signups`'s.)
 
 Each function works inside the caller's transaction and takes `now` from the caller's clock.
 """
@@ -20,7 +14,6 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.sequencing import campaign_window
@@ -32,22 +25,17 @@ from tidings.states import (
     RECEIVING,
     CampaignKind,
     CampaignTrigger,
-    ConsentKind,
     DeliveryKind,
     DeliveryStatus,
     EnrollmentStatus,
-    StopReason,
     SubscriberStatus,
 )
 from tidings.subscribers.lifecycle import (
     Consent,
     activate,
-    add_subscriber,
-    queue_confirmation,
-    record_consent,
+    may_come_back,
     resubscribe,
 )
-from tidings.subscribers.suppressions import suppression_reason
 from tidings.subscribers.tokens import InvalidToken, read_token
 from tidings.subscribers.validation import (
     check_timezone,
@@ -59,8 +47,6 @@ EMAIL_MAX_CHARS = 254  # RFC 5321's limit on a whole address
 TIMEZONE_MAX_CHARS = 64
 CONSENT_TEXT_MAX_CHARS = 2000
 PAUSE_WEEKS = (1, 2, 4)
-# However the resend interval is set, no address gets more confirmation emails than this a day.
-CONFIRMATIONS_PER_DAY = 5
 
 T = TypeVar("T")
 
@@ -71,17 +57,6 @@ class InvalidFields(TidingsError):
     def __init__(self, errors: dict[str, str]):
         super().__init__("; ".join(f"{field}: {reason}" for field, reason in errors.items()))
         self.errors = errors
-
-
-class OptIn(StrEnum):
-    """What `request_subscription` did. Callers must not show it to the person asking."""
-
-    CREATED = "created"  # new pending subscriber, confirmation queued
-    RESENT = "resent"  # already pending: a fresh confirmation queued
-    THROTTLED = "throttled"  # already pending and recently mailed: nothing
-    ALREADY_ACTIVE = "already-active"  # nothing
-    RESUBSCRIBED = "resubscribed"  # had unsubscribed: pending again, confirmation queued
-    REFUSED = "refused"  # bounced, complained or suppressed: nothing
 
 
 @dataclass(frozen=True)
@@ -161,90 +136,6 @@ def check_ip(raw: str | None, field: str = "ip") -> str | None:
         raise InvalidInput(field, f"{raw!r} is not an IP address") from exc
 
 
-# ----------------------------------------------------------------------------- opting in
-
-
-def request_subscription(
-    session: Session,
-    now: datetime,
-    sign_up: SignUp,
-    consent: Consent,
-    message_domain: str,
-    resend_after: timedelta,
-) -> str:
-    """Act on an opt-in from the form or the API. Returns an OptIn value for logs and tests;
-    the answer shown to the person must be the same whatever it is."""
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == sign_up.email))
-    if subscriber is None:
-        if suppression_reason(session, sign_up.email) is not None:
-            # Suppressed without a subscriber row: erased, or removed by an operator.
-            return OptIn.REFUSED
-        try:
-            with session.begin_nested():
-                add_subscriber(
-                    session,
-                    now,
-                    sign_up.email,
-                    consent,
-                    name=sign_up.name,
-                    timezone=sign_up.timezone,
-                    message_domain=message_domain,
-                )
-        except IntegrityError:
-            return OptIn.THROTTLED  # the same address arrived twice at once: one is enough
-        return OptIn.CREATED
-    if subscriber.status == SubscriberStatus.PENDING:
-        if not may_send_confirmation(session, subscriber, now, resend_after):
-            return OptIn.THROTTLED
-        # Name and timezone stay as first given: a stranger typing someone's address must
-        # not be able to change what is stored about them.
-        record_consent(session, subscriber, ConsentKind.REQUESTED, consent, now)
-        queue_confirmation(session, subscriber, now, message_domain)
-        return OptIn.RESENT
-    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
-        if suppression_reason(session, subscriber.email) not in (None, StopReason.UNSUBSCRIBE):
-            return OptIn.REFUSED
-        if not may_send_confirmation(session, subscriber, now, resend_after):
-            return OptIn.THROTTLED
-        resubscribe(session, subscriber, consent, now, message_domain)
-        return OptIn.RESUBSCRIBED
-    if subscriber.status == SubscriberStatus.ACTIVE:
-        return OptIn.ALREADY_ACTIVE
-    return OptIn.REFUSED
-
-
-def may_send_confirmation(
-    session: Session, subscriber: Subscriber, now: datetime, resend_after: timedelta
-) -> bool:
-    """False if this address got a confirmation email too recently, or too many today."""
-    times = session.scalars(
-        select(Delivery.created_at).where(
-            Delivery.subscriber_id == subscriber.id,
-            Delivery.kind == DeliveryKind.CONFIRMATION,
-            Delivery.created_at > now - timedelta(days=1),
-        )
-    ).all()
-    if len(times) >= CONFIRMATIONS_PER_DAY:
-        return False
-    return not any(t > now - resend_after for t in times)
-
-
-def resend_confirmation(
-    session: Session,
-    subscriber: Subscriber,
-    now: datetime,
-    message_domain: str,
-    resend_after: timedelta,
-) -> bool:
-    """A new confirmation email for a pending subscriber whose link expired. Throttled."""
-    if subscriber.status != SubscriberStatus.PENDING:
-        return False
-    if not may_send_confirmation(session, subscriber, now, resend_after):
-        return False
-    queue_confirmation(session, subscriber, now, message_domain)
-    return True
-
-
 # ----------------------------------------------------------------------------- links
 
 
@@ -287,6 +178,17 @@ def confirm(session: Session, subscriber: Subscriber, consent: Consent, now: dat
         activate(session, subscriber, consent, now)
     except Conflict:
         return Confirmed.GONE  # suppressed meanwhile (a bounce, a complaint)
+    return Confirmed.NOW
+
+
+def come_back(session: Session, subscriber: Subscriber, consent: Consent, now: datetime) -> str:
+    """The come-back link was clicked (its button pressed): someone who unsubscribed is back.
+    Idempotent. Returns a Confirmed value."""
+    if subscriber.status == SubscriberStatus.ACTIVE:
+        return Confirmed.ALREADY
+    if not may_come_back(session, subscriber):
+        return Confirmed.GONE
+    resubscribe(session, subscriber, consent, now, message_domain="", confirmed=True)
     return Confirmed.NOW
 
 

@@ -51,6 +51,14 @@ class Consent:
     consent_text: str | None = None  # the exact text shown; only its hash is stored
     ip: str | None = None
     user_agent: str | None = None
+    consent_text_sha256: str | None = None  # the hash, when only it was kept (a sign-up request)
+    seconds_after_email: int | None = None  # a click on a link: how long after the email
+
+    def text_sha256(self) -> str | None:
+        """What is stored of the consent text: its hash."""
+        if self.consent_text:
+            return hashlib.sha256(self.consent_text.encode()).hexdigest()
+        return self.consent_text_sha256
 
 
 @dataclass(frozen=True)
@@ -86,13 +94,10 @@ def record_consent(
         kind=kind,
         source=consent.source,
         evidence=consent.evidence,
-        consent_text_sha256=(
-            hashlib.sha256(consent.consent_text.encode()).hexdigest()
-            if consent.consent_text
-            else None
-        ),
+        consent_text_sha256=consent.text_sha256(),
         ip=consent.ip,
         user_agent=(consent.user_agent or "")[:300] or None,
+        seconds_after_email=consent.seconds_after_email,
         created_at=now,
     )
     session.add(event)
@@ -165,13 +170,37 @@ def queue_confirmation(
     return delivery
 
 
+def queue_comeback(
+    session: Session, subscriber: Subscriber, now: datetime, message_domain: str
+) -> Delivery:
+    """Queue the email that lets someone who left come back: its one link is the only way
+    back. Nothing else changes: they stay unsubscribed (and suppressed) until they click."""
+    delivery = Delivery(
+        **queued_delivery(subscriber.id, now, message_domain, kind=DeliveryKind.COMEBACK)
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def last_comeback_email(session: Session, subscriber: Subscriber) -> Delivery | None:
+    """The last email that offered this person to come back (queued, sent or not)."""
+    return session.scalar(
+        select(Delivery)
+        .where(Delivery.subscriber_id == subscriber.id, Delivery.kind == DeliveryKind.COMEBACK)
+        .order_by(Delivery.id.desc())
+        .limit(1)
+    )
+
+
 def waiting_confirmations(session: Session, subscriber: Subscriber) -> list[int]:
-    """The ids of this subscriber's confirmation emails not sent yet (to send them now)."""
+    """The ids of this subscriber's confirmation (or come-back) emails not sent yet, to send
+    them now."""
     return list(
         session.scalars(
             select(Delivery.id).where(
                 Delivery.subscriber_id == subscriber.id,
-                Delivery.kind == DeliveryKind.CONFIRMATION,
+                Delivery.kind.in_((DeliveryKind.CONFIRMATION, DeliveryKind.COMEBACK)),
                 Delivery.status.in_(WAITING),
             )
         )
@@ -203,6 +232,14 @@ def activate(
     return enroll_on_confirm(session, subscriber, now)
 
 
+def may_come_back(session: Session, subscriber: Subscriber) -> bool:
+    """Only someone who unsubscribed (and is suppressed for that alone) may come back; a
+    bounced or complained address, or one an operator suppressed, never by this way."""
+    return subscriber.status == SubscriberStatus.UNSUBSCRIBED and suppression_reason(
+        session, subscriber.email
+    ) in (None, StopReason.UNSUBSCRIBE)
+
+
 def resubscribe(
     session: Session,
     subscriber: Subscriber,
@@ -211,28 +248,29 @@ def resubscribe(
     message_domain: str,
     confirmed: bool = False,
 ) -> list[str]:
-    """Someone who unsubscribed asks to come back, giving consent again.
+    """Someone who unsubscribed comes back, giving consent again.
 
-    confirmed=False: status pending and a confirmation email; the suppression stays until they
-    click, so nothing else reaches them meanwhile. confirmed=True (an operator with evidence):
-    active at once. Their series resumes where they left it. Bounced and complained addresses
-    cannot come back this way. Returns the campaigns they are (back) in.
+    confirmed=True (an operator with evidence of how they asked, or the person clicking the
+    come-back link): active at once, their series resuming where they left it. confirmed=False:
+    the come-back email is queued and nothing else changes; they are back when they click it.
+    Bounced and complained addresses cannot come back this way. Returns the campaigns they are
+    (back) in.
     """
     if subscriber.status != SubscriberStatus.UNSUBSCRIBED:
         raise Conflict(f"{subscriber.email} is {subscriber.status}, not unsubscribed")
-    reason = suppression_reason(session, subscriber.email)
-    if reason not in (None, StopReason.UNSUBSCRIBE):
+    if not may_come_back(session, subscriber):
+        reason = suppression_reason(session, subscriber.email)
         raise Conflict(f"{subscriber.email} is suppressed ({reason}) and cannot come back")
-    if confirmed and not (consent.evidence and consent.evidence.strip()):
+    if not confirmed:
+        queue_comeback(session, subscriber, now, message_domain)
+        return []
+    if not (consent.evidence and consent.evidence.strip()):
         raise InvalidInput("evidence", "resubscribing needs new consent evidence")
     subscriber.status = SubscriberStatus.PENDING
     subscriber.unsubscribed_at = None
     subscriber.updated_at = now
     record_consent(session, subscriber, ConsentKind.REQUESTED, consent, now)
-    if confirmed:
-        return activate(session, subscriber, consent, now)
-    queue_confirmation(session, subscriber, now, message_domain)
-    return []
+    return activate(session, subscriber, consent, now)
 
 
 # ----------------------------------------------------------------------------- leaving

@@ -2,8 +2,9 @@
 
 A token carries the subscriber's random key (never the address) and an HMAC-SHA256 over the
 scope, so an unsubscribe token cannot confirm and a confirm token cannot change preferences.
-Confirm tokens also carry their issue time and expire; the others never do (unsubscribe
-links must keep working long after the email was sent).
+Confirm and come-back tokens also carry their issue time (when the email was made) and
+expire; the others never do (unsubscribe links must keep working long after the email was
+sent).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 from tidings.errors import TidingsError
 
-SCOPES = ("confirm", "unsubscribe", "preferences")
+SCOPES = ("confirm", "comeback", "unsubscribe", "preferences")
+STAMPED = ("confirm", "comeback")  # the scopes whose tokens carry their issue time
 MAC_CHARS = 22  # 132 bits
 
 
@@ -46,9 +48,9 @@ def make_token(
 ) -> str:
     if scope not in SCOPES:
         raise ValueError(f"unknown token scope {scope!r}")
-    if scope == "confirm":
+    if scope in STAMPED:
         if issued_at is None:
-            raise ValueError("confirm tokens need issued_at")
+            raise ValueError(f"{scope} tokens need issued_at")
         stamp = format(int(issued_at.timestamp()), "x")
         return f"{subscriber_key}.{stamp}.{_mac(secret, f'{scope}:{subscriber_key}:{stamp}')}"
     return f"{subscriber_key}.{_mac(secret, f'{scope}:{subscriber_key}')}"
@@ -63,10 +65,10 @@ def read_token(
 ) -> str:
     """The subscriber key in a genuine token of `scope`; InvalidToken / ExpiredToken otherwise."""
     parts = token.split(".")
-    if scope == "confirm" and len(parts) == 3:
+    if scope in STAMPED and len(parts) == 3:
         key, stamp, mac = parts
         expected = _mac(secret, f"{scope}:{key}:{stamp}")
-    elif scope != "confirm" and len(parts) == 2:
+    elif scope not in STAMPED and len(parts) == 2:
         key, mac = parts
         stamp = None
         expected = _mac(secret, f"{scope}:{key}")
@@ -74,14 +76,28 @@ def read_token(
         raise InvalidToken("this link is not valid")
     if not hmac.compare_digest(mac.encode(), expected.encode()):
         raise InvalidToken("this link is not valid")
-    if stamp is not None and max_age is not None and now is not None:
-        try:
-            issued = datetime.fromtimestamp(int(stamp, 16), UTC)
-        except (ValueError, OverflowError, OSError) as exc:
-            raise InvalidToken("this link is not valid") from exc
-        if now - issued > max_age:
-            raise ExpiredToken(key)
+    if (
+        stamp is not None
+        and max_age is not None
+        and now is not None
+        and (now - _stamp_time(stamp) > max_age)
+    ):
+        raise ExpiredToken(key)
     return key
+
+
+def _stamp_time(stamp: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(stamp, 16), UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidToken("this link is not valid") from exc
+
+
+def token_time(token: str) -> datetime | None:
+    """When a stamped token (read by read_token first) was made: when its email was built,
+    moments before it was sent. None for tokens without a stamp."""
+    parts = token.split(".")
+    return _stamp_time(parts[1]) if len(parts) == 3 else None
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,10 @@ class Links:
     def confirm(self, subscriber_key: str, issued_at: datetime) -> str:
         token = make_token(self.secret, "confirm", subscriber_key, issued_at)
         return f"{self.base_url}/confirm/{token}"
+
+    def comeback(self, subscriber_key: str, issued_at: datetime) -> str:
+        token = make_token(self.secret, "comeback", subscriber_key, issued_at)
+        return f"{self.base_url}/comeback/{token}"
 
 
 def verp_address(bounce_address: str, secret: str, delivery_id: int) -> str:

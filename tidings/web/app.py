@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import traceback
@@ -85,10 +86,6 @@ class WebContext:
         return self.runtime.settings
 
     @property
-    def resend_after(self) -> timedelta:
-        return timedelta(seconds=self.settings.confirm_resend_seconds)
-
-    @property
     def confirm_max_age(self) -> timedelta:
         return timedelta(seconds=self.settings.confirm_token_max_age_seconds)
 
@@ -125,6 +122,41 @@ def parse_origins(raw: str) -> frozenset[str]:
             )
         origins.add(f"{parts.scheme}://{parts.netloc.lower()}")
     return frozenset(origins)
+
+
+def client_network() -> str:
+    """Whom a rate limit counts: the client's IPv4 address, or its IPv6 /64 (one customer's
+    network: a client holding a /64 could otherwise take a new address per request)."""
+    address = request.remote_addr or "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _check_storage(uri: str) -> str:
+    """TIDINGS_RATE_LIMIT_STORAGE: a `limits` storage URL whose client library is installed."""
+    from limits.errors import ConfigurationError
+    from limits.storage import SCHEMES, storage_from_string
+
+    scheme = uri.partition("://")[0]
+    if scheme not in SCHEMES or scheme.startswith("async+"):
+        raise ConfigError(
+            "TIDINGS_RATE_LIMIT_STORAGE: expected memory:// or a shared store such as "
+            f"redis://localhost:6379, got {uri!r}"
+        )
+    try:
+        storage_from_string(uri)  # connects lazily: this only checks the client library
+    except ConfigurationError as exc:
+        raise ConfigError(
+            f"TIDINGS_RATE_LIMIT_STORAGE: {exc} (for Redis: pip install 'tidings[redis]')"
+        ) from exc
+    return uri
 
 
 def _check_rate_limit(name: str, value: str) -> str:
@@ -198,9 +230,9 @@ def create_app(runtime: Runtime) -> Flask:
 
     csrf = CSRFProtect(app)
     limiter = Limiter(
-        key_func=lambda: request.remote_addr or "unknown",
+        key_func=client_network,
         app=app,
-        storage_uri="memory://",
+        storage_uri=_check_storage(settings.rate_limit_storage),
         default_limits=[],
         headers_enabled=False,
         strategy="moving-window",
@@ -216,6 +248,8 @@ def create_app(runtime: Runtime) -> Flask:
     for endpoint, rate in (
         ("pages.subscribe", subscribe_limit),
         ("pages.confirm", subscribe_limit),
+        ("pages.confirm_resend", subscribe_limit),
+        ("pages.comeback", subscribe_limit),
         ("api.create_subscriber", api_limit),
     ):
         view = app.view_functions[endpoint]

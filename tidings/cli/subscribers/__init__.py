@@ -30,17 +30,19 @@ def subscribers_group() -> None:
     """Add, import, find, change, export and erase subscribers."""
 
 
-def _send_confirmations(state: State, delivery_ids: list[int]) -> None:
-    """Send the confirmation email at once rather than at the next scheduler pass."""
+def _send_confirmations(
+    state: State, delivery_ids: list[int], what: str = "confirmation email"
+) -> None:
+    """Send the confirmation (or come-back) email at once rather than at the next pass."""
     from tidings.sending.oneoff import send_now
 
     if not delivery_ids:
         return
     if send_now(state.runtime(), delivery_ids).sent:
-        click.echo("confirmation email sent")
+        click.echo(f"{what} sent")
     else:
         click.echo(
-            "confirmation email queued: it could not be sent now and will be "
+            f"{what} queued: it could not be sent now and will be "
             "retried by `tidings run` / `tidings send-due`",
             err=True,
         )
@@ -327,12 +329,13 @@ def update(
 @click.option(
     "--double-opt-in",
     is_flag=True,
-    help="Send a confirmation email instead; they are back when they click it.",
+    help="Send the come-back email instead; they are back when they press its button.",
 )
 @pass_state
 def resubscribe(state: State, email: str, evidence: str | None, double_opt_in: bool) -> None:
     """Bring back someone who unsubscribed, with new consent: --evidence of how they asked,
-    or --double-opt-in to have them confirm by email. Their series resumes where it
+    or --double-opt-in to send them the come-back email (they stay unsubscribed until they
+    press its button). Their series resumes where it
     stopped. Bounced and complained addresses cannot come back this way.
 
     \b
@@ -367,8 +370,11 @@ def resubscribe(state: State, email: str, evidence: str | None, double_opt_in: b
         )
         address, status = subscriber.email, subscriber.status
         pending = waiting_confirmations(session, subscriber)
-    click.echo(f"{address}: {status}" + (f", back in {', '.join(joined)}" if joined else ""))
-    _send_confirmations(state, pending)
+    if double_opt_in:
+        click.echo(f"{address}: {status} until they press the button of the come-back email")
+    else:
+        click.echo(f"{address}: {status}" + (f", back in {', '.join(joined)}" if joined else ""))
+    _send_confirmations(state, pending, "come-back email")
 
 
 # ----------------------------------------------------------------------------- data rights

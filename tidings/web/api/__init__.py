@@ -8,7 +8,6 @@ address's state), 401 for a missing, unknown or revoked key, 415 for a body that
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
@@ -21,13 +20,11 @@ from tidings.subscribers.forms import (
     InvalidFields,
     check_ip,
     check_sign_up,
-    request_subscription,
 )
 from tidings.subscribers.lifecycle import Consent
-from tidings.subscribers.validation import mask_email
+from tidings.subscribers.signups import receive
 from tidings.web.app import context
 
-log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
 FIELDS = ("email", "name", "timezone", "consent_text", "source", "ip", "user_agent")
@@ -125,15 +122,7 @@ def create_subscriber() -> Any:
         user_agent=user_agent or None,
     )
     with ctx.runtime.sessions.begin() as session:
-        outcome = request_subscription(
-            session,
-            now,
-            sign_up,
-            consent,
-            message_domain=ctx.settings.sender_domain,
-            resend_after=ctx.resend_after,
-        )
-    log.info("API (%s): %s: %s", key_name, mask_email(sign_up.email), outcome)
+        receive(session, sign_up, consent, now)
     return (
         jsonify(
             {

@@ -1,5 +1,5 @@
-"""The public pages: sign up, confirm, unsubscribe (incl. RFC 8058 one-click), preferences,
-and the health check. Their paths are fixed: they appear in emails already sent.
+"""The public pages: sign up, confirm, come back, unsubscribe (incl. RFC 8058 one-click),
+preferences, and the health check. Their paths are fixed: they appear in emails already sent.
 
 Every view works in one unit of work (`with sessions.begin()`), reads time from the runtime's
 clock, and answers with a page; nothing here reveals whether an address is subscribed.
@@ -23,7 +23,10 @@ def csrf_exempt() -> bool:
     """The POSTs that carry no CSRF token by design: RFC 8058's one-click unsubscribe (sent by
     mail providers, authorized by the signed token in its URL), and the embedded sign-up form
     posted from a site listed in TIDINGS_FORM_ORIGINS (browsers set Origin; pages elsewhere
-    cannot forge it)."""
+    cannot forge it), and the buttons of the confirm and come-back links (authorized by their
+    signed, expiring token; they must work in a browser that never saw our pages)."""
+    if request.endpoint in ("pages.confirm", "pages.comeback"):
+        return True
     if request.endpoint == "pages.unsubscribe":
         return request.form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
     if request.endpoint == "pages.subscribe":

@@ -134,7 +134,7 @@ def preferences(token: str) -> Any:
                 subscribe_url=url_for("pages.subscribe"),
             )
             return page, (409 if request.method == "POST" else 200)
-        if request.method == "GET":
+        if request.method != "POST":
             return _preferences_page(subscriber, token)
         action = request.form.get("action")
         if action == "save":

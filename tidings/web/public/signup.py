@@ -1,11 +1,14 @@
-"""The sign-up form and the confirm link."""
+"""The sign-up form, the confirm link and the come-back link."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from flask import render_template, request
+from sqlalchemy.orm import Session
 
 from tidings.db.models import Subscriber
 from tidings.states import SubscriberStatus
@@ -14,14 +17,15 @@ from tidings.subscribers.forms import (
     InvalidFields,
     campaign_names,
     check_sign_up,
+    come_back,
     confirm_campaign_names,
-    request_subscription,
-    resend_confirmation,
     subscriber_by_key,
     subscriber_for_token,
 )
 from tidings.subscribers.forms import confirm as confirm_subscriber
-from tidings.subscribers.tokens import ExpiredToken, InvalidToken
+from tidings.subscribers.lifecycle import Consent, may_come_back
+from tidings.subscribers.signups import receive, resend_confirmation
+from tidings.subscribers.tokens import ExpiredToken, InvalidToken, token_time
 from tidings.subscribers.validation import mask_email
 from tidings.web.app import context
 from tidings.web.public.common import (
@@ -76,7 +80,7 @@ log = logging.getLogger(__name__)
 
 @blueprint.route("/subscribe", methods=["GET", "POST"])
 def subscribe() -> Any:
-    if request.method == "GET":
+    if request.method != "POST":
         return subscribe_form({"email": "", "name": "", "timezone": ""}, {}, 200)
     ctx = context()
     form = request.form
@@ -102,82 +106,133 @@ def subscribe() -> Any:
         return subscribe_form(values, errors, 422)
     origin = (request.headers.get("Origin") or "").lower().rstrip("/")
     where = origin if origin in ctx.form_origins else f"{ctx.settings.public_base_url}/subscribe"
+    consent = consent_here("contact-form", f"sign-up form at {where}", ctx.consent_text)
     with unit_of_work() as session:
-        outcome = request_subscription(
-            session,
-            request_time(),
-            sign_up,
-            consent_here("contact-form", f"sign-up form at {where}", ctx.consent_text),
-            message_domain=ctx.settings.sender_domain,
-            resend_after=ctx.resend_after,
-        )
-    log.info("sign-up form: %s: %s", mask_email(sign_up.email), outcome)
+        receive(session, sign_up, consent, request_time())
     return _sent()
 
 
 # ----------------------------------------------------------------------------- confirm
+# Opening a link is not consent: mail scanners and chat previews open links too. GET (and
+# HEAD) show a page with one button and change nothing; only its POST confirms. The POST
+# carries no CSRF token (it must work in any browser, even one that never saw our pages):
+# the signed, expiring token in the URL is the authority.
 
 
-# Long: each state of the link (expired, for nobody, pending, active, gone) in turn.
+def _link_subscriber(
+    session: Session, scope: str, token: str, now: datetime
+) -> tuple[Subscriber | None, bool]:
+    """(whose link it is, whether it has expired); (None, False) for a link for nobody."""
+    ctx = context()
+    try:
+        return subscriber_for_token(
+            session, ctx.secret, scope, token, now, max_age=ctx.confirm_max_age
+        ), False
+    except ExpiredToken as exc:
+        return subscriber_by_key(session, exc.subscriber_key), True
+    except InvalidToken:
+        return None, False
+
+
+def _expired(token: str, subscriber: Subscriber, scope: str) -> Any:
+    # Expired for everyone, whatever became of the address: an old link opens nothing.
+    can_resend = scope == "confirm" and subscriber.status == SubscriberStatus.PENDING
+    page = render_template(
+        "web/link_expired.html", title="This link has expired", token=token, can_resend=can_resend
+    )
+    return page, 410
+
+
+def _clicked(token: str, what: str) -> Consent:
+    """The evidence of a button pressed on a link's page: where from, and how long after the
+    email was made (its token says when)."""
+    sent = token_time(token)
+    seconds = int((request_time() - sent).total_seconds()) if sent is not None else None
+    return replace(consent_here("email", what), seconds_after_email=seconds)
+
+
+def _subscribed_page(session: Session, subscriber: Subscriber, already: bool) -> Any:
+    campaigns = campaign_names(session, subscriber) or confirm_campaign_names(session)
+    page = render_template(
+        "web/confirmed.html",
+        title="You are subscribed",
+        already=already,
+        first_name=first_name(subscriber),
+        campaigns=campaigns,
+        timezone=subscriber.timezone,
+        preferences_url=link_for("preferences", subscriber),
+        unsubscribe_url=link_for("unsubscribe", subscriber),
+    )
+    return page, 200
+
+
+def _gone() -> Any:
+    return render_template("web/confirm_gone.html", title="This link no longer applies"), 409
+
+
 @blueprint.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str) -> Any:
-    """GET: confirm (idempotent). POST: send a new confirmation email (from the page shown for
-    an expired link)."""
-    ctx = context()
+    """GET: the question. POST: confirm (idempotent)."""
     now = request_time()
-    expired = False
     with unit_of_work() as session:
-        try:
-            subscriber: Subscriber | None = subscriber_for_token(
-                session,
-                ctx.secret,
-                "confirm",
-                token,
-                now,
-                max_age=ctx.confirm_max_age,
-            )
-        except ExpiredToken as exc:
-            expired = True
-            subscriber = subscriber_by_key(session, exc.subscriber_key)
-        except InvalidToken:
-            subscriber = None
+        subscriber, expired = _link_subscriber(session, "confirm", token, now)
         if subscriber is None:
             return invalid_link("confirm")
-        if request.method == "POST":
-            resend_confirmation(
-                session, subscriber, now, ctx.settings.sender_domain, ctx.resend_after
-            )
-            # The same page whether or not an email was queued (throttled, already confirmed).
-            return render_template("web/confirm_resent.html", title="Check your inbox"), 200
-        if expired and subscriber.status != SubscriberStatus.ACTIVE:
-            return (
-                render_template(
-                    "web/confirm_expired.html",
-                    title="This link has expired",
-                    token=token,
-                    can_resend=subscriber.status == SubscriberStatus.PENDING,
-                ),
-                410,
-            )
-        result = confirm_subscriber(
-            session, subscriber, consent_here("email", "opened the confirmation link"), now
-        )
+        if expired:
+            return _expired(token, subscriber, "confirm")
+        if request.method != "POST":  # GET or HEAD: the question, nothing changes
+            if subscriber.status == SubscriberStatus.PENDING:
+                return render_template("web/confirm_ask.html", title="Confirm", token=token)
+            if subscriber.status == SubscriberStatus.ACTIVE:
+                return _subscribed_page(session, subscriber, already=True)
+            return _gone()
+        consent = _clicked(token, "pressed 'Yes, subscribe me' on the confirmation page")
+        result = confirm_subscriber(session, subscriber, consent, now)
         if result == Confirmed.GONE:
-            return (
-                render_template("web/confirm_gone.html", title="This link no longer applies"),
-                409,
-            )
-        campaigns = campaign_names(session, subscriber) or confirm_campaign_names(session)
-        page = render_template(
-            "web/confirmed.html",
-            title="You are subscribed",
-            already=result == Confirmed.ALREADY,
-            first_name=first_name(subscriber),
-            campaigns=campaigns,
-            timezone=subscriber.timezone,
-            preferences_url=link_for("preferences", subscriber),
-            unsubscribe_url=link_for("unsubscribe", subscriber),
-        )
+            return _gone()
         if result == Confirmed.NOW:
             log.info("confirmed: %s", mask_email(subscriber.email))
-    return page, 200
+        return _subscribed_page(session, subscriber, already=result == Confirmed.ALREADY)
+
+
+@blueprint.post("/confirm/<token>/resend")
+def confirm_resend(token: str) -> Any:
+    """From the page of an expired link: a new confirmation email, within the usual limits."""
+    ctx = context()
+    now = request_time()
+    with unit_of_work() as session:
+        subscriber, _ = _link_subscriber(session, "confirm", token, now)
+        if subscriber is None:
+            return invalid_link("confirm")
+        resend_confirmation(session, subscriber, now, ctx.settings, ctx.secret)
+    # The same page whether or not an email was queued (mailed recently, a cap, confirmed).
+    return render_template("web/confirm_resent.html", title="Check your inbox"), 200
+
+
+@blueprint.route("/comeback/<token>", methods=["GET", "POST"])
+def comeback(token: str) -> Any:
+    """The link of the come-back email. GET: the question. POST: back on the list, where
+    they left it (idempotent)."""
+    now = request_time()
+    with unit_of_work() as session:
+        subscriber, expired = _link_subscriber(session, "comeback", token, now)
+        if subscriber is None:
+            return invalid_link("comeback")
+        if expired:
+            return _expired(token, subscriber, "comeback")
+        if subscriber.status == SubscriberStatus.ACTIVE:
+            return _subscribed_page(session, subscriber, already=True)
+        if not may_come_back(session, subscriber):
+            return _gone()
+        if request.method != "POST":  # GET or HEAD: the question, nothing changes
+            page = render_template(
+                "web/comeback_ask.html",
+                title="Receive our emails again?",
+                token=token,
+                campaigns=confirm_campaign_names(session),
+            )
+            return page, 200
+        consent = _clicked(token, "pressed 'Yes, send me these emails again' (come-back email)")
+        come_back(session, subscriber, consent, now)
+        log.info("came back: %s", mask_email(subscriber.email))
+        return _subscribed_page(session, subscriber, already=False)
