@@ -24,6 +24,8 @@ from tidings.db.models import SignUpRequest, Subscriber
 from tidings.errors import InvalidInput
 from tidings.runtime import Runtime
 from tidings.subscribers.apikeys import create_api_key
+from tidings.subscribers.lifecycle import Consent, add_subscriber
+from tidings.subscribers.tokens import make_token
 from tidings.subscribers.validation import clean_name
 from tidings.web import create_app
 
@@ -320,6 +322,31 @@ def test_the_sign_up_form_and_the_api_refuse_such_a_name(runtime, char):
     assert api.status_code == 422
     assert f"U+{ord(char):04X}" in api.get_json()["errors"]["name"]
     assert stored_sign_ups(runtime) == 0
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\x9b"])
+def test_the_preferences_page_refuses_such_a_name(runtime, char):
+    with runtime.sessions.begin() as session:
+        key = add_subscriber(
+            session,
+            runtime.clock.now(),
+            "bob@example.org",
+            Consent("cli", "test"),
+            name="Bob",
+            confirmed=True,
+        ).key
+    client = create_app(runtime).test_client()
+    path = f"/preferences/{make_token(runtime.secret(), 'preferences', key)}"
+    data = {
+        **hidden_fields(client, path),
+        "action": "save",
+        "name": f"Bob{char}",
+        "timezone": "UTC",
+    }
+    response = client.post(path, data=data)
+    assert response.status_code == 422 and "plain text" in response.get_data(as_text=True)
+    with runtime.sessions.begin() as session:
+        assert session.scalars(select(Subscriber)).one().name == "Bob"
 
 
 UNSAFE_NAME = "Ann\u202egro.live\x1b[2J\x85\u2066"
