@@ -152,10 +152,13 @@ class Settings:
     # Engine tuning.
     tick_seconds: float = 5.0
     batch_size: int = 1000
-    # Emails handed to the SMTP servers between two writes to the ledger: bigger is faster,
-    # and is also the most a hard crash (SIGKILL, power loss) can send twice. Rounded up to
-    # a multiple of the SMTP pool size so that every connection stays busy.
+    # Emails handed to the SMTP threads at once (and finished before a graceful stop).
+    # Rounded up to a multiple of the SMTP pool size so that every connection stays busy.
     send_chunk: int = 200
+    # Outcomes are recorded as the servers answer (group commit); a sender waits while this
+    # many answers are not yet written. With one message on the wire per SMTP connection, it
+    # bounds what a hard crash (SIGKILL, power loss) can send twice.
+    unrecorded_max: int = 20
     lease_seconds: float = 300.0
     retry_max_age_seconds: float = 3 * 86400
     confirm_token_max_age_seconds: float = 7 * 86400
@@ -249,7 +252,7 @@ class Settings:
             )
 
     def _check_numbers(self) -> None:
-        for name in ("smtp_pool_size", "batch_size", "send_chunk", "web_threads"):
+        for name in ("smtp_pool_size", "batch_size", "send_chunk", "unrecorded_max", "web_threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"TIDINGS_{name.upper()}: must be at least 1")
         for name in (

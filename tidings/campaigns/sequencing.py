@@ -9,7 +9,7 @@ next open send window, one email at a time, never in a burst.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -295,11 +295,38 @@ class _Waiting(NamedTuple):
     timezone: str
 
 
+@dataclass(frozen=True)
+class NextSteps:
+    """What moving a reader on in a campaign needs: its send window and each step's delay."""
+
+    window: SendWindow
+    delays: dict[int, int]  # position -> delay_seconds
+
+
+def next_steps(session: Session, campaigns: Iterable[Campaign]) -> dict[int, NextSteps]:
+    """NextSteps of these campaigns (loaded already), with one query for their steps."""
+    by_id = {c.id: c for c in campaigns}
+    delays: dict[int, dict[int, int]] = {c: {} for c in by_id}
+    if by_id:
+        for campaign_id, position, delay in session.execute(
+            select(Step.campaign_id, Step.position, Step.delay_seconds).where(
+                Step.campaign_id.in_(list(by_id)), Step.position.is_not(None)
+            )
+        ):
+            if position is not None:
+                delays[campaign_id][position] = delay
+    return {c: NextSteps(campaign_window(by_id[c]), delays[c]) for c in by_id}
+
+
 def advance_after_deliveries(
-    session: Session, pairs: Iterable[tuple[int, int]], finished_at: datetime
+    session: Session,
+    pairs: Iterable[tuple[int, int]],
+    finished_at: datetime,
+    known: Mapping[int, NextSteps] | None = None,
 ) -> None:
     """Deliveries have their outcome: schedule each (subscriber, campaign)'s next step, counted
-    from `finished_at`, or finish the sequence. A few statements for any number of pairs."""
+    from `finished_at`, or finish the sequence. A few statements for any number of pairs.
+    `known`: NextSteps the caller has already (the dispatcher, per claim), not fetched again."""
     wanted = set(pairs)
     if not wanted:
         return
@@ -319,29 +346,21 @@ def advance_after_deliveries(
     rows = [r for r in rows if (r.subscriber_id, r.campaign_id) in wanted]
     if not rows:
         return
-    campaign_ids = {r.campaign_id for r in rows}
-    windows = {
-        c.id: campaign_window(c)
-        for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
-    }
-    delays = {
-        (c, p): d
-        for c, p, d in session.execute(
-            select(Step.campaign_id, Step.position, Step.delay_seconds).where(
-                Step.campaign_id.in_(campaign_ids), Step.position.is_not(None)
-            )
+    plans = dict(known or {})
+    missing = {r.campaign_id for r in rows} - set(plans)
+    if missing:
+        plans |= next_steps(
+            session, session.scalars(select(Campaign).where(Campaign.id.in_(missing)))
         )
-    }
     changes = []
     for r in rows:
-        delay = delays.get((r.campaign_id, r.next_position))
+        plan = plans[r.campaign_id]
+        delay = plan.delays.get(r.next_position)
         if delay is None:  # that was the last step
             changes.append(_ended(r.id, True, finished_at))
         else:
             due = next_send_time(
-                windows[r.campaign_id],
-                zone_or_utc(r.timezone),
-                finished_at + timedelta(seconds=delay),
+                plan.window, zone_or_utc(r.timezone), finished_at + timedelta(seconds=delay)
             )
             changes.append({"id": r.id, "next_due_at": due, "updated_at": finished_at})
     update_by_id(session, Enrollment, changes)

@@ -3,13 +3,15 @@
     claim (lease)  ->  re-check (status, suppression, enrollment, window)  ->  render
         ->  route (server by weight, within its caps)  ->  send  ->  record the outcome
 
-A claim is sent chunk by chunk: while one chunk is on the wire (a sender thread, which mostly
-waits on the network), the previous one is recorded here, so the SMTP connections and the
-database are both kept busy. A hard crash can repeat what was sent but not yet recorded: the
-chunk on the wire and the one being recorded, at most 2 x settings.chunk_size messages. A
-graceful stop (the `stop` event) finishes and records the chunk in flight and gives the rest
-of the claim back. If the database goes away after a chunk was sent, recording its outcome is
-retried until the database is back (within the lease), so a sent message is not sent again.
+A claim is sent chunk by chunk (a sender thread, which mostly waits on the network) while
+this thread claims and renders what comes next, so the SMTP connections never wait for the
+database. Outcomes are recorded as the servers answer, by group commit (`recorder`): a hard
+crash can repeat what was answered but not yet recorded, at most settings.unrecorded_max
+messages, plus one on the wire per SMTP connection. A graceful stop (the `stop` event)
+finishes and records the chunk in flight and gives the rest of the claim back. If the
+database goes away after a message was sent, recording its outcome is retried until the
+database is back (within the lease) and nothing more is sent meanwhile, so a sent message is
+not sent again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tidings.campaigns.sequencing import campaign_window
+from tidings.campaigns.sequencing import NextSteps, campaign_window
 from tidings.clock import Clock, zone_or_utc
 from tidings.config import Settings
 from tidings.db import is_disconnect, make_read_sessions, signing_key
@@ -38,6 +40,7 @@ from tidings.rendering.compile import CompiledStep
 from tidings.rendering.message import Addressee, MessageBuilder
 from tidings.sending import ledger, policy
 from tidings.sending.bounces import check_bounce_rate
+from tidings.sending.recorder import Recorder
 from tidings.sending.routing import Lane, RateLimiter, Router, send_routed
 from tidings.sending.transports import OutgoingMessage, SendResult
 from tidings.states import DeliveryKind, DeliveryStatus
@@ -115,13 +118,20 @@ class Dispatcher:
         self.stop = stop or threading.Event()
         self._builder: MessageBuilder | None = None
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="dispatch")
-        # The most a hard crash can send twice: what is on the wire, not yet recorded.
+        # What the sender thread took: the recorder finds each answer's job here.
+        self._in_flight: dict[int, Job] = {}
+        # The campaigns' send windows and step delays, as of the latest claim: recording an
+        # outcome moves the reader on without reading them again for every group.
+        self._next_steps: dict[int, NextSteps] = {}
+        self._recorder = Recorder(self._write_answers, DispatchResult(), settings.unrecorded_max)
+        # The unit handed to the sender thread, and finished before a graceful stop.
         self.chunk_size = settings.chunk_size
         # Claims are whole chunks, so the last chunk of a claim keeps every connection busy.
         self.claim_size = -(-settings.batch_size // self.chunk_size) * self.chunk_size
 
     def close(self) -> None:
         self._sender.shutdown(wait=True)
+        self._recorder.close()
 
     def __enter__(self) -> Dispatcher:
         return self
@@ -136,7 +146,10 @@ class Dispatcher:
         One pipeline across claims: while a chunk is on the wire (the sender thread, which
         mostly waits on the network), this thread records the chunk before it and, when fewer
         than a chunk of prepared emails are left, claims and prepares the next batch, so the
-        SMTP connections never wait for the database between claims."""
+        SMTP connections never wait for the database between claims. The recorder writes the
+        outcomes meanwhile, as they come."""
+        self._recorder.start()
+        self._recorder.totals = DispatchResult()
         result = DispatchResult()
         jobs: list[Job] = []
         more = True  # the queue may hold more that is due
@@ -152,10 +165,11 @@ class Dispatcher:
             chunk: list[Job] = []
             if jobs and not self.stop.is_set():
                 chunk, jobs = jobs[: self.chunk_size], jobs[self.chunk_size :]
-            current = self._sender.submit(self._send_chunk, chunk) if chunk else None
+            current = self._submit(chunk) if chunk else None
             if sending is not None:
                 outcomes, waiting, retry_at = sending.result()
-                result += self._record(outcomes)
+                # Answered messages are being recorded already; these never reached a server.
+                self._recorder.add([(r, server) for job, r, server in outcomes if not r.reached])
                 if waiting:
                     jobs, deferred = self._no_capacity(waiting + jobs, retry_at)
                     result.deferred += deferred
@@ -165,6 +179,7 @@ class Dispatcher:
                 self._release(jobs)  # stopping: the chunk in flight is finished, not these
                 jobs = []
             if sending is None and not jobs and not (more and not self.stop.is_set()):
+                result += self._recorder.flush()
                 return result
 
     # ------------------------------------------------------------------------- the pipeline
@@ -186,13 +201,16 @@ class Dispatcher:
         return [], len(jobs)
 
     def _prepare(self, ids: list[int]) -> tuple[list[Job], DispatchResult]:
-        """Re-check each claimed delivery, hold back what may not go now, build the rest."""
+        """Re-check each claimed delivery, hold back what may not go now, build the rest.
+        Reading and rendering hold no write lock (on SQLite the recorder writes meanwhile);
+        what is held back is written after, briefly."""
         now = self.clock.now()
         result = DispatchResult()
         jobs: list[Job] = []
-        with self.sessions.begin() as session:
-            builder = self._get_builder(session)
+        builder = self._get_builder()
+        with self._read_sessions.begin() as session:
             claimed = ledger.load_claimed(session, ids, self.owner)
+            self._next_steps = {**self._next_steps, **claimed.next_steps}  # one assignment
             skipped: list[tuple[int, str]] = []
             deferred: list[tuple[int, datetime, int]] = []
             stopped: set[int] = set()
@@ -219,14 +237,31 @@ class Dispatcher:
                         deferred.append((row.id, at, row.attempts - 1))
                         continue
                 jobs.append(self._job(builder, row, campaign, now))
-            ledger.hold_back(session, skipped, deferred, stopped, now)
+        if skipped or deferred or stopped:
+            with self.sessions.begin() as session:
+                ledger.hold_back(session, skipped, deferred, stopped, now)
         result.skipped, result.deferred = len(skipped), len(deferred)
         return jobs, result
 
+    def _submit(self, chunk: list[Job]) -> Future[Sent]:
+        for job in chunk:
+            self._in_flight[job.delivery_id] = job
+        return self._sender.submit(self._send_chunk, chunk)
+
     def _send_chunk(self, chunk: list[Job]) -> Sent:
-        routed = send_routed(self.router, [job.message for job in chunk])
+        routed = send_routed(self.router, [job.message for job in chunk], self._recorder)
         sent = [(chunk[i], result, server) for i, result, server in routed.sent]
-        return sent, [chunk[i] for i in routed.waiting], routed.retry_at
+        waiting = [chunk[i] for i in routed.waiting]
+        for job in waiting:  # not sent: they go back to the queue or wait for room
+            self._in_flight.pop(job.delivery_id, None)
+        return sent, waiting, routed.retry_at
+
+    def _write_answers(self, answers: list[tuple[SendResult, str | None]]) -> DispatchResult:
+        """The recorder's work: these answers, as one transaction."""
+        jobs = [self._in_flight.pop(result.delivery_id) for result, _ in answers]
+        return self._record(
+            [(job, r, server) for job, (r, server) in zip(jobs, answers, strict=True)]
+        )
 
     def _record(self, sent: list[tuple[Job, SendResult, str | None]]) -> DispatchResult:
         result = DispatchResult()
@@ -254,7 +289,7 @@ class Dispatcher:
 
         def write() -> None:
             with self.sessions.begin() as session:
-                for campaign_id in ledger.record(session, outcomes, now):
+                for campaign_id in ledger.record(session, outcomes, now, self._next_steps):
                     check_bounce_rate(session, campaign_id, self.settings, now)
 
         # These messages are on their way: losing their outcome would send them again, so a
@@ -345,10 +380,11 @@ class Dispatcher:
                 time.sleep(pause)  # not the stop event: these outcomes must be recorded
                 pause = min(pause * 2, 10.0)
 
-    def _get_builder(self, session: Session) -> MessageBuilder:
+    def _get_builder(self) -> MessageBuilder:
         if self._builder is None:
-            links = Links(
-                self.settings.public_base_url, signing_key(session, self.settings.secret_key)
+            with self.sessions.begin() as session:  # the key is made on first use
+                secret = signing_key(session, self.settings.secret_key)
+            self._builder = MessageBuilder(
+                self.settings, Links(self.settings.public_base_url, secret)
             )
-            self._builder = MessageBuilder(self.settings, links)
         return self._builder

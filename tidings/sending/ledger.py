@@ -11,7 +11,7 @@ come back to the queue (`reap`) and nobody else touches them meanwhile.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,12 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tidings.campaigns.sequencing import advance_after_deliveries, exit_enrollments
+from tidings.campaigns.sequencing import (
+    NextSteps,
+    advance_after_deliveries,
+    exit_enrollments,
+    next_steps,
+)
 from tidings.db.bulk import affected, update_by_id
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber
 from tidings.sending.policy import Decision
@@ -86,6 +91,7 @@ class Claimed:
     campaigns: dict[int, Campaign] = field(default_factory=dict)
     suppressed: dict[str, str] = field(default_factory=dict)  # address -> reason
     ended: set[tuple[int, int]] = field(default_factory=set)  # (subscriber, campaign) left
+    next_steps: dict[int, NextSteps] = field(default_factory=dict)  # for recording, by campaign
 
 
 def load_claimed(session: Session, ids: Sequence[int], owner: str) -> Claimed:
@@ -132,7 +138,9 @@ def load_claimed(session: Session, ids: Sequence[int], owner: str) -> Claimed:
         )
     }
     suppressed = suppressed_addresses(session, [r.email for r in rows])
-    return Claimed(list(rows), campaigns, suppressed, ended)
+    return Claimed(
+        list(rows), campaigns, suppressed, ended, next_steps(session, campaigns.values())
+    )
 
 
 def compiled_step(session: Session, step_id: int) -> dict[str, Any]:
@@ -189,10 +197,16 @@ class Outcome:
     server: str | None  # which server took (or refused) it
 
 
-def record(session: Session, outcomes: Sequence[Outcome], now: datetime) -> list[int]:
-    """Write the outcomes; move each reader's sequence on after a step that ended; stop the
-    readers whose address bounced. Returns the campaigns that had a bounce (for the rate
-    check). The lease owner stays on each row: it tells which worker handled it last."""
+def record(
+    session: Session,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    known: Mapping[int, NextSteps] | None = None,
+) -> list[int]:
+    """Write the outcomes; move each reader's sequence on after a step that ended (`known`:
+    the campaigns' NextSteps the caller has already); stop the readers whose address bounced.
+    Returns the campaigns that had a bounce (for the rate check). The lease owner stays on
+    each row: it tells which worker handled it last."""
     changes = []
     for o in outcomes:
         change: dict[str, object] = {
@@ -216,6 +230,7 @@ def record(session: Session, outcomes: Sequence[Outcome], now: datetime) -> list
             if o.decision.ends_step and o.campaign_id
         ],
         now,
+        known,
     )
     bounced = [o for o in outcomes if o.decision.status == DeliveryStatus.BOUNCED]
     for o in bounced:

@@ -16,6 +16,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -264,11 +265,34 @@ class Routed:
     retry_at: datetime | None = None
 
 
-def send_routed(router: Router, messages: list[OutgoingMessage]) -> Routed:
+class RoutedProgress(Protocol):
+    """A transport's Progress that also hears which server answered."""
+
+    def answered(self, result: SendResult, server: str) -> None: ...
+
+    def wait_for_room(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _LaneProgress:
+    progress: RoutedProgress
+    server: str
+
+    def answered(self, result: SendResult) -> None:
+        self.progress.answered(result, self.server)
+
+    def wait_for_room(self) -> None:
+        self.progress.wait_for_room()
+
+
+def send_routed(
+    router: Router, messages: list[OutgoingMessage], progress: RoutedProgress | None = None
+) -> Routed:
     """Send each message through a lane with room for it. A server that cannot be reached is
     marked down and its messages go to another server at once; with none left they come back
     as retries. The same path for every send: the dispatcher's chunks, test sends, and a
-    confirmation sent at once."""
+    confirmation sent at once. `progress` hears of every answer as it comes (an answered
+    message is never failed over: only a group none of which reached its server is)."""
     routed = Routed()
     pending, down = list(range(len(messages))), set[str]()
     while pending:
@@ -287,7 +311,10 @@ def send_routed(router: Router, messages: list[OutgoingMessage]) -> Routed:
         failed_over: list[int] = []
         for name, indexes in assignment.by_lane.items():
             group = [pending[i] for i in indexes]
-            results = router.lanes[name].transport.send_messages([messages[i] for i in group])
+            results = router.lanes[name].transport.send_messages(
+                [messages[i] for i in group],
+                _LaneProgress(progress, name) if progress is not None else None,
+            )
             if results and not any(r.reached for r in results):
                 router.mark_down(name, results[0].reply)
                 down.add(name)

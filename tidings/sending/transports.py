@@ -5,7 +5,7 @@
 
 Every message gets its own SendResult (sent / retry / bounced / failed, with the server's
 reply), so one bad recipient never hides the others. Transports never touch the database:
-the dispatcher records what they report.
+the dispatcher records what they report, as they report it when it passes a `Progress`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tidings.config import SmtpServer
 from tidings.states import SendOutcome
@@ -43,6 +44,16 @@ class SendResult:
     reached: bool = True
 
 
+class Progress(Protocol):
+    """Follows a batch as it goes: told of each message the server answered, and asked
+    before each next message is sent (it may hold the sender until earlier answers are
+    recorded: the dispatcher's group commit)."""
+
+    def answered(self, result: SendResult) -> None: ...
+
+    def wait_for_room(self) -> None: ...
+
+
 class Transport:
     """Base class. Subclasses implement `_send_one`, and `open`/`close` if they hold a resource."""
 
@@ -57,8 +68,18 @@ class Transport:
         """Get ready to send at once (connect ahead of time). Best effort: a failure here is
         met again, and reported per message, when sending."""
 
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        return [self._send_one(m) for m in messages]
+    def send_messages(
+        self, messages: Sequence[OutgoingMessage], progress: Progress | None = None
+    ) -> list[SendResult]:
+        results = []
+        for message in messages:
+            if progress is not None:
+                progress.wait_for_room()
+            result = self._send_one(message)
+            results.append(result)
+            if progress is not None and result.reached:
+                progress.answered(result)
+        return results
 
     def _send_one(self, message: OutgoingMessage) -> SendResult:
         raise NotImplementedError
@@ -427,9 +448,12 @@ class SMTPTransport(Transport):
     def _send_one(self, message: OutgoingMessage) -> SendResult:
         return self.send_messages([message])[0]
 
-    def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send_messages(
+        self, messages: Sequence[OutgoingMessage], progress: Progress | None = None
+    ) -> list[SendResult]:
         """Each connection takes the next unsent message until none is left: one task per
-        connection, not one per message (thread hand-offs cost more than the SMTP work)."""
+        connection, not one per message (thread hand-offs cost more than the SMTP work).
+        `progress` hears of each answer as it comes and may hold back the next message."""
         opened = self.open()
         try:
             assert self._executor is not None
@@ -438,6 +462,8 @@ class SMTPTransport(Transport):
             taking = threading.Lock()
 
             def take() -> int | None:
+                if progress is not None:
+                    progress.wait_for_room()
                 with taking:
                     return next(indexes, None)
 
@@ -446,6 +472,8 @@ class SMTPTransport(Transport):
                 try:
                     for i, result in connection.send_all(messages, take):
                         results[i] = result
+                        if progress is not None and result.reached:
+                            progress.answered(result)
                 finally:
                     self._idle.put(connection)
 
