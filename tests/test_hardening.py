@@ -12,6 +12,7 @@ import io
 import json
 import re
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +381,25 @@ def test_the_cli_shows_a_stored_control_character_escaped(tidings):
     assert json.loads(outputs["list-json"])[0]["name"] == UNSAFE_NAME
     assert json.loads(outputs["show-json"])["name"] == UNSAFE_NAME
     assert json.loads(outputs["export-data"])["profile"]["name"] == UNSAFE_NAME
+
+
+def test_what_servers_said_is_shown_escaped_by_status(tidings):
+    """A mail server's reply is text from outside: `tidings status` prints it escaped."""
+    from tidings.db.models import SmtpServerState
+    from tidings.runtime import Runtime
+
+    with Runtime.open(tidings.settings()) as runtime:
+        [lane] = runtime.lanes()
+        with runtime.sessions.begin() as session:
+            session.add(
+                SmtpServerState(
+                    name=lane.name,
+                    last_error="421 go away\x1b[2J\u202etxt.exe",
+                    down_until=runtime.clock.now() + timedelta(minutes=5),  # shown while down
+                    updated_at=runtime.clock.now(),
+                )
+            )
+    shown = tidings.ok("status").stdout
+    assert "\x1b" not in shown and "\u202e" not in shown
+    assert "421 go away\\x1b[2J\\u202etxt.exe" in shown
+

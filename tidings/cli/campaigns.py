@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from tidings.cli.common import State, lines_of, pass_state
-from tidings.cli.output import output_options, write_object, write_rows
+from tidings.cli.output import output_options, say, write_object, write_rows
 
 
 @click.group("campaigns")
@@ -315,7 +315,7 @@ def test_send(state: State, slug: str, to_address: str, step_key: str | None) ->
 
     sends = send_test(state.runtime(), slug, to_address, step_key)
     for send in sends:
-        click.echo(f"{send.step_key}: {send.result.outcome} ({send.result.reply})")
+        say(f"{send.step_key}: {send.result.outcome} ({send.result.reply})")
     failed = sum(send.result.outcome != SendOutcome.SENT for send in sends)
     if failed:
         raise click.ClickException(f"{failed} of {len(sends)} test emails were not sent")

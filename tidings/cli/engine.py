@@ -17,7 +17,7 @@ from tidings.cli.common import (
     until_signalled,
     wait_for,
 )
-from tidings.cli.output import output_options, write_object
+from tidings.cli.output import output_options, say, write_object
 
 if TYPE_CHECKING:
     from tidings.scheduler import Worker
@@ -183,7 +183,7 @@ def _print_status(info: dict[str, Any]) -> None:
         f"{day['complaints']} complaints"
     )
     for c in info["campaigns"]:
-        click.echo(f"campaign {c['slug']}: {c['status']}" + (f" ({c['why']})" if c["why"] else ""))
+        say(f"campaign {c['slug']}: {c['status']}" + (f" ({c['why']})" if c["why"] else ""))
     for s in info["servers"]:
         windows = ", ".join(f"{w['used']}/{w['cap']} per {w['per']}" for w in s["windows"])
         line = f"server {s['name']} (weight {s['weight']:g}): {s['state']}"
@@ -191,7 +191,7 @@ def _print_status(info: dict[str, Any]) -> None:
             line += f", {windows}"
         if s["last_error"]:
             line += f" - {s['last_error']}"
-        click.echo(line)
+        say(line)  # the server's own words
 
 
 @click.command("demo")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from tidings.cli.common import State, pass_state, until_signalled, wait_for
-from tidings.cli.output import output_options, write_object
+from tidings.cli.output import output_options, say, write_object
 
 
 @click.group("inbox")
@@ -123,9 +123,9 @@ def _print(report: Any, fmt: str, where: str | None = None) -> None:
     if where:
         click.echo(where)
     for place, why in report.unmatched:
-        click.echo(f"unmatched, left in place: {place}: {why}", err=True)
+        say(f"unmatched, left in place: {place}: {why}", err=True)
     for place, why in report.unrecognised:
-        click.echo(f"not a report, left in place: {place}: {why}", err=True)
+        say(f"not a report, left in place: {place}: {why}", err=True)
     for slug in report.paused:
         click.echo(
             f"campaign {slug} paused: too many hard bounces (see `tidings status`)", err=True

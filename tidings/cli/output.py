@@ -200,6 +200,14 @@ def _cell(value: Any) -> str:
     return printable(str(value))
 
 
+def say(text: str, err: bool = False) -> None:
+    """click.echo for a line that carries text from outside (a server's reply, a message's
+    subject, a stored value): control and text-direction characters shown escaped."""
+    from tidings.subscribers.validation import printable
+
+    click.echo(printable(text), err=err)
+
+
 @contextlib.contextmanager
 def output_file(path: str | None) -> Iterator[IO[str]]:
     """stdout, or a new file at `path` that only its owner can read (what tidings writes
