@@ -402,4 +402,3 @@ def test_what_servers_said_is_shown_escaped_by_status(tidings):
     shown = tidings.ok("status").stdout
     assert "\x1b" not in shown and "\u202e" not in shown
     assert "421 go away\\x1b[2J\\u202etxt.exe" in shown
-
