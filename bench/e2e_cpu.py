@@ -1,5 +1,6 @@
 """Figure 2: end to end when the SMTP server answers at once (CPU-bound): claim from the
-database, re-check, render, send over SMTP, record in the ledger; one process on SQLite,
+database, re-check, render, send over SMTP, record in the ledger (group commit, at most
+TIDINGS_UNRECORDED_MAX answers unwritten); one process on SQLite,
 into Postfix's smtp-sink. Baseline: Postfix's smtp-source into the same smtp-sink with the
 same number of sessions and the same message size.
 """
@@ -61,8 +62,8 @@ def main() -> None:
         round(rate),
         round(baseline),
         round(ratio, 2),
-        ">= 3000/s and >= 0.3x smtp-source",
-        rate >= 3000 and ratio >= 0.3,
+        ">= 3000/s and >= 0.85x smtp-source",
+        rate >= 3000 and ratio >= 0.85,
         "msg/s",
         f"best of {runs}",
     )

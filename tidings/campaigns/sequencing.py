@@ -330,20 +330,21 @@ def advance_after_deliveries(
     wanted = set(pairs)
     if not wanted:
         return
-    # A plain driver statement: this runs for every chunk of sent emails, and SQLAlchemy's
-    # work for an IN list of a few hundred values costs more than the query.
+    # A plain driver statement: this runs for every group of sent emails, and SQLAlchemy's
+    # work for an IN list costs more than the query. "next_due_at IS NULL" (waiting for this
+    # outcome) is checked here, not in SQL: there SQLite would pick the next_due_at index and
+    # read every enrollment in flight, thousands during a send, instead of these few.
     rows = [
-        _Waiting(*row)
+        _Waiting(*row[:5])
         for row in select_in(
             session,
-            "SELECT e.id, e.subscriber_id, e.campaign_id, e.next_position, s.timezone "
-            "FROM enrollments e JOIN subscribers s ON s.id = e.subscriber_id "
-            f"WHERE e.status = '{EnrollmentStatus.ACTIVE}' AND e.next_due_at IS NULL "
-            "AND e.subscriber_id IN ({})",  # next_due_at NULL: waiting for this outcome
+            "SELECT e.id, e.subscriber_id, e.campaign_id, e.next_position, s.timezone, "
+            "e.next_due_at FROM enrollments e JOIN subscribers s ON s.id = e.subscriber_id "
+            f"WHERE e.subscriber_id IN ({{}}) AND e.status = '{EnrollmentStatus.ACTIVE}'",
             sorted({s for s, _ in wanted}),
         )
+        if row[5] is None and (row[1], row[2]) in wanted
     ]
-    rows = [r for r in rows if (r.subscriber_id, r.campaign_id) in wanted]
     if not rows:
         return
     plans = dict(known or {})
