@@ -88,7 +88,17 @@ def postgres_url(postgres_database: str) -> str:
     PostgreSQL does (several workers on one database)."""
     engine = make_engine(postgres_database)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        # DELETE, children first, and the id sequences restarted: for tables this small it is
+        # ten times faster than TRUNCATE (which makes new files for every table).
+        sequences = conn.scalars(text("SELECT sequence_name FROM information_schema.sequences"))
+        conn.execute(
+            text(
+                "; ".join(
+                    [f"DELETE FROM {table}" for table in reversed(TABLES)]
+                    + [f"ALTER SEQUENCE {sequence} RESTART" for sequence in sequences]
+                )
+            )
+        )
     engine.dispose()
     return postgres_database
 
@@ -197,7 +207,14 @@ def decide_sign_ups(runtime: Runtime) -> Counter[str]:
     web only stores them). Returns how many of each outcome."""
     from tidings.subscribers.signups import handle_requests
 
-    return handle_requests(runtime.sessions, runtime.clock, runtime.settings, runtime.secret())
+    outcomes: Counter[str] = Counter()
+    while True:
+        decided = handle_requests(
+            runtime.sessions, runtime.clock, runtime.settings, runtime.secret()
+        )
+        outcomes += decided.outcomes
+        if not decided.more:
+            return outcomes
 
 
 def run_for(

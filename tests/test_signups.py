@@ -248,7 +248,11 @@ def test_several_workers_decide_each_request_exactly_once(runtime, settings, clo
 
     def work() -> None:
         with Runtime.open(settings, clock) as other:
-            results.append(handle_requests(other.sessions, other.clock, other.settings, "k"))
+            while True:
+                decided = handle_requests(other.sessions, other.clock, other.settings, "k")
+                results.append(decided.outcomes)
+                if not decided.more:
+                    return
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:

@@ -35,6 +35,7 @@ from tidings.states import WAITING, EnrollmentStatus
 
 if TYPE_CHECKING:
     from tidings.inbound.imap import FetchReport
+    from tidings.subscribers.signups import Decided
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class TickResult:
     dispatched: DispatchResult
     reclaimed: int
     signed_up: int = 0  # sign-up requests decided
+    more_sign_ups: bool = False  # some are still waiting: run the next pass at once
 
 
 class DispatcherBusy(TidingsError):
@@ -157,15 +159,15 @@ class Worker:
         )
         return total
 
-    def sign_ups(self) -> int:
-        """Decide the sign-ups the web received (their emails go out in this same pass)."""
+    def sign_ups(self) -> Decided:
+        """Decide the sign-ups the web received, for at most a couple of seconds (their
+        emails go out in this same pass; `more` says some are still waiting)."""
         from tidings.subscribers.signups import handle_requests
 
         runtime = self.runtime
-        outcomes = handle_requests(
+        return handle_requests(
             runtime.sessions, runtime.clock, runtime.settings, runtime.secret(), self.stop
         )
-        return sum(outcomes.values())
 
     def fetch_inbox(self) -> FetchReport | None:
         """Read TIDINGS_INBOX_URL if it is due: every inbox_fetch_seconds of real time, as the
@@ -224,17 +226,24 @@ class Worker:
             self.dispatcher_lock.acquire()
             try:
                 reclaimed = self.reap()
-                signed_up = self.sign_ups()
+                decided = self.sign_ups()
                 planned = self.plan()
                 dispatched = self.dispatch()
             finally:
                 if started_here:  # a one-off pass (send-due); `start` holds it throughout
                     self.dispatcher_lock.release()
-        return TickResult(planned, dispatched, reclaimed, signed_up)
+        signed_up = sum(decided.outcomes.values())
+        return TickResult(planned, dispatched, reclaimed, signed_up, decided.more)
 
     def _job(self) -> None:
-        if self.stop.is_set() or time.monotonic() < self._pause_until:
-            return
+        # A spike of sign-ups: pass after pass (each decides a couple of seconds' worth, then
+        # sends) until none is waiting, rather than a pass per tick.
+        while not self.stop.is_set() and time.monotonic() >= self._pause_until:
+            result = self._pass()
+            if result is None or not result.more_sign_ups:
+                return
+
+    def _pass(self) -> TickResult | None:
         try:
             result = self.tick()
         except DBAPIError as exc:
@@ -249,10 +258,10 @@ class Worker:
                 str(exc.orig).splitlines()[0] if exc.orig else exc,
                 delay,
             )
-            return
+            return None
         except Exception:  # keep the scheduler alive; the next tick retries
             log.exception("tick failed")
-            return
+            return None
         if self._failures:
             log.warning("database reachable again after %d failed passes", self._failures)
             self._failures = 0
@@ -266,6 +275,7 @@ class Worker:
                 d.bounced,
                 d.skipped,
             )
+        return result
 
     def start(self, tick_seconds: float | None = None) -> Any:
         """Run `tick` every tick_seconds in a background thread until `shutdown()`. Returns

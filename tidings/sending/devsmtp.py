@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,14 +46,39 @@ class MemoryHandler:
         return "250 2.0.0 Ok: queued"
 
 
+class _TimingOutSMTP(SMTP):
+    def _timeout_cb(self) -> None:
+        if self._writer is not None:
+            self._writer.write(b"421 4.4.2 Idle timeout, closing\r\n")
+        super()._timeout_cb()
+
+
+class _TimingOutController(Controller):
+    def factory(self) -> SMTP:
+        return _TimingOutSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class LocalSMTPServer:
     """`with LocalSMTPServer(handler) as server:` listens on 127.0.0.1:server.port."""
 
-    def __init__(self, handler: Any, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(
+        self,
+        handler: Any,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        idle_timeout: float | None = None,
+    ):
+        """idle_timeout: after this many idle seconds, say "421" and close the connection, as
+        Postfix does (aiosmtpd's own default: close silently after 5 minutes)."""
         self.handler = handler
         self.host = host
         self.port = port or free_port(host)
-        self._controller = Controller(handler, hostname=host, port=self.port)
+        if idle_timeout is None:
+            self._controller = Controller(handler, hostname=host, port=self.port)
+        else:
+            self._controller = _TimingOutController(
+                handler, hostname=host, port=self.port, timeout=idle_timeout
+            )
 
     @property
     def url(self) -> str:

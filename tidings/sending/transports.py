@@ -16,6 +16,7 @@ import re
 import smtplib
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -160,15 +161,30 @@ def classify(code: int, reply: str, stage: str) -> SendOutcome:
     return SendOutcome.FAILED
 
 
+# A pooled connection idle this long (real seconds) is checked with NOOP before it carries a
+# message: servers close idle connections (Postfix after 300 s, many after 60), and writing to
+# a closed socket only fails later, when the replies are read, with a message half-sent.
+IDLE_CHECK_SECONDS = 10.0
+
+
 class _Connection:
-    def __init__(self, server: SmtpServer, local_hostname: str | None):
+    def __init__(
+        self,
+        server: SmtpServer,
+        local_hostname: str | None,
+        idle_check_seconds: float = IDLE_CHECK_SECONDS,
+    ):
         self.server = server
         self.local_hostname = local_hostname
         self.smtp: smtplib.SMTP | None = None
+        self.idle_check_seconds = idle_check_seconds
+        self.last_used = 0.0  # time.monotonic()
 
     def ensure_open(self) -> smtplib.SMTP:
-        if self.smtp is not None:
+        if self.smtp is not None and self._still_open(self.smtp):
+            self.last_used = time.monotonic()
             return self.smtp
+        self.last_used = time.monotonic()
         s = self.server
         context = ssl.create_default_context() if s.ssl or s.starttls else None
         if s.ssl:
@@ -195,6 +211,17 @@ class _Connection:
             raise
         self.smtp = smtp  # counts as open only once TLS and login succeeded
         return smtp
+
+    def _still_open(self, smtp: smtplib.SMTP) -> bool:
+        if time.monotonic() - self.last_used < self.idle_check_seconds:
+            return True
+        try:
+            if smtp.noop()[0] == 250:
+                return True
+        except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError):
+            pass
+        self.close()  # the server closed it while idle: open a new one
+        return False
 
     def close(self) -> None:
         if self.smtp is None:
@@ -227,6 +254,7 @@ class _Connection:
                     i = take()
                     continue
             result, following, envelope_sent = self._finish(messages, i, take)
+            self.last_used = time.monotonic()
             yield i, result
             i = following if following is not None else take()
 
@@ -406,10 +434,17 @@ def _text(reply: bytes | str) -> str:
 class SMTPTransport(Transport):
     """A pool of `pool_size` SMTP connections, kept open across batches until close()."""
 
-    def __init__(self, server: SmtpServer, pool_size: int = 4, local_hostname: str | None = None):
+    def __init__(
+        self,
+        server: SmtpServer,
+        pool_size: int = 4,
+        local_hostname: str | None = None,
+        idle_check_seconds: float = IDLE_CHECK_SECONDS,
+    ):
         self.server = server
         self.pool_size = pool_size
         self.local_hostname = local_hostname
+        self.idle_check_seconds = idle_check_seconds
         self._idle: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
         self._all: list[_Connection] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -417,7 +452,10 @@ class SMTPTransport(Transport):
     def open(self) -> bool:
         if self._executor is not None:
             return False
-        self._all = [_Connection(self.server, self.local_hostname) for _ in range(self.pool_size)]
+        self._all = [
+            _Connection(self.server, self.local_hostname, self.idle_check_seconds)
+            for _ in range(self.pool_size)
+        ]
         for connection in self._all:
             self._idle.put(connection)
         self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="smtp")

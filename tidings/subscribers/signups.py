@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -47,6 +49,10 @@ from tidings.subscribers.validation import mask_email
 
 log = logging.getLogger(__name__)
 BATCH = 200
+# Real seconds: a transaction decides for about this long (the web's sign-ups wait for it on
+# SQLite), and a pass for at most PASS_SECONDS before the worker goes on to send.
+TRANSACTION_SECONDS = 0.025
+PASS_SECONDS = 2.0
 
 
 class OptIn(StrEnum):
@@ -79,40 +85,64 @@ def receive(session: Session, sign_up: SignUp, consent: Consent, now: datetime) 
     )
 
 
+@dataclass
+class Decided:
+    """What a pass of `handle_requests` did: how many of each outcome, and whether requests
+    are still waiting (the pass reached its time budget)."""
+
+    outcomes: Counter[OptIn] = field(default_factory=Counter)
+    more: bool = False
+
+
 def handle_requests(
     sessions: sessionmaker[Session],
     clock: Clock,
     settings: Settings,
     key: str,
     stop: threading.Event | None = None,
-) -> Counter[OptIn]:
-    """Decide every waiting sign-up, a batch per transaction, each handled row deleted in it.
-    Several workers (PostgreSQL) take turns, so each request is decided exactly once."""
-    outcomes: Counter[OptIn] = Counter()
-    while stop is None or not stop.is_set():
+    budget_seconds: float = PASS_SECONDS,
+) -> Decided:
+    """Decide the waiting sign-ups, oldest first, for at most `budget_seconds` (then the
+    worker plans and sends, and comes back for the rest). Short transactions, each handled
+    row deleted in the one that decided it; several workers (PostgreSQL) take turns, so each
+    request is decided exactly once. On SQLite, the web waits for the single write lock
+    while a transaction runs: a pause as long as each transaction lets its requests in."""
+    decided = Decided()
+    stop = stop or threading.Event()
+    sqlite = sessions.kw["bind"].dialect.name == "sqlite"
+    started = time.monotonic()
+    while not stop.is_set():
+        began = time.monotonic()
         with sessions.begin() as session:
             _one_decider_at_a_time(session)
             now = clock.now()
             requests = session.scalars(
                 select(SignUpRequest).order_by(SignUpRequest.id).limit(BATCH)
             ).all()
+            handled = []
             for request in requests:
                 outcome = decide(session, request, now, settings, key)
-                outcomes[outcome] += 1
+                decided.outcomes[outcome] += 1
+                handled.append(request.id)
                 log.info("sign-up (%s): %s: %s", request.source, mask_email(request.email), outcome)
-            if requests:
-                session.execute(
-                    delete(SignUpRequest).where(SignUpRequest.id.in_([r.id for r in requests]))
-                )
+                if time.monotonic() - began > TRANSACTION_SECONDS:
+                    break
+            if handled:
+                session.execute(delete(SignUpRequest).where(SignUpRequest.id.in_(handled)))
                 throttle.prune(session, now)
-        if len(requests) < BATCH:
-            break
-    return outcomes
+        if len(requests) < BATCH and len(handled) == len(requests):
+            return decided  # none left
+        if time.monotonic() - started > budget_seconds:
+            decided.more = True
+            return decided
+        if sqlite:
+            stop.wait(time.monotonic() - began)
+    decided.more = True
+    return decided
 
 
-# Deciding takes row locks on the shared counters ("confirm:all" and the domains') and keeps
-# them until the batch commits; two workers taking them in different orders would deadlock.
-# Batches are short, so on PostgreSQL they simply take turns (SQLite has one writer anyway).
+# Deciding updates shared counters ("confirm:all", the domains'): on PostgreSQL deciders
+# take turns, which also makes checking a cap and counting under it one step.
 DECIDER_LOCK = 0x7469_6469  # any constant: "tidi"
 
 
@@ -189,6 +219,7 @@ def resend_confirmation(
     page of that link), within the same limits as a sign-up."""
     if subscriber.status != SubscriberStatus.PENDING:
         return False
+    _one_decider_at_a_time(session)  # counting under the caps, as the worker does
     if _mailed_since(session, subscriber, DeliveryKind.CONFIRMATION, now, settings):
         return False
     if not _take_confirmation(session, settings, subscriber.email, key, now):

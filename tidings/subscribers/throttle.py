@@ -19,11 +19,11 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from tidings.config import Settings
-from tidings.db.bulk import affected, insert_ignore
+from tidings.db.bulk import affected
 from tidings.db.models import RateCounter
 
 # Providers where dots in the local part are ignored (the same inbox).
@@ -75,32 +75,31 @@ def confirmation_caps(settings: Settings, email: str, key: str) -> list[Cap]:
 
 def take(session: Session, caps: list[Cap], now: datetime) -> bool:
     """Count one more under every cap and say True, or (some cap is reached) count nothing
-    and say False. The increments come first and take the counters' row locks, so two
-    workers cannot both take the last one."""
-    with session.begin_nested() as savepoint:
-        for cap in caps:
-            start = cap.bucket_start(now)
-            insert_ignore(
-                session,
-                RateCounter,
-                {"name": cap.name, "bucket_start": start, "count": 0},
-                ["name", "bucket_start"],
-            )
-            session.execute(
-                update(RateCounter)
-                .where(RateCounter.name == cap.name, RateCounter.bucket_start == start)
-                .values(count=RateCounter.count + 1)
-            )
-        for cap in caps:
-            used = session.scalar(
-                select(func.coalesce(func.sum(RateCounter.count), 0)).where(
-                    RateCounter.name == cap.name,
-                    RateCounter.bucket_start > now - cap.window,
-                )
-            )
-            if int(used or 0) > cap.limit:
-                savepoint.rollback()
-                return False
+    and say False. Two statements. Callers take turns (the sign-up deciders' lock on
+    PostgreSQL, SQLite's single writer), so nobody counts between the check and the count."""
+    window = or_(
+        *(and_(RateCounter.name == c.name, RateCounter.bucket_start > now - c.window) for c in caps)
+    )
+    used = dict(
+        session.execute(
+            select(RateCounter.name, func.sum(RateCounter.count))
+            .where(window)
+            .group_by(RateCounter.name)
+        ).all()
+    )
+    if any(int(used.get(c.name) or 0) >= c.limit for c in caps):
+        return False
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(RateCounter).values(
+        [{"name": c.name, "bucket_start": c.bucket_start(now), "count": 1} for c in caps]
+    )
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["name", "bucket_start"], set_={"count": RateCounter.count + 1}
+        )
+    )
     return True
 
 

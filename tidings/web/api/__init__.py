@@ -9,6 +9,7 @@ address's state), 401 for a missing, unknown or revoked key, 415 for a body that
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -18,6 +19,7 @@ from tidings.subscribers.apikeys import authenticate
 from tidings.subscribers.forms import (
     CONSENT_TEXT_MAX_CHARS,
     InvalidFields,
+    SignUp,
     check_ip,
     check_sign_up,
 )
@@ -69,21 +71,26 @@ def _text(
     return value
 
 
+@dataclass(frozen=True)
+class _OptIn:
+    sign_up: SignUp
+    consent_text: str
+    source: str | None
+    ip: str | None
+    user_agent: str | None
+
+
 # Long: every field of the request checked in turn, so that all errors come back at once.
-@blueprint.post("/subscribers")
-def create_subscriber() -> Any:
-    ctx = context()
-    now = ctx.runtime.clock.now()
-    with ctx.runtime.sessions.begin() as session:
-        key = authenticate(session, _presented_key(), now)
-        key_name = key.name if key is not None else None
-    if key_name is None:
-        return _unauthorized()
+def _read_body() -> tuple[_OptIn | None, Any]:
+    """The opt-in in the request's JSON, or the answer that refuses it (415, 400, 422)."""
     if not request.is_json:
-        return jsonify({"error": "send a JSON object (Content-Type: application/json)"}), 415
+        return None, (
+            jsonify({"error": "send a JSON object (Content-Type: application/json)"}),
+            415,
+        )
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        return jsonify({"error": "the body must be a JSON object"}), 400
+        return None, (jsonify({"error": "the body must be a JSON object"}), 400)
 
     errors: dict[str, str] = {}
     for field in data:
@@ -110,19 +117,33 @@ def create_subscriber() -> Any:
     except InvalidFields as exc:
         for field, reason in exc.errors.items():
             errors.setdefault(field, reason)  # a type error found above says more
-    if errors or sign_up is None:
-        return jsonify({"error": "some fields are invalid", "errors": errors}), 422
+    if errors or sign_up is None or consent_text is None:
+        return None, (jsonify({"error": "some fields are invalid", "errors": errors}), 422)
+    return _OptIn(sign_up, consent_text, source, ip, user_agent or None), None
 
-    evidence = f"forwarded with API key {key_name!r}" + (f"; source: {source}" if source else "")
-    consent = Consent(
-        source="api",
-        evidence=evidence,
-        consent_text=consent_text,
-        ip=ip,
-        user_agent=user_agent or None,
-    )
+
+@blueprint.post("/subscribers")
+def create_subscriber() -> Any:
+    ctx = context()
+    now = ctx.runtime.clock.now()
+    opt_in, refusal = _read_body()  # no database yet: one transaction below does it all
     with ctx.runtime.sessions.begin() as session:
-        receive(session, sign_up, consent, now)
+        key = authenticate(session, _presented_key(), now)
+        if key is None:
+            return _unauthorized()  # whatever the body: a stranger learns nothing from it
+        if opt_in is None:
+            return refusal
+        evidence = f"forwarded with API key {key.name!r}" + (
+            f"; source: {opt_in.source}" if opt_in.source else ""
+        )
+        consent = Consent(
+            source="api",
+            evidence=evidence,
+            consent_text=opt_in.consent_text,
+            ip=opt_in.ip,
+            user_agent=opt_in.user_agent,
+        )
+        receive(session, opt_in.sign_up, consent, now)
     return (
         jsonify(
             {
