@@ -18,12 +18,11 @@ from tidings.config import Settings, SmtpServer
 from tidings.errors import ConfigError
 from tidings.sending.devsmtp import LocalSMTPServer, MaildirHandler, MemoryHandler, free_port
 from tidings.sending.routing import lanes_from_settings
+from tidings.sending.smtp import SMTPTransport, classify
 from tidings.sending.transports import (
     MaildirTransport,
     MemoryTransport,
     OutgoingMessage,
-    SMTPTransport,
-    classify,
 )
 
 SENDER = "kap@center.example.org"

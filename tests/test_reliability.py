@@ -852,7 +852,8 @@ class PipeliningHandler(ScriptedHandler):
 
 
 def test_pipelined_transactions_keep_each_outcome_and_the_exact_bytes():
-    from tidings.sending.transports import OutgoingMessage, SMTPTransport
+    from tidings.sending.smtp import SMTPTransport
+    from tidings.sending.transports import OutgoingMessage
 
     handler = PipeliningHandler()
     body = b"Subject: dots\r\n\r\n.a line starting with a dot\r\n..two\r\nend\r\n"

@@ -27,11 +27,11 @@ from tidings.clock import Clock
 from tidings.config import Settings
 from tidings.db.bulk import affected, insert_ignore
 from tidings.db.models import SendCounter, SmtpServerState
+from tidings.sending.smtp import SMTPTransport
 from tidings.sending.transports import (
     MaildirTransport,
     OutgoingMessage,
     SendResult,
-    SMTPTransport,
     Transport,
 )
 from tidings.states import SendOutcome
