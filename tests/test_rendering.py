@@ -460,3 +460,81 @@ def test_no_subject_or_preheader_mentions_suicide(kap_emails):
         preheader = re.search(r'<div class="preheader"[^>]*>(.*?)</div>', html, re.S)
         assert preheader is not None, key
         assert "suicid" not in preheader.group(1).lower(), key
+
+
+# ----------------------------------------------------------------------------- the letter
+
+
+LETTER_TOML = (
+    'client_copy = "SOURCE.txt"\n'
+    + CAMPAIGN_TOML
+    + """
+[letter]
+greeting = "Dear {first_name},"
+greeting_fallback = "Hello,"
+signoff = "With care,"
+signature = "The care team"
+
+[contact]
+phone = "+1 555 0100"
+website = "https://center.example.org"
+booking_url = "https://center.example.org/book"
+office_hours = "Monday to Friday, 9:00 to 17:00"
+"""
+)
+
+FRAMED_STEP = '''\
++++
+subject = "A framed email"
+preheader = "What the letter carries"
+research = """Small studies only (Dore et al., 2019)."""
+next_step = { text = "Book a call", url = "{{ contact.booking_url }}" }
+send_window = false
++++
+## The client's heading
+
+The client's paragraph.
+'''
+
+
+def test_the_letter_contact_and_framing_fields_are_read(tmp_path):
+    folder = write_campaign(tmp_path / "framed", {"01-framed.md": FRAMED_STEP}, toml=LETTER_TOML)
+    (folder / "SOURCE.txt").write_text("The client's heading\nThe client's paragraph.\n")
+    definition = read_campaign(folder)
+    assert definition.letter["greeting_fallback"] == "Hello,"
+    assert definition.contact["booking_url"] == "https://center.example.org/book"
+    assert definition.client_copy == "SOURCE.txt"
+    [step] = definition.steps
+    assert step.research == "Small studies only (Dore et al., 2019)."
+    assert (step.next_step.text, step.next_step.url) == ("Book a call", "{{ contact.booking_url }}")
+    assert step.send_window is False
+    assert definition.as_stored()["contact"] == definition.contact
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "words"),
+    [
+        (("[contact]", "[contact]\nfax = '1'"), "campaign.toml:", "unknown [contact] field"),
+        (('website = "https://', 'website = "ftp://'), "campaign.toml:", "contact.website"),
+        (('client_copy = "SOURCE.txt"', 'client_copy = "NOPE.txt"'), "campaign.toml:", "NOPE"),
+        (("[letter]", "[schedule]\nskip_holidays = 'usa'\n[letter]"), "campaign.toml:", "code"),
+    ],
+)
+def test_bad_letter_and_contact_fields_name_their_line(tmp_path, change, where, words):
+    toml = LETTER_TOML.replace(*change)
+    folder = write_campaign(tmp_path / "bad", {"01-framed.md": FRAMED_STEP}, toml=toml)
+    (folder / "SOURCE.txt").write_text("x\n")
+    with pytest.raises(CampaignError) as caught:
+        read_campaign(folder)
+    assert any(p.startswith(where) and words in p for p in caught.value.problems), caught.value
+
+
+def test_a_next_step_needs_its_text_and_url(tmp_path):
+    step = FRAMED_STEP.replace(', url = "{{ contact.booking_url }}"', "")
+    folder = write_campaign(tmp_path / "bad", {"01-framed.md": step}, toml=LETTER_TOML)
+    (folder / "SOURCE.txt").write_text("x\n")
+    with pytest.raises(CampaignError) as caught:
+        read_campaign(folder)
+    assert caught.value.problems == [
+        '01-framed.md:5: next_step: expected { text = "...", url = "https://..." }'
+    ]

@@ -1,7 +1,8 @@
 """A campaign is a folder: campaign.toml plus one Markdown file per email.
 
     kap-benefits/
-      campaign.toml           slug, name, kind, trigger, [schedule], [sender], [footer]
+      campaign.toml           slug, name, kind, trigger, client_copy, [schedule], [sender],
+                              [letter], [contact], [footer], [lint]
       00-welcome.md           +++ TOML front matter +++ then the body (Markdown + Jinja)
       01-rapid-relief.md
       ...
@@ -28,7 +29,24 @@ from tidings.states import CampaignKind, CampaignTrigger
 KINDS = tuple(CampaignKind)
 TRIGGERS = tuple(CampaignTrigger)
 SENDER_FIELDS = ("organization", "postal_address", "from_name", "from_address", "reply_to")
-STEP_FIELDS = {"key", "subject", "preheader", "delay", "crisis_at_top"}
+STEP_FIELDS = {
+    "key",
+    "subject",
+    "preheader",
+    "delay",
+    "crisis_at_top",
+    "research",
+    "next_step",
+    "send_window",
+}
+# [letter]: what frames every email as a letter. `greeting` names the reader ({first_name});
+# `greeting_fallback` is used when there is no first name; the sign-off and signature close it.
+LETTER_FIELDS = ("greeting", "greeting_fallback", "signoff", "signature")
+# [contact]: how a reader reaches the sender (a call to action in the emails that ask for it).
+CONTACT_FIELDS = ("phone", "website", "booking_url", "office_hours")
+SCHEDULE_FIELDS = ("every", "window", "days", "skip_holidays")
+# A country's public holidays, as the `holidays` package names countries: ISO 3166 alpha-2.
+COUNTRY = re.compile(r"^[A-Z]{2}$")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # Words that must never reach a subject or preheader: they show on lock screens.
 LOCK_SCREEN_WORDS = re.compile(r"suicid", re.IGNORECASE)
@@ -51,6 +69,14 @@ class LintOptions:
 
 
 @dataclass(frozen=True)
+class NextStep:
+    """The one thing an email asks the reader to do: a button (html), a line (text)."""
+
+    text: str
+    url: str  # may use {{ contact.booking_url }} and the like
+
+
+@dataclass(frozen=True)
 class StepDefinition:
     key: str
     file: str
@@ -63,6 +89,14 @@ class StepDefinition:
     source: str  # the whole file, as written
     subject_line: int = 2
     preheader_line: int = 2
+    # "What the research says, and its limits": Markdown with Jinja, the source(s) named.
+    research: str = ""
+    research_line: int = 2
+    next_step: NextStep | None = None
+    next_step_line: int = 2
+    # False: sent as soon as due, at any hour (a welcome right after confirming), not held
+    # to the campaign's send window.
+    send_window: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +114,10 @@ class CampaignDefinition:
     raw_toml: str = ""
     audience: dict[str, Any] = field(default_factory=dict)  # broadcasts: see audience.py
     lint: LintOptions = field(default_factory=LintOptions)
+    letter: dict[str, str] = field(default_factory=dict)
+    contact: dict[str, str] = field(default_factory=dict)
+    skip_holidays: str | None = None  # a country code: no email on its public holidays
+    client_copy: str | None = None  # the client's own text (a file of the folder), verbatim
 
     def as_stored(self) -> dict[str, Any]:
         """What Campaign.definition keeps: everything but the steps."""
@@ -87,6 +125,7 @@ class CampaignDefinition:
             "start": self.window.start.isoformat(),
             "end": self.window.end.isoformat(),
             "days": sorted(self.window.days),
+            "skip_holidays": self.skip_holidays,
         }
         return {
             "window": window,
@@ -94,6 +133,8 @@ class CampaignDefinition:
             "sender": self.sender,
             "footer": self.footer,
             "audience": self.audience,
+            "letter": self.letter,
+            "contact": self.contact,
         }
 
 
@@ -121,9 +162,11 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
     trigger = data.get("trigger", default_trigger)
     if trigger not in TRIGGERS:
         toml.problem("trigger", f"trigger {trigger!r} must be one of {', '.join(TRIGGERS)}")
-    window, every = toml.schedule()
+    window, every, skip_holidays = toml.schedule()
     sender, footer = toml.table("sender", SENDER_FIELDS), toml.table("footer", FOOTER_FIELDS)
+    letter, contact = toml.table("letter", LETTER_FIELDS), toml.contact()
     audience, lint = toml.audience(kind), toml.lint()
+    client_copy = toml.client_copy(folder)
     steps = _read_steps(folder, kind, every, toml.problems)
     if toml.problems:
         raise CampaignError(toml.problems)
@@ -141,6 +184,10 @@ def read_campaign(folder: str | Path) -> CampaignDefinition:
         raw_toml=raw,
         audience=audience,
         lint=lint,
+        letter=letter,
+        contact=contact,
+        skip_holidays=skip_holidays,
+        client_copy=client_copy,
     )
 
 
@@ -155,9 +202,18 @@ class _Toml:
     def problem(self, key: str, message: str, table: bool = False) -> None:
         self.problems.append(f"campaign.toml:{toml_line(self.raw, key, table)}: {message}")
 
-    def schedule(self) -> tuple[SendWindow, int]:
+    def schedule(self) -> tuple[SendWindow, int, str | None]:
         schedule = self.data.get("schedule", {})
         window, every = SendWindow(), 0
+        for unknown in sorted(set(schedule) - set(SCHEDULE_FIELDS)):
+            self.problem(unknown, f"unknown [schedule] field {unknown!r}")
+        holidays = schedule.get("skip_holidays")
+        if holidays is not None and not (isinstance(holidays, str) and COUNTRY.match(holidays)):
+            self.problem(
+                "skip_holidays",
+                f'skip_holidays: expected a country code such as "US", got {holidays!r}',
+            )
+            holidays = None
         try:
             window = SendWindow.parse(schedule.get("window"), schedule.get("days"))
         except ValueError as exc:
@@ -166,7 +222,25 @@ class _Toml:
             every = parse_delay(schedule.get("every", "1d"))
         except ValueError as exc:
             self.problem("every", str(exc))
-        return window, every
+        return window, every, holidays
+
+    def contact(self) -> dict[str, str]:
+        contact = self.table("contact", CONTACT_FIELDS)
+        for name in ("website", "booking_url"):
+            if name in contact and not re.match(r"^https?://[^\s/]+\S*$", contact[name]):
+                self.problem(
+                    name, f"contact.{name}: expected an http(s) URL, got {contact[name]!r}"
+                )
+        return contact
+
+    def client_copy(self, folder: Path) -> str | None:
+        name = self.data.get("client_copy")
+        if name is None:
+            return None
+        if not isinstance(name, str) or "/" in name or not (folder / name).is_file():
+            self.problem("client_copy", f"client_copy: no file {name!r} in the campaign folder")
+            return None
+        return name
 
     def table(self, name: str, known: tuple[str, ...]) -> dict[str, str]:
         values = {k: str(v) for k, v in self.data.get(name, {}).items()}
@@ -330,8 +404,15 @@ def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepD
         except ValueError as exc:
             problem("delay", str(exc))
     crisis_at_top = front.get("crisis_at_top", False)
-    if not isinstance(crisis_at_top, bool):
-        problem("crisis_at_top", "crisis_at_top must be true or false")
+    send_window = front.get("send_window", True)
+    for flag, value in (("crisis_at_top", crisis_at_top), ("send_window", send_window)):
+        if not isinstance(value, bool):
+            problem(flag, f"{flag} must be true or false")
+    research = front.get("research", "")
+    if not isinstance(research, str):
+        problem("research", 'research must be a text (research = """...""")')
+        research = ""
+    next_step = _next_step(front.get("next_step"), lambda message: problem("next_step", message))
     if len(problems) > before:
         return None
     return StepDefinition(
@@ -346,7 +427,25 @@ def read_step_file(path: Path, default_delay: int, problems: list[str]) -> StepD
         source=source,
         subject_line=toml_line(front_text, "subject") + 1,
         preheader_line=toml_line(front_text, "preheader") + 1,
+        research=research.strip(),
+        research_line=toml_line(front_text, "research") + 1,
+        next_step=next_step,
+        next_step_line=toml_line(front_text, "next_step") + 1,
+        send_window=bool(send_window),
     )
+
+
+def _next_step(value: Any, problem: Any) -> NextStep | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"text", "url"}
+        or not all(isinstance(v, str) and v.strip() for v in value.values())
+    ):
+        problem('next_step: expected { text = "...", url = "https://..." }')
+        return None
+    return NextStep(value["text"].strip(), value["url"].strip())
 
 
 def _toml_error_line(exc: tomllib.TOMLDecodeError) -> int:
