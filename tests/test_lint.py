@@ -165,6 +165,182 @@ def test_an_email_about_suicide_opens_with_the_crisis_line(tmp_path):
     assert "suicide-crisis-top" in rules(lint(write(tmp_path / "c", text, front, toml)))
 
 
+# ----------------------------------------------------------------------------- balance
+
+
+def research_front(*lines: str, front: str = FRONT) -> str:
+    """Front matter with a research paragraph; its first line is line 5 of the file."""
+    return front + 'research = """\n' + "\n".join(lines) + '\n"""\n'
+
+
+RESEARCH_LINE = 5  # +++, subject, preheader, research = """, then the paragraph's first line
+
+
+def body_after_research(research_lines: int) -> int:
+    """Where the body's text is with a research paragraph of so many lines (and its 2)."""
+    return BODY_LINE_OF_TEXT + research_lines + 2
+
+
+def of_rule(findings: list[Finding], rule: str) -> list[tuple[str, str, int]]:
+    return [(f.severity, f.file, f.line) for f in findings if f.rule == rule]
+
+
+def test_efficacy_as_fact_needs_a_source_named_in_the_same_email(tmp_path):
+    found = lint(write(tmp_path / "a", "KAP has been shown to be effective for many people."))
+    assert of_rule(found, "efficacy-unsourced") == [(WARNING, "01-email.md", BODY_LINE_OF_TEXT)]
+    assert "names no source" in found[0].message and "(Zarate and others, 2006)" in str(found[0])
+    # Wherever the email says it (subject, preheader, research), and "may" does not excuse it.
+    front = research_front(
+        "Studies of ketamine were small.",
+        "It may be life-saving.",
+        front='subject = "Proven to help"\npreheader = "It can significantly reduce worry."\n',
+    )
+    found = lint(write(tmp_path / "b", "It is highly effective.", front))
+    assert [line for _, _, line in of_rule(found, "efficacy-unsourced")] == [
+        2,
+        3,
+        RESEARCH_LINE + 1,
+        body_after_research(2),
+    ]
+    # A source named in the research paragraph or the body balances every claim of the email.
+    cited = research_front(
+        "In trials, some people improved within a day (Zarate and others, 2006)."
+    )
+    assert lint(write(tmp_path / "c", "It is highly effective.", front=cited)) == []
+    assert lint(write(tmp_path / "d", "Zarate et al. found it highly effective.")) == []
+
+
+def test_a_safety_promise_needs_the_risks_in_the_emails_own_text(tmp_path):
+    # The footer's risk note (TOML above) is in this email, and does not count.
+    text = "Sessions are safe, and we ensure you are looked after."
+    found = lint(write(tmp_path / "a", text))
+    assert [(f.rule, f.severity, f.line, f.message.split(" promises")[0]) for f in found] == [
+        ("safety-promise", WARNING, BODY_LINE_OF_TEXT, "'safe'"),
+        ("safety-promise", WARNING, BODY_LINE_OF_TEXT, "'ensure'"),
+    ]
+    assert "footer's risk note does not count" in found[0].message
+    # "Risk-free" is no statement of risk.
+    assert "safety-promise" in rules(lint(write(tmp_path / "b", "It is risk-free and harmless.")))
+    balanced = text + " Treatment has risks, and screening comes first."
+    assert lint(write(tmp_path / "c", balanced)) == []
+    in_research = research_front("Treatment is not for everyone: a clinician decides.")
+    assert lint(write(tmp_path / "d", text, in_research)) == []
+
+
+def test_medication_reduction_needs_the_prescriber_sentence(tmp_path):
+    text = "For some people, KAP can reduce the need for long-term medication."
+    found = lint(write(tmp_path / "a", text))
+    assert of_rule(found, "medication-prescriber") == [(ERROR, "01-email.md", BODY_LINE_OF_TEXT)]
+    assert "Do not stop or change a medication without talking with your prescriber" in str(
+        found[0]
+    )
+    for other in ("You could stop your medication.", "Some come off.", "Taper slowly."):
+        assert "medication-prescriber" in rules(lint(write(tmp_path / "b", other))), other
+    front = 'subject = "Needing less medication"\npreheader = "A calm preheader."\n'
+    assert of_rule(lint(write(tmp_path / "c", front=front)), "medication-prescriber") == [
+        (ERROR, "01-email.md", 2)
+    ]
+    # The sentence about the prescriber, in the body or the research paragraph, balances it.
+    prescriber = " Do not stop or change a medication without talking with your prescriber."
+    assert lint(write(tmp_path / "d", text + prescriber)) == []
+    clinician = research_front("Ask your prescribing clinician before any change.")
+    assert lint(write(tmp_path / "e", text, clinician)) == []
+    # Medication named without any change to it is not this rule's case.
+    near_miss = "Ketamine may work faster than antidepressants."
+    assert lint(write(tmp_path / "f", near_miss)) == []
+
+
+# ----------------------------------------------------------------------------- text part
+
+MARKDOWN = ("text-markdown", WARNING)
+
+
+def test_markdown_in_the_text_part_is_reported(tmp_path):
+    """What the text part shows as typed: fed a compiled email whose text carries a Markdown
+    link, heading and emphasis (the conversion of the real pipeline is checked by the clean
+    campaigns, whose footer has a link)."""
+    folder = write(tmp_path / "a", "Read our page.")
+    definition = read_campaign(folder)
+    [(source, email)] = compile_campaign(definition, SETTINGS)
+    assert lint_campaign(definition, SETTINGS, [(source, email)]) == []
+    markdown = (
+        "\n## A first paragraph\n\nRead [our page](https://news.example.org/team).\n"
+        "Or call **988**.\n"
+    )
+    broken = dataclasses.replace(email, text=email.text + markdown)
+    found = lint_campaign(definition, SETTINGS, [(source, broken)])
+    # Each where its words are written: 988 in the footer, the heading's words in the body;
+    # a URL written nowhere, at the body's first line.
+    assert {
+        (f.rule, f.severity, f.file, f.line, f.message.split(" as typed")[0]) for f in found
+    } == {
+        (
+            *MARKDOWN,
+            "campaign.toml",
+            toml_line(TOML, "crisis"),
+            "the text part shows Markdown emphasis",
+        ),
+        (*MARKDOWN, "01-email.md", BODY_LINE_OF_TEXT - 4, "the text part shows a Markdown link"),
+        (*MARKDOWN, "01-email.md", BODY_LINE_OF_TEXT - 2, "the text part shows a Markdown heading"),
+    }
+    plain = "\nA first paragraph\n\nRead our page: https://news.example.org/team\nOr call 988.\n"
+    fine = dataclasses.replace(email, text=email.text + plain)
+    assert lint_campaign(definition, SETTINGS, [(source, fine)]) == []
+
+
+# ----------------------------------------------------------------------------- readability
+
+HARD = (
+    "Notwithstanding considerable methodological heterogeneity, contemporary investigations "
+    "consistently demonstrate substantial amelioration of depressive symptomatology following "
+    "subanesthetic intravenous administration."
+)
+EASY = (
+    "Some people felt better within a day. For many, the effect faded within two weeks. "
+    "The studies were small, and most did not add talk therapy. We still have a lot to learn."
+)
+
+
+def test_the_text_the_campaign_adds_reads_at_grade_8_or_lower(tmp_path):
+    front = research_front(EASY, HARD)
+    found = lint(write(tmp_path / "a", front=front))
+    assert of_rule(found, "readability") == [(WARNING, "01-email.md", RESEARCH_LINE)]
+    message = found[0].message
+    assert "keep them at 8 or lower" in message
+    assert (
+        f"The hardest sentence is at 01-email.md:{RESEARCH_LINE + 1}: 'Notwithstanding" in message
+    )
+    assert lint(write(tmp_path / "b", front=research_front(EASY))) == []
+    # A citation in parentheses is names and years, not prose: it is not scored.
+    citation = "(Zarate, Singh, Carlson and others, Archives of General Psychiatry, 2006)"
+    cited = research_front(EASY.replace("within a day.", f"within a day {citation}."))
+    assert lint(write(tmp_path / "c", front=cited)) == []
+
+
+def test_the_clients_own_paragraphs_are_not_scored(tmp_path):
+    toml = TOML.replace('kind = "sequence"\n', 'kind = "sequence"\nclient_copy = "SOURCE.txt"\n')
+    folder = write(tmp_path / "a", HARD, toml=toml)
+    (folder / "SOURCE.txt").write_text(f"Intro.\nA heading\n{HARD}\n", encoding="utf-8")
+    assert lint(folder) == []
+    # The same words, not in the client's file, are the campaign's.
+    (folder / "SOURCE.txt").write_text("Intro.\nA heading\nSomething else.\n", encoding="utf-8")
+    # Reported at the first paragraph the campaign added: the client's file lacks both.
+    assert of_rule(lint(folder), "readability") == [(WARNING, "01-email.md", BODY_LINE_OF_TEXT - 2)]
+
+
+def test_fewer_than_30_words_are_not_scored(tmp_path):
+    short_footer = (
+        'crisis = "Call or text 988."\ncrisis_line = "Call 988."\n'
+        'disclaimer = "Not medical advice."\nrisk = "Treatment has risks."\n'
+        'reason = "You signed up."\n'
+    )
+    start, end = TOML.index("crisis ="), TOML.index("[lint]")
+    toml = TOML[:start] + short_footer + "\n" + TOML[end:]
+    short = "Notwithstanding methodological heterogeneity, investigations demonstrate amelioration."
+    assert lint(write(tmp_path / "a", short, toml=toml)) == []  # 24 words with the footer
+    assert "readability" in rules(lint(write(tmp_path / "b", HARD, toml=toml)))  # 34
+
+
 # ----------------------------------------------------------------------------- subject
 
 
@@ -177,14 +353,46 @@ def test_subject_length_preheader_and_the_readers_condition(tmp_path):
     found = lint(write(tmp_path / "c", front='subject = "Hello"\n'))
     assert [(f.rule, f.severity) for f in found] == [("preheader-missing", WARNING)]
 
-    front = 'subject = "Your depression can lift"\npreheader = "About your anxiety"\n'
+    front = 'subject = "Your depression can lift"\npreheader = "About your symptoms"\n'
     found = lint(write(tmp_path / "d", front=front))
-    assert {(f.rule, f.line) for f in found} == {
-        ("subject-condition", 2),
-        ("preheader-condition", 3),
+    assert {(f.rule, f.severity, f.line) for f in found} == {
+        ("subject-condition", ERROR, 2),
+        ("preheader-condition", ERROR, 3),
     }
-    front = 'subject = "Depression can lift"\npreheader = "About anxiety"\n'
+    front = 'subject = "Hope can return"\npreheader = "About feeling better"\n'
     assert lint(write(tmp_path / "e", front=front)) == []
+
+
+CONDITIONS = [
+    "depression",
+    "Depressed",
+    "anxiety",
+    "PTSD",
+    "trauma",
+    "OCD",
+    "bipolar",
+    "psychosis",
+    "addiction",
+    "chronic pain",
+    "self-harm",
+    "eating disorder",
+    "your diagnosis",
+]
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_a_condition_word_in_a_subject_or_preheader_is_an_error(tmp_path, condition):
+    """Not only "your depression": a subject or preheader about depression tells whoever
+    sees the lock screen what the reader may live with (CONTENT.md)."""
+    front = f'subject = "Ketamine and {condition}"\npreheader = "Notes on {condition}."\n'
+    found = lint(write(tmp_path / "a", front=front))
+    assert {(f.rule, f.severity, f.line) for f in found} == {
+        ("subject-condition", ERROR, 2),
+        ("preheader-condition", ERROR, 3),
+    }
+    assert f"{condition!r} names a condition in the subject" in str(found[0])
+    # The same word in the body is fine: only what shows on the lock screen is at issue.
+    assert lint(write(tmp_path / "b", f"Some people live with {condition}.")) == []
 
 
 def test_suicide_in_a_subject_is_refused_when_the_folder_is_read(sqlite_template, tmp_path):

@@ -3,9 +3,12 @@ audience that may be in crisis (../shared/CONTENT.md). Runs at `campaigns load` 
 block the load) and as `tidings campaigns lint SLUG|DIR`.
 
 Wording rules (`words`) read the sources as written (front matter, Markdown bodies, the
-footer in campaign.toml), so every finding names the file and line. Structure rules
-(unsubscribe link, postal address, links, images, size, the two parts saying the same thing)
-read the compiled email, which is what people receive. The rules are a table (`rules`).
+footer in campaign.toml), so every finding names the file and line; so do the claims that
+need their balance in the same email (`balance`: a source, the risks, the prescriber) and the
+readability of what the campaign adds to the client's copy (`readability`). Structure rules
+(unsubscribe link, postal address, links, images, size, the two parts saying the same thing,
+Markdown left in the text part) read the compiled email, which is what people receive. The
+rules are a table (`rules`); what they look at is `checks`.
 
 A campaign accepts a flagged phrase explicitly in campaign.toml:
 

@@ -10,117 +10,62 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
 from urllib.parse import urlsplit
 
-from tidings.campaigns.definition import CampaignDefinition, StepDefinition, toml_line
+from tidings.campaigns.lint.balance import (
+    efficacy_unsourced,
+    medication_prescriber,
+    safety_promise,
+)
+from tidings.campaigns.lint.checks import CampaignCheck, StepCheck
 from tidings.campaigns.lint.findings import ERROR, WARNING, Finding
-from tidings.campaigns.lint.html import HtmlFacts, is_pixel, words_of
+from tidings.campaigns.lint.html import is_pixel, words_of
+from tidings.campaigns.lint.readability import readability
 from tidings.campaigns.lint.words import (
-    READER_CONDITION,
+    CONDITION,
     SUICIDE,
     URL,
-    Allowances,
-    Chunk,
     paragraphs,
     statistic_findings,
     word_findings,
 )
-from tidings.config import Settings
-from tidings.rendering.compile import CompiledStep, placeholder
+from tidings.rendering.compile import placeholder
 from tidings.rendering.sandbox import private_name_problem, private_names_in
+
+__all__ = [
+    "CAMPAIGN_RULES",
+    "FINAL_RULES",
+    "SOURCE_RULES",
+    "STEP_RULES",
+    "CampaignCheck",
+    "StepCheck",
+]
 
 SUBJECT_MAX = 80  # characters; subjects must be shorter
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML
-# Crisis resources every email may link to, whatever the campaign lists.
-CRISIS_DOMAINS = ("988lifeline.org",)
 FOOTER_PARTS = {
     "crisis": "the crisis block (988, 988lifeline.org, 911)",
     "disclaimer": "the medical disclaimer",
     "risk": "the risk note",
     "reason": "why the reader gets this email",
 }
-
-
-@dataclass
-class CampaignCheck:
-    """What the rules of one campaign share."""
-
-    definition: CampaignDefinition
-    settings: Settings
-    allow: Allowances = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.allow = Allowances(self.definition.lint.allow)
-
-    @cached_property
-    def domains(self) -> set[str]:
-        """Where links and images may point: the web pages, the sender's domain, the crisis
-        lifeline, and what the campaign lists (subdomains included)."""
-        d = self.definition
-        domains = {
-            *CRISIS_DOMAINS,
-            (urlsplit(self.settings.public_base_url).hostname or "").lower(),
-            d.sender.get("from_address", self.settings.from_address).rpartition("@")[2].lower(),
-            *d.lint.link_domains,
-        }
-        return {x for x in domains if x}
-
-    @cached_property
-    def postal(self) -> str:
-        return self.definition.sender.get("postal_address", self.settings.postal_address).strip()
-
-    def toml(self, key: str, table: bool = False) -> int:
-        return toml_line(self.definition.raw_toml, key, table=table)
-
-    def finding(self, severity: str, rule: str, line: int, message: str) -> Finding:
-        return Finding(severity, rule, "campaign.toml", line, message)
-
-
-@dataclass
-class StepCheck:
-    """One email, as written and as compiled."""
-
-    campaign: CampaignCheck
-    step: StepDefinition
-    email: CompiledStep
-
-    @cached_property
-    def chunks(self) -> list[Chunk]:
-        return paragraphs(self.step.body, self.step.file, self.step.body_line)
-
-    @cached_property
-    def facts(self) -> HtmlFacts:
-        facts = HtmlFacts()
-        facts.feed(self.email.html)
-        return facts
-
-    @cached_property
-    def mentions_suicide(self) -> Chunk | None:
-        return next((c for c in self.chunks if SUICIDE.search(c.text)), None)
-
-    def finding(self, severity: str, rule: str, line: int, message: str) -> Finding:
-        return Finding(severity, rule, self.step.file, line, message)
-
-    def where(self, needle: str) -> tuple[str, int]:
-        """Where a URL is written: a line of the step file, or of campaign.toml (the footer)."""
-        sources = (
-            (self.step.file, self.step.source),
-            ("campaign.toml", self.campaign.definition.raw_toml),
-        )
-        for file, text in sources if needle else ():
-            for number, line in enumerate(text.splitlines(), start=1):
-                if needle in line:
-                    return file, number
-        return self.step.file, self.step.body_line
+# Markdown syntax that must not reach the text/plain part (CONTENT.md: real plain text).
+# Each: what it is, its pattern, and its group that is looked for in the sources (the URL, the
+# heading's or the emphasised words) to say where it was written.
+TEXT_MARKDOWN = (
+    ("a Markdown link", re.compile(r"!?\[[^\]\n]*\]\(([^)\s]*)\)"), 1),
+    ("a Markdown heading", re.compile(r"^#{1,6}[ \t]+(\S.*)$"), 1),
+    ("Markdown emphasis", re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), 2),
+)
 
 
 # ----------------------------------------------------------------------------- campaign rules
 
 
 def footer_wording(c: CampaignCheck) -> Iterator[Finding]:
-    for name, text in c.definition.footer.items():
+    """The footer and the letter's sign-off and signature, as every email carries them."""
+    texts = [*c.definition.footer.items(), *c.definition.letter.items()]
+    for name, text in texts:
         for chunk in paragraphs(text, "campaign.toml", c.toml(name)):
             yield from word_findings(chunk, c.allow)
 
@@ -214,28 +159,31 @@ def preheader_missing(s: StepCheck) -> Iterator[Finding]:
 
 
 def lock_screen(s: StepCheck) -> Iterator[Finding]:
-    """Subject and preheader show on lock screens and in shared inboxes: calm, nothing about
-    the reader's condition, and the wording rules apply to them too."""
-    for name, value, line in (
-        ("subject", s.email.subject, s.step.subject_line),
-        ("preheader", s.email.preheader, s.step.preheader_line),
-    ):
-        match = READER_CONDITION.search(value)
-        if match:
+    """The wording rules apply to the subject and the preheader too."""
+    for _, chunk in s.lock_screen_chunks:
+        yield from word_findings(chunk, s.campaign.allow)
+
+
+def lock_screen_condition(s: StepCheck) -> Iterator[Finding]:
+    """A subject or preheader shows on lock screens and in shared inboxes: naming a condition
+    there ("depression", "PTSD", "your symptoms") tells whoever sees it about the reader."""
+    for name, chunk in s.lock_screen_chunks:
+        for match in CONDITION.finditer(chunk.text):
             yield s.finding(
                 ERROR,
                 f"{name}-condition",
-                line,
-                f"{match.group()!r} implies the reader's condition in a {name}; it shows "
-                "on lock screens and in shared inboxes",
+                chunk.line_at(match.start()),
+                f"{match.group()!r} names a condition in the {name}, which shows on lock "
+                "screens and in shared inboxes: say what the email is about without it "
+                "(keep the condition in the body)",
             )
-        yield from word_findings(Chunk(value, s.step.file, ((0, line),)), s.campaign.allow)
 
 
 def body_wording(s: StepCheck) -> Iterator[Finding]:
-    for chunk in s.chunks:
+    """The body, the research paragraph and the next step."""
+    for chunk in s.own_chunks:
         yield from word_findings(chunk, s.campaign.allow)
-    yield from statistic_findings(s.chunks)
+    yield from statistic_findings(s.chunks + s.research_chunks)
 
 
 def suicide_crisis_top(s: StepCheck) -> Iterator[Finding]:
@@ -335,6 +283,25 @@ def parts_differ(s: StepCheck) -> Iterator[Finding]:
         )
 
 
+def text_markdown(s: StepCheck) -> Iterator[Finding]:
+    """The text/plain part is read as it is: Markdown syntax shows as typed, and a link
+    detector takes the ')' of `[text](url)` into the link (a 404)."""
+    for line in s.email.text.splitlines():
+        for what, pattern, group in TEXT_MARKDOWN:
+            for match in pattern.finditer(line):
+                file, number = s.where(match.group(group))
+                yield Finding(
+                    WARNING,
+                    "text-markdown",
+                    file,
+                    number,
+                    f"the text part shows {what} as typed ({match.group()[:60]!r}): write it "
+                    "so that it converts to plain text (links as bare URLs, no raw HTML "
+                    "with Markdown in it); if the Markdown is tidings' own conversion, "
+                    "report it",
+                )
+
+
 def _url_findings(s: StepCheck, url: str, what: str) -> Iterator[Finding]:
     parts = urlsplit(url)
     file, line = s.where(url)
@@ -380,7 +347,11 @@ STEP_RULES: tuple[StepRule, ...] = (
     subject_length,
     preheader_missing,
     lock_screen,
+    lock_screen_condition,
     body_wording,
+    efficacy_unsourced,
+    safety_promise,
+    medication_prescriber,
     suicide_crisis_top,
     unsubscribe_link,
     footer_in_email,
@@ -389,6 +360,8 @@ STEP_RULES: tuple[StepRule, ...] = (
     images,
     gmail_clipping,
     parts_differ,
+    text_markdown,
+    readability,
 )
 # After every other rule, which record the allowed phrases they used.
 FINAL_RULES: tuple[CampaignRule, ...] = (unused_allow,)

@@ -111,11 +111,58 @@ WORD_RULES = (
         "no details of methods or quantities",
     ),
 )
-# A condition of the reader in a subject or preheader (they show on lock screens).
-READER_CONDITION = _rx(
-    r"\byour\s+(?:depression|anxiety|ptsd|trauma|addiction|diagnosis|illness|condition|"
-    r"disorder|bipolar|ocd|suicidal\w*|symptoms|medication)\b"
+# A condition in a subject or preheader (they show on lock screens and in shared inboxes: a
+# subject about depression says to whoever sees it that the reader may be depressed), and
+# "your ..." words that imply one.
+CONDITION = _rx(
+    r"\bdepress(?:ion|ions|ed|ive)\b|\banxi(?:ety|eties|ous)\b|\bpanic\s+(?:attacks?|disorder)\b"
+    r"|\bptsd\b|\bpost[\s-]?traumatic\b|\btrauma(?:s|tic|tized|tised)?\b|\bocd\b"
+    r"|\bobsessive[\s-]compulsive\b|\bbipolar\b|\bmanic\b|\bpsychos[ie]s\b|\bpsychotic\b"
+    r"|\bschizo\w*|\baddict(?:ion|ions|ed)?\b|\bsubstance\s+(?:use|abuse)\b|\balcoholism\b"
+    r"|\bchronic\s+pain\b|\bsuicid\w*|\bself[\s-]?harm\w*|\beating\s+disorders?\b"
+    r"|\banorexi\w*|\bbulimi\w*|\bmental\s+illness(?:es)?\b|\bmentally\s+ill\b"
+    r"|\byour\s+(?:diagnosis|illness|condition|disorder|symptoms|medications?)\b"
 )
+
+# Efficacy stated as fact (CONTENT.md): allowed only in an email that names its source.
+EFFICACY = _rx(
+    r"\bshown\s+to\s+(?:be\s+)?(?:(?:highly|very|more)\s+)?(?:effective|efficacious|work)\b"
+    r"|\blife[\s-]?sav(?:ing|er|ers)\b|\bsave[sd]?\s+lives\b"
+    r"|\bsignificant(?:ly)?\s+reduc(?:e|es|ed|ing|tions?)\b"
+    r"|\b(?:clinically\s+)?proven\s+(?:to|effective|treatment)\b|\bclinically\s+proven\b"
+    r"|\bhighly\s+effective\b"
+)
+# A named source: a year in parentheses ("(Zarate and others, 2006)", "(2019)") or "et al.".
+SOURCE_NAMED = re.compile(r"\([^()]*\b(?:19|20)\d\d[a-z]?\)|\bet\s+al\b")
+# A promise of safety (CONTENT.md), and what balances it in the email's own text.
+SAFETY_PROMISE = _rx(
+    r"\bsafe(?:ly|r|st)?\b|\bensur(?:e|es|ed|ing)\b|\brisk[\s-]free\b|\bharmless\b"
+    r"|\bwithout\s+(?:any\s+)?risks?\b"
+)
+RISK_STATEMENT = _rx(
+    r"\brisks?\b|\bside[\s-]effects?\b|\bnot\s+(?:right\s+|suitable\s+)?for\s+everyone\b"
+    r"|\bscreen(?:ing|ed)\b|\badverse\b"
+)
+# Reducing, stopping or needing less medication (said of the reader or of patients), and
+# the sentence that must go with it. Between the verb and the medication at most a few words,
+# none of them a comparison or a list ("reduce symptoms faster than antidepressants" is not one).
+_MEDICATION = r"(?:medications?|medicines?|antidepressants?|meds|psychiatric\s+drugs)\b"
+_FEW_WORDS = r"(?:(?!(?:than|as|like|compared|and|or|but|while)\b)[\w'’-]+,?\s+){0,8}?"
+_REDUCE = (
+    r"reduc\w*|lower\w*|stop\w*|quit\w*|discontinu\w*|cut\w*\s+(?:back|down)|decreas\w*"
+    r"|drop\w*|off|free\s+(?:of|from)"
+)
+MEDICATION_CHANGE = _rx(
+    "|".join(
+        (
+            r"\btaper\w*|\bwean\w*|\b(?:come|comes|coming|came)\s+off\b",
+            rf"\b(?:{_REDUCE})\s+{_FEW_WORDS}{_MEDICATION}",
+            rf"\b(?:less|fewer)\s+(?:[\w'’-]+\s+){{0,2}}?{_MEDICATION}",
+            rf"{_MEDICATION}[\s-](?:free|reduction)\b",
+        )
+    )
+)
+PRESCRIBER = _rx(r"\bprescriber|\bprescribing\s+clinician")
 
 
 @dataclass(frozen=True)
