@@ -359,7 +359,8 @@ def test_subject_length_preheader_and_the_readers_condition(tmp_path):
         ("subject-condition", ERROR, 2),
         ("preheader-condition", ERROR, 3),
     }
-    front = 'subject = "Hope can return"\npreheader = "About feeling better"\n'
+    # "trauma-informed" names a way of working, not the reader's condition.
+    front = 'subject = "Hope can return"\npreheader = "About our trauma-informed care"\n'
     assert lint(write(tmp_path / "e", front=front)) == []
 
 

@@ -64,7 +64,7 @@ class CampaignCheck:
         d = self.definition
         if not d.client_copy or not d.folder:
             return frozenset()
-        text = (Path(d.folder) / d.client_copy).read_text(encoding="utf-8")
+        text = (Path(d.folder) / d.client_copy).read_text(encoding="utf-8", errors="replace")
         pieces = text.splitlines() + re.split(r"\n\s*\n", text)
         return frozenset(p for p in map(plain_paragraph, pieces) if p)
 

@@ -92,7 +92,7 @@ def readability(s: StepCheck) -> Iterator[Finding]:
     words = textstat.lexicon_count(text)
     if words < MIN_WORDS:
         return
-    grade = float(textstat.flesch_kincaid_grade(text))
+    grade = round(float(textstat.flesch_kincaid_grade(text)), 1)  # as reported: 8.04 is 8.0
     if grade <= GRADE_MAX:
         return
     hardest = max(found, key=lambda sentence: float(textstat.flesch_kincaid_grade(sentence.text)))

@@ -116,7 +116,7 @@ WORD_RULES = (
 # "your ..." words that imply one.
 CONDITION = _rx(
     r"\bdepress(?:ion|ions|ed|ive)\b|\banxi(?:ety|eties|ous)\b|\bpanic\s+(?:attacks?|disorder)\b"
-    r"|\bptsd\b|\bpost[\s-]?traumatic\b|\btrauma(?:s|tic|tized|tised)?\b|\bocd\b"
+    r"|\bptsd\b|\bpost[\s-]?traumatic\b|\btrauma(?:s|tic|tized|tised)?\b(?![\s-]informed)|\bocd\b"
     r"|\bobsessive[\s-]compulsive\b|\bbipolar\b|\bmanic\b|\bpsychos[ie]s\b|\bpsychotic\b"
     r"|\bschizo\w*|\baddict(?:ion|ions|ed)?\b|\bsubstance\s+(?:use|abuse)\b|\balcoholism\b"
     r"|\bchronic\s+pain\b|\bsuicid\w*|\bself[\s-]?harm\w*|\beating\s+disorders?\b"
