@@ -27,9 +27,15 @@ from web_helpers import (
     app_with,
     assert_public_page,
     emails_to,
+    glued_words,
     links_in,
+    visible_text,
 )
 
+from tidings.campaigns.broadcasts import schedule_broadcast
+from tidings.campaigns.definition import read_campaign
+from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
+from tidings.campaigns.store import cadence_in_words
 from tidings.config import Settings
 from tidings.db.models import (
     ApiKey,
@@ -40,6 +46,8 @@ from tidings.db.models import (
     Subscriber,
     Suppression,
 )
+from tidings.errors import ConfigError
+from tidings.rendering.compile import CompiledStep
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
 from tidings.subscribers.apikeys import create_api_key, revoke_api_key
@@ -48,6 +56,8 @@ from tidings.subscribers.lifecycle import Consent, add_subscriber, unsubscribe
 from tidings.subscribers.tokens import Links, make_token
 from tidings.web import create_app
 from tidings.web.app import consent_text_for
+from tidings.web.public.webview import SIGN_UP_TEXT, WEB_VIEW_CSP, web_view_html
+from tidings.web.snippet import render_snippet
 
 SECRET = "test-secret-key"  # conftest's settings
 TABLES = {
@@ -592,7 +602,7 @@ def test_opening_the_confirm_link_asks_and_only_its_button_confirms(
     assert response.status_code == 200
     html = assert_public_page(response)
     assert "You are subscribed, Ann" in html
-    assert "What comes next" in html and "Europe/Paris" in html
+    assert "What comes next" in html and "during daytime hours, Paris time." in html
     assert "/preferences/" in html and "/unsubscribe/" in html
 
     ann = subscriber(runtime, "ann@example.org")
@@ -1168,3 +1178,335 @@ def test_bad_web_settings_are_clear_errors(runtime, clock):
     for name in ("confirm_mailbox_per_day", "comeback_email_days", "web_threads"):
         with pytest.raises(ConfigError, match=f"TIDINGS_{name.upper()}: must"):
             Settings(**{name: -1})
+
+
+# ----------------------------------------------------------------------------- every page's words
+# What a reader reads: no words run together, no jargon, errors that say so first.
+
+TYPED = ("Ann", "Bob", "Stone", "Paris", "Chicago", "Mars/Base")  # names and places these tests type in
+ERROR_TITLE = re.compile(r"<title>Error: ")
+ERROR_HEADING = re.compile(r"<h1>Error: ")
+
+
+def every_page(app: Any, runtime: Runtime, clock: Any, worker: Worker, smtp_server: Any) -> dict:
+    """Each public page in each of its states, as visitors get them over HTTP."""
+    visitor = Visitor(app)
+    pages = {"sign-up form": visitor.get("/subscribe")}
+    pages["sign-up form with errors"] = visitor.submit("/subscribe", {"email": ""})
+    pages["sign-up form without its token"] = visitor.post("/subscribe", data={"email": "a@b.org"})
+    pages["check your inbox"] = visitor.sign_up("ann@example.org", timezone="")
+    worker.tick()
+    [confirm] = links_in(emails_to(smtp_server, "ann@example.org")[-1], "confirm")
+    ann = subscriber(runtime, "ann@example.org").key
+    pages["confirm: the question"] = visitor.get(confirm)
+    pages["unsubscribe: not confirmed yet"] = visitor.get(link_path("unsubscribe", ann))
+    pages["preferences: not confirmed yet"] = visitor.get(link_path("preferences", ann))
+    pages["preferences: pausing before confirming"] = visitor.submit(
+        link_path("preferences", ann), {"action": "pause", "weeks": "1"}
+    )
+    pages["confirmed, no timezone given"] = visitor.post(confirm)
+    pages["confirmed already"] = visitor.get(confirm)
+
+    bob = add_active(runtime, "bob@example.org", tz="America/Chicago", name="Bob Stone")
+    preferences = link_path("preferences", bob)
+    pages["unsubscribe"] = visitor.get(link_path("unsubscribe", bob))
+    pages["preferences"] = visitor.get(preferences)
+    pages["preferences saved"] = visitor.submit(
+        preferences, {"action": "save", "name": "Bob", "timezone": "Europe/Paris"}
+    )
+    pages["preferences with errors"] = visitor.submit(
+        preferences, {"action": "save", "name": "Bob", "timezone": "Mars/Base"}
+    )
+    pages["preferences: paused"] = visitor.submit(preferences, {"action": "pause", "weeks": "2"})
+    pages["preferences: resumed"] = visitor.submit(preferences, {"action": "resume"})
+    pages["preferences without its token"] = visitor.post(preferences, data={"action": "save"})
+    pages["unsubscribed"] = visitor.submit(preferences, {"action": "leave"})
+    pages["preferences after leaving"] = visitor.get(preferences)
+    pages["unsubscribe after leaving"] = visitor.get(link_path("unsubscribe", bob))
+
+    with runtime.sessions.begin() as session:
+        unsubscribe(session, find_subscriber(session, "ann@example.org"), "cli", clock.now())
+    pages["confirm link of someone who left"] = visitor.get(confirm)
+    comeback = urlsplit(Links(BASE_URL, SECRET).comeback(ann, clock.now())).path
+    pages["come back: the question"] = visitor.get(comeback)
+    for scope in ("confirm", "unsubscribe", "preferences"):
+        pages[f"{scope} link that does not work"] = visitor.get(f"/{scope}/garbage")
+    pages["not found"] = visitor.get("/nowhere")
+    pages["not allowed"] = visitor.client.put("/subscribe")
+    pages["too much data"] = visitor.post("/subscribe", data={"email": "x" * 20_000})
+
+    visitor.sign_up("cleo@example.org")
+    worker.tick()
+    [old] = links_in(emails_to(smtp_server, "cleo@example.org")[-1], "confirm")
+    clock.advance(days=8)
+    pages["expired link"] = visitor.get(old)
+    pages["new link sent"] = visitor.submit(old, {}, action=f"{old}/resend")
+    return pages
+
+
+def test_no_page_runs_two_words_together_or_speaks_jargon(
+    app, runtime, clock, worker, smtp_server, kap
+):
+    for name, response in every_page(app, runtime, clock, worker, smtp_server).items():
+        html = assert_public_page(response)
+        assert glued_words(html, TYPED) == [], name
+        text = visible_text(html)
+        assert "UTC" not in text, name
+    # The words of the snippet for the center's own site too.
+    assert glued_words(render_snippet(runtime.settings), TYPED) == []
+
+
+def test_the_words_of_the_unsubscribe_page_are_the_sentence_it_means(visitor, runtime, kap):
+    key = add_active(runtime, "bob@example.org")
+    text = visible_text(visitor.get(link_path("unsubscribe", key)).get_data(as_text=True))
+    assert (
+        "You will stop receiving Understanding ketamine-assisted psychotherapy and any other "
+        "emails from Center for Counseling, starting now."
+    ) in text
+
+
+def test_error_pages_say_error_first_in_the_title_and_the_heading(
+    app, runtime, clock, worker, smtp_server, kap
+):
+    """What a screen reader announces first (the window title, then the heading). A form shown
+    again with its errors keeps its heading; its error summary is an alert."""
+    forms = ("sign-up form", "preferences")
+    for name, response in every_page(app, runtime, clock, worker, smtp_server).items():
+        html = response.get_data(as_text=True)
+        if response.status_code < 400:
+            assert not ERROR_TITLE.search(html) and not ERROR_HEADING.search(html), name
+            continue
+        assert ERROR_TITLE.search(html), name
+        if not name.startswith(forms):
+            assert ERROR_HEADING.search(html), name
+    busy, _ = app_with(runtime, clock, subscribe_rate_limit="1/minute")
+    visitor = Visitor(busy)
+    visitor.sign_up("dan@example.org", decide=False)
+    refused = visitor.sign_up("dan@example.org", decide=False)
+    assert refused.status_code == 429
+    assert "<title>Error: Too many requests · " in refused.get_data(as_text=True)
+    assert "<h1>Error: Too many requests</h1>" in refused.get_data(as_text=True)
+
+
+# ----------------------------------------------------------------------------- what they get
+
+
+def test_the_unsubscribe_page_offers_a_break_on_the_readers_own_preferences_page(
+    visitor, runtime, clock, kap
+):
+    key = add_active(runtime, "bob@example.org", name="Bob Stone")
+    html = visitor.get(link_path("unsubscribe", key)).get_data(as_text=True)
+    found = re.search(
+        r'Would a break suit you better\? <a href="([^"]+)">Pause the series</a>', html
+    )
+    assert found, html
+    path, _, fragment = found.group(1).partition("#")
+    assert (path, fragment) == (link_path("preferences", key), "pause")
+    preferences = visitor.get(path).get_data(as_text=True)
+    assert 'value="Bob Stone"' in preferences  # the same reader's page
+    pause_part = preferences[preferences.index('<form id="pause"') :]
+    pause_part = pause_part[: pause_part.index("</form>")]
+    assert "Take a break" in pause_part and 'value="pause"' in pause_part
+    assert "for 1, 2 or 4 weeks" in visible_text(html)
+
+    # Someone not confirmed yet cannot pause: no such offer.
+    with runtime.sessions.begin() as session:
+        pending = add_subscriber(session, clock.now(), "ann@example.org", Consent("cli"))
+        pending_key = pending.key
+    html = visitor.get(link_path("unsubscribe", pending_key)).get_data(as_text=True)
+    assert "Would a break" not in html and "#pause" not in html
+
+
+@pytest.mark.parametrize(
+    ("seconds", "days", "words"),
+    [
+        (2 * 86400, range(5), "one every two days, on weekdays"),
+        (86400, range(7), "one a day"),
+        (7 * 86400, [0], "one a week, on Mondays"),
+        (14 * 86400, [5, 6], "one every two weeks, at weekends"),
+        (36 * 3600, [0, 2, 4], "one every 36 hours, on Mondays, Wednesdays and Fridays"),
+        (3600, [1, 3], "one an hour, on Tuesdays and Thursdays"),
+    ],
+)
+def test_how_often_a_series_sends_in_words(seconds, days, words):
+    assert cadence_in_words(seconds, days) == words
+
+
+def test_the_sign_up_page_says_what_the_reader_gets_and_how_to_leave(
+    app, runtime, clock, visitor, kap, tmp_path
+):
+    emails = len(read_campaign(resolve_campaign_dir("kap-benefits")).steps)
+    with runtime.sessions.begin() as session:  # a newsletter nobody joins by signing up
+        load_campaign(session, newsletter(tmp_path), runtime.settings, clock.now())
+    html = assert_public_page(visitor.get("/subscribe"))
+    text = visible_text(html)
+    assert (
+        f"Understanding ketamine-assisted psychotherapy: {emails} emails, one every two days, "
+        "on weekdays."
+    ) in text
+    assert "Winter newsletter" not in text
+    assert "daytime hours in your timezone" in text
+    assert "Educational information, not medical advice." in text
+    assert "Leaving takes one click: every email has a link to unsubscribe" in text
+    assert "privacy" not in text.lower()  # TIDINGS_PRIVACY_URL is not set
+
+    private, _ = app_with(runtime, clock, privacy_url="https://center.example.org/privacy")
+    for path in ("/subscribe", "/nowhere"):
+        html = Visitor(private).get(path).get_data(as_text=True)
+        assert '<a href="https://center.example.org/privacy">Our privacy notice</a>' in html
+    with pytest.raises(ConfigError, match="TIDINGS_PRIVACY_URL: expected"):
+        Settings(privacy_url="javascript:alert(1)")
+
+
+def test_the_confirmed_page_says_when_emails_come_as_a_person_would(
+    visitor, runtime, worker, smtp_server, kap
+):
+    emails = len(read_campaign(resolve_campaign_dir("kap-benefits")).steps)
+    texts = {}
+    for email, zone in (("ann@example.org", "Europe/Paris"), ("bob@example.org", "")):
+        visitor.sign_up(email, timezone=zone)
+        worker.tick()
+        [link] = links_in(emails_to(smtp_server, email)[-1], "confirm")
+        texts[email] = visible_text(visitor.post(link).get_data(as_text=True))
+    paris, unknown = texts["ann@example.org"], texts["bob@example.org"]
+    assert (
+        f"You will receive Understanding ketamine-assisted psychotherapy: {emails} emails, "
+        "one every two days, on weekdays."
+    ) in paris
+    assert "Emails arrive during daytime hours, Paris time." in paris
+    assert "Choose your timezone" not in paris
+    assert "Emails arrive during daytime hours, Greenwich Mean Time (GMT)." in unknown
+    assert "Somewhere else? Choose your timezone." in unknown
+    assert "UTC" not in paris + unknown
+
+
+# ----------------------------------------------------------------------------- the web view
+
+
+NEWSLETTER_TOML = """\
+slug = "winter-news"
+name = "Winter newsletter"
+kind = "broadcast"
+
+[footer]
+crisis = "If you are struggling or in crisis, call or text 988, or chat at 988lifeline.org."
+crisis_line = "Help is available 24/7: call or text 988."
+disclaimer = "Educational information, not medical advice."
+risk = "Ketamine treatment has risks and needs medical screening."
+reason = "You signed up at {{ sender.organization }}."
+
+[lint]
+require = ["crisis", "disclaimer", "risk", "reason"]
+"""
+NEWSLETTER_EMAIL = """\
++++
+subject = "Winter news from the center"
+preheader = "Group sessions, and our new evening hours."
++++
+## Winter news
+
+Our evening hours start in December.
+"""
+
+
+def newsletter(tmp_path: Any) -> Any:
+    folder = tmp_path / "winter-news"
+    folder.mkdir()
+    (folder / "campaign.toml").write_text(NEWSLETTER_TOML, encoding="utf-8")
+    (folder / "01-winter.md").write_text(NEWSLETTER_EMAIL, encoding="utf-8")
+    return folder
+
+
+def test_the_web_view_shows_each_email_of_the_series_with_nobodys_data(
+    visitor, runtime, worker, clock, smtp_server, kap
+):
+    key = add_active(runtime, "bob@example.org", name="Bob Stone")
+    run_for(worker, clock, timedelta(days=1))
+    [first_email] = emails_to(smtp_server, "bob@example.org")
+    assert link_path("unsubscribe", key) in first_email.get_body(("html",)).get_content()
+    definition = read_campaign(resolve_campaign_dir("kap-benefits"))
+    for step in definition.steps:
+        response = visitor.get(f"/emails/kap-benefits/{step.key}")
+        assert response.status_code == 200, step.key
+        html = assert_public_page(response)
+        with runtime.sessions.begin() as session:
+            subject = session.scalar(select(Step.subject).where(Step.key == step.key))
+        assert f"<title>{subject}</title>" in html.replace("&amp;", "&")
+        assert "TIDINGSVAR" not in html
+        assert "Bob" not in html and "bob@example.org" not in html
+        assert "/unsubscribe/" not in html and "/preferences/" not in html
+        assert f'<a href="/subscribe" style="color:#2f6b5f">{SIGN_UP_TEXT}</a>' in html
+        assert "<script" not in html.lower()
+        assert f"An email of the series “{definition.name}”, shown in your browser." in html
+        csp = response.headers["Content-Security-Policy"]
+        assert csp == WEB_VIEW_CSP
+        assert "style-src 'self' 'unsafe-inline'" in csp and "script-src 'none'" in csp
+    # Every other page keeps the strict policy: no inline style anywhere else.
+    assert "unsafe-inline" not in visitor.get("/subscribe").headers["Content-Security-Policy"]
+    assert visitor.head(f"/emails/kap-benefits/{definition.steps[0].key}").status_code == 200
+
+
+def test_the_web_view_greets_nobody_by_name(visitor, runtime, kap):
+    letter = read_campaign(resolve_campaign_dir("kap-benefits")).letter
+    html = visitor.get("/emails/kap-benefits/welcome").get_data(as_text=True)
+    assert letter["greeting_fallback"] in html
+    assert letter["greeting"].partition("{")[0] not in html  # "Dear ..." is for a name
+
+
+def test_the_web_view_is_404_for_what_is_not_public(visitor, runtime, clock, worker, tmp_path, kap):
+    first = read_campaign(resolve_campaign_dir("kap-benefits")).steps[0].key
+    for path in (
+        "/emails/no-such-campaign/welcome",
+        "/emails/kap-benefits/no-such-email",
+        "/emails/kap-benefits/1",  # by key only, not by position
+        f"/emails/KAP-BENEFITS/{first}",
+    ):
+        response = visitor.get(path)
+        assert response.status_code == 404, path
+        assert "<h1>Error: Page not found</h1>" in assert_public_page(response)
+        assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+    # A newsletter is private until it has gone out.
+    add_active(runtime, "bob@example.org")
+    with runtime.sessions.begin() as session:
+        load_campaign(session, newsletter(tmp_path), runtime.settings, clock.now())
+    path = "/emails/winter-news/winter"
+    assert visitor.get(path).status_code == 404
+    with runtime.sessions.begin() as session:
+        schedule_broadcast(session, "winter-news", "2026-10-21 10:00", clock.now(), tz="UTC")
+    assert visitor.get(path).status_code == 404
+    run_for(worker, clock, timedelta(days=3))
+    assert visitor.get(path).status_code == 200
+    assert "Our evening hours start in December." in visitor.get(path).get_data(as_text=True)
+
+
+def compiled_with(footer: str, body: str = "<p>Hello,</p>") -> CompiledStep:
+    html = (
+        '<!DOCTYPE html>\n<html lang="en"><head><title>Subject</title></head><body>'
+        f'<table><tr><td>{body}</td></tr><tr><td style="font-size:14px">{footer}</td></tr>'
+        "</table></body></html>"
+    )
+    return CompiledStep("Subject", "", html, "", "sha")
+
+
+@pytest.mark.parametrize(
+    "footer",
+    [
+        '<p style="margin:0"><a href="TIDINGSVARUNSUBSCRIBEURLX" style="color:#555">Unsubscribe</a>'
+        ' &middot; <a href="TIDINGSVARPREFERENCESURLX">Change preferences or pause</a></p>',
+        '<p><span><a href="TIDINGSVARUNSUBSCRIBEURLX">Unsubscribe</a></span> | '
+        '<span><a href="TIDINGSVARPREFERENCESURLX">Preferences</a></span></p>',
+    ],
+)
+def test_the_footer_line_of_personal_links_becomes_one_sign_up_link(footer):
+    page = web_view_html(compiled_with(footer), "The series", "/subscribe")
+    assert "TIDINGSVAR" not in page and "Unsubscribe" not in page and "Preferences" not in page
+    line = re.search(r"<p[^>]*>(.*?)</p>", page.split("<td")[2]).group(0)
+    assert line.count("<a ") == 1 and f">{SIGN_UP_TEXT}</a>" in line
+    if 'style="margin:0"' in footer:  # the line and the link keep their looks
+        assert line.startswith('<p style="margin:0">') and 'style="color:#555"' in line
+
+
+def test_a_personal_link_inside_a_sentence_keeps_its_words_and_loses_its_link():
+    body = '<p>You can <a href="TIDINGSVARUNSUBSCRIBEURLX">leave</a> at any time.</p>'
+    page = web_view_html(compiled_with("", body), "The series", "/subscribe")
+    assert "<p>You can leave at any time.</p>" in page

@@ -3,7 +3,11 @@ gets, what every public page must carry, and the API call."""
 
 from __future__ import annotations
 
+import calendar
 import re
+from functools import cache
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,3 +115,78 @@ def app_with(runtime: Runtime, clock: FixedClock, **changes: Any) -> tuple[Any, 
     """An app on the same database with other settings (rate limits, proxies, origins)."""
     other = Runtime.open(runtime.settings.replace(**changes), clock)
     return create_app(other), other
+
+
+# ----------------------------------------------------------------------------- what people read
+
+ROOT = Path(__file__).resolve().parents[1]
+# Elements a browser shows on a line of their own (so words either side of them never touch).
+_BLOCKS = frozenset(
+    {
+        *("address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt"),
+        *("fieldset", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr"),
+        *("legend", "li", "main", "nav", "ol", "option", "p", "section", "table", "td", "th"),
+        *("title", "tr", "ul"),
+    }
+)
+_UNSEEN = frozenset({"script", "style", "datalist", "template"})
+WORD = re.compile(r"[A-Za-z]+")
+_BREAK = "\x00"
+
+
+class _TextOf(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _UNSEEN:
+            self.hidden += 1
+        if tag in _BLOCKS:
+            self.parts.append(_BREAK)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _UNSEEN:
+            self.hidden -= 1
+        if tag in _BLOCKS:
+            self.parts.append(_BREAK)
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def visible_text(html: str) -> str:
+    """The words of a page as a browser lays them out: inline elements (strong, a, span) join
+    their neighbours, blocks stand apart; whitespace collapsed, as a browser does."""
+    parser = _TextOf()
+    parser.feed(html)
+    lines = "".join(parser.parts).split(_BREAK)
+    return "\n".join(" ".join(line.split()) for line in lines if line.strip())
+
+
+@cache
+def page_vocabulary() -> frozenset[str]:
+    """Every word the pages can show: the words of their templates and of the code that fills
+    them (messages, settings' defaults, the shipped campaign), plus dates. Two words glued
+    together ("emailsfrom") are in none of them."""
+    sources = [
+        *(ROOT / "tidings/templates/web").glob("*.html"),
+        *(ROOT / "tidings/web").rglob("*.py"),
+        *(ROOT / "tidings/subscribers").rglob("*.py"),
+        ROOT / "tidings/campaigns/store.py",
+        ROOT / "tidings/config.py",
+        ROOT / "tidings/campaigns/kap-benefits/campaign.toml",
+        ROOT / "tests/conftest.py",
+    ]
+    words = {w.lower() for path in sources for w in WORD.findall(path.read_text("utf-8"))}
+    words |= {w.lower() for w in (*calendar.day_name, *calendar.month_name) if w}
+    return frozenset(words)
+
+
+def glued_words(html: str, also: tuple[str, ...] = ()) -> list[str]:
+    """Words on the page that no template or message has (nor `also`, e.g. names typed in
+    the test): two words run together."""
+    known = page_vocabulary() | {w.lower() for text in also for w in WORD.findall(text)}
+    return sorted({w for w in WORD.findall(visible_text(html)) if w.lower() not in known})

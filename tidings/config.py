@@ -174,6 +174,9 @@ class Settings:
     api_rate_limit: str = "120/minute"
     # The text beside the consent checkbox; the SHA-256 of the exact text shown is recorded.
     consent_text: str = DEFAULT_CONSENT_TEXT
+    # The organization's privacy notice (an http(s) URL), linked from the sign-up page and
+    # the footer of every public page. None: no link.
+    privacy_url: str | None = None
     # A pending address gets at most one new confirmation email per this many seconds.
     confirm_resend_seconds: float = 900.0
     # Confirmation emails, whoever asks for them (so the form cannot be used to flood an
@@ -231,6 +234,11 @@ class Settings:
                     f"news@example.org, got {value!r}"
                 )
         self._check_numbers()
+        if self.privacy_url is not None and not re.match(r"https?://[^\s/]+", self.privacy_url):
+            raise ConfigError(
+                "TIDINGS_PRIVACY_URL: expected the address of a privacy notice, like "
+                f"https://www.example.org/privacy, got {self.privacy_url!r}"
+            )
         if not self.consent_text.strip():
             raise ConfigError("TIDINGS_CONSENT_TEXT: must not be empty")
         if self.newsletter_after_drip not in ("wait", "send"):

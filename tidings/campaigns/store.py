@@ -3,6 +3,8 @@ console show of them. Loading a folder is `campaigns.loading`'s."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,7 +14,13 @@ from tidings.campaigns.sequencing import active_steps
 from tidings.campaigns.windows import format_delay
 from tidings.db.models import Campaign, Delivery, Enrollment, Step
 from tidings.errors import NotFound
-from tidings.states import CampaignKind, CampaignStatus, DeliveryStatus, EnrollmentStatus
+from tidings.states import (
+    CampaignKind,
+    CampaignStatus,
+    CampaignTrigger,
+    DeliveryStatus,
+    EnrollmentStatus,
+)
 
 
 def get_campaign(session: Session, slug: str) -> Campaign:
@@ -127,3 +135,113 @@ def campaign_details(session: Session, slug: str) -> dict[str, Any]:
     if campaign.kind == CampaignKind.BROADCAST:
         info["broadcast"] = broadcast_info(session, campaign)
     return info
+
+
+# ----------------------------------------------------------------------------- for readers
+
+_NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_WEEKDAYS = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays", "Sundays")
+_UNITS = (("week", 7 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60))
+
+
+def _number(n: int) -> str:
+    return _NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else str(n)
+
+
+def cadence_in_words(every_seconds: int, days: Iterable[int]) -> str:
+    """How often a series sends, as a person says it: 'one every two days, on weekdays'."""
+    every = "all at once"
+    for unit, seconds in _UNITS:
+        if every_seconds >= seconds and every_seconds % seconds == 0:
+            count = every_seconds // seconds
+            every = f"one a{'n' if unit == 'hour' else ''} {unit}"
+            if count > 1:
+                every = f"one every {_number(count)} {unit}s"
+            break
+    else:
+        if every_seconds > 0:
+            every = f"one every {_number(every_seconds)} seconds"
+    chosen = sorted(set(days))
+    if not chosen or chosen == list(range(7)):
+        return every
+    if chosen == list(range(5)):
+        return f"{every}, on weekdays"
+    if chosen == [5, 6]:
+        return f"{every}, at weekends"
+    names = [_WEEKDAYS[d] for d in chosen]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{every}, on {listed}"
+
+
+@dataclass(frozen=True)
+class SeriesOutline:
+    """What a reader gets from one series: its name, how many emails and how often."""
+
+    name: str
+    emails: int
+    every_seconds: int
+    days: tuple[int, ...]
+
+    @property
+    def in_words(self) -> str:
+        """'16 emails, one every two days, on weekdays'."""
+        if self.emails == 1:
+            return "one email"
+        return f"{self.emails} emails, {cadence_in_words(self.every_seconds, self.days)}"
+
+
+def series_on_confirm(session: Session) -> list[SeriesOutline]:
+    """The sequences a new subscriber joins on confirming (as sequencing.enroll_on_confirm
+    enrolls them), for the sign-up and confirmation pages."""
+    campaigns = session.scalars(
+        select(Campaign)
+        .where(Campaign.kind == CampaignKind.SEQUENCE, Campaign.trigger == CampaignTrigger.CONFIRM)
+        .order_by(Campaign.name)
+    )
+    outlines = []
+    for campaign in campaigns:
+        emails = _count(
+            session,
+            select(func.count())
+            .select_from(Step)
+            .where(Step.campaign_id == campaign.id, Step.position.is_not(None)),
+        )
+        if emails == 0:
+            continue
+        definition = campaign.definition or {}
+        outlines.append(
+            SeriesOutline(
+                name=campaign.name,
+                emails=emails,
+                every_seconds=int(definition.get("every_seconds") or 0),
+                days=tuple(definition.get("window", {}).get("days") or range(7)),
+            )
+        )
+    return outlines
+
+
+def public_step(session: Session, slug: str, key: str) -> tuple[Campaign, Step]:
+    """The current version of an email anyone may read in a browser (its web view): a step of
+    a sequence, or the email of a broadcast that has been sent. A broadcast's content may be
+    private until it goes out, so before that it is NotFound, like a campaign or step that
+    does not exist (the same answer: nobody learns what is being prepared)."""
+    from tidings.campaigns.broadcasts import broadcast_info
+
+    missing = NotFound(f"no public email {key!r} in campaign {slug!r}")
+    campaign = session.scalar(select(Campaign).where(Campaign.slug == slug))
+    if campaign is None:
+        raise missing
+    step = session.scalar(
+        select(Step).where(
+            Step.campaign_id == campaign.id, Step.key == key, Step.position.is_not(None)
+        )
+    )
+    if step is None or not step.compiled:
+        raise missing
+    private = (
+        campaign.kind == CampaignKind.BROADCAST
+        and broadcast_info(session, campaign)["state"] != "sent"
+    )
+    if private:
+        raise missing
+    return campaign, step

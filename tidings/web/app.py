@@ -267,6 +267,7 @@ def create_app(runtime: Runtime) -> Flask:
             "organization": settings.organization,
             "postal_address": settings.postal_address,
             "confirm_link_days": _duration(settings.confirm_token_max_age_seconds),
+            "privacy_url": settings.privacy_url,
         }
 
     app.after_request(_security_headers)
@@ -313,8 +314,9 @@ def error_response(code: int, message: str | None = None) -> tuple[Any, int]:
     title, default = ERROR_PAGES.get(code, ERROR_PAGES[400 if code < 500 else 500])
     if wants_json():
         return jsonify({"error": message or default}), code
+    # "Error:" first, in the window title and the heading: what a screen reader announces.
     return render_template(
-        "web/error.html", code=code, title=title, message=message or default
+        "web/error.html", code=code, title=f"Error: {title}", message=message or default
     ), code
 
 

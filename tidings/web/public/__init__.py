@@ -1,5 +1,6 @@
 """The public pages: sign up, confirm, come back, unsubscribe (incl. RFC 8058 one-click),
-preferences, and the health check. Their paths are fixed: they appear in emails already sent.
+preferences, the web view of a campaign's emails, and the health check. Their paths are fixed:
+they appear in emails already sent.
 
 Every view works in one unit of work (`with sessions.begin()`), reads time from the runtime's
 clock, and answers with a page; nothing here reveals whether an address is subscribed.
@@ -13,10 +14,10 @@ from flask import request
 from flask_wtf.csrf import CSRFError
 
 from tidings.web.app import context, error_response
-from tidings.web.public import health, links, signup
+from tidings.web.public import health, links, signup, webview
 from tidings.web.public.common import ONE_CLICK_FIELD, ONE_CLICK_VALUE, blueprint
 
-__all__ = ["blueprint", "csrf_exempt", "csrf_failed", "health", "links", "signup"]
+__all__ = ["blueprint", "csrf_exempt", "csrf_failed", "health", "links", "signup", "webview"]
 
 
 def csrf_exempt() -> bool:

@@ -40,6 +40,11 @@ def unit_of_work() -> Any:
     return context().runtime.sessions.begin()
 
 
+def reading() -> Any:
+    """A unit of work that only reads: on SQLite it takes no write lock."""
+    return context().runtime.read_sessions.begin()
+
+
 def consent_here(
     source: str, evidence: str | None = None, consent_text: str | None = None
 ) -> Consent:
@@ -61,7 +66,9 @@ def link_for(scope: str, subscriber: Subscriber) -> str:
 
 def invalid_link(scope: str) -> Any:
     return (
-        render_template("web/link_invalid.html", scope=scope, title="This link does not work"),
+        render_template(
+            "web/link_invalid.html", scope=scope, title="Error: This link does not work"
+        ),
         404,
     )
 

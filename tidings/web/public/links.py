@@ -29,6 +29,7 @@ from tidings.web.public.common import (
     STILL_RECEIVING,
     blueprint,
     invalid_link,
+    link_for,
     local_date,
     lookup,
     request_time,
@@ -63,14 +64,25 @@ def unsubscribe(token: str) -> Any:
             return _unsubscribed_page()
         if subscriber.status not in STILL_RECEIVING:
             return _unsubscribed_page()
+        active = subscriber.status == SubscriberStatus.ACTIVE
         page = render_template(
             "web/unsubscribe.html",
             title="Unsubscribe",
             token=token,
             campaigns=campaign_names(session, subscriber),
-            pending=subscriber.status == SubscriberStatus.PENDING,
+            pending=not active,
+            # Only an active subscriber can pause: the pause part of their preferences page.
+            pause_url=f"{link_for('preferences', subscriber)}#pause" if active else None,
+            pause_choices=_weeks_in_words(PAUSE_WEEKS),
         )
     return page, 200
+
+
+def _weeks_in_words(choices: tuple[int, ...]) -> str:
+    """(1, 2, 4) -> '1, 2 or 4 weeks'."""
+    numbers = [str(n) for n in choices]
+    listed = numbers[0] if len(numbers) == 1 else f"{', '.join(numbers[:-1])} or {numbers[-1]}"
+    return f"{listed} week{'s' if choices[-1] > 1 else ''}"
 
 
 def _unsubscribed_page() -> Any:
@@ -100,7 +112,7 @@ def _preferences_page(
     return (
         render_template(
             "web/preferences.html",
-            title="Your email preferences",
+            title="Your email preferences" if status < 400 else "Error: Your email preferences",
             token=token,
             values=values or {"name": subscriber.name, "timezone": subscriber.timezone},
             errors=errors or {},

@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import render_template, request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from tidings.campaigns.store import series_on_confirm
 from tidings.db.models import Subscriber
 from tidings.states import SubscriberStatus
 from tidings.subscribers.forms import (
@@ -35,10 +37,13 @@ from tidings.web.public.common import (
     first_name,
     invalid_link,
     link_for,
+    reading,
     request_time,
     unit_of_work,
 )
-from tidings.web.public.timezones import timezone_choices
+from tidings.web.public.timezones import DEFAULT_TIMEZONE, timezone_choices, timezone_in_words
+
+log = logging.getLogger(__name__)
 
 
 def sign_up_values() -> dict[str, str]:
@@ -53,10 +58,18 @@ def subscribe_form(
     values: dict[str, str], errors: dict[str, str], status: int, notice: str | None = None
 ) -> Any:
     ctx = context()
+    try:
+        with reading() as session:
+            outlines = series_on_confirm(session)
+    except SQLAlchemyError as exc:
+        # The form still shows (it says what it can); sending it will meet the same trouble.
+        log.warning("sign-up page: the series could not be read: %s", type(exc).__name__)
+        outlines = []
     return (
         render_template(
             "web/subscribe.html",
-            title="Sign up",
+            title="Sign up" if status < 400 else "Error: Sign up",
+            outlines=outlines,
             values=values,
             errors=errors,
             notice=notice,
@@ -73,9 +86,6 @@ def _sent() -> Any:
     # The one answer to every sign-up that passed the checks, whatever the address's state:
     # nothing in it depends on who is subscribed.
     return render_template("web/subscribe_sent.html", title="Check your inbox"), 200
-
-
-log = logging.getLogger(__name__)
 
 
 @blueprint.route("/subscribe", methods=["GET", "POST"])
@@ -138,7 +148,10 @@ def _expired(token: str, subscriber: Subscriber, scope: str) -> Any:
     # Expired for everyone, whatever became of the address: an old link opens nothing.
     can_resend = scope == "confirm" and subscriber.status == SubscriberStatus.PENDING
     page = render_template(
-        "web/link_expired.html", title="This link has expired", token=token, can_resend=can_resend
+        "web/link_expired.html",
+        title="Error: This link has expired",
+        token=token,
+        can_resend=can_resend,
     )
     return page, 410
 
@@ -152,14 +165,16 @@ def _clicked(token: str, what: str) -> Consent:
 
 
 def _subscribed_page(session: Session, subscriber: Subscriber, already: bool) -> Any:
-    campaigns = campaign_names(session, subscriber) or confirm_campaign_names(session)
+    names = campaign_names(session, subscriber) or confirm_campaign_names(session)
+    outlines = {series.name: series.in_words for series in series_on_confirm(session)}
     page = render_template(
         "web/confirmed.html",
         title="You are subscribed",
         already=already,
         first_name=first_name(subscriber),
-        campaigns=campaigns,
-        timezone=subscriber.timezone,
+        campaigns=[(name, outlines.get(name)) for name in names],
+        timezone=timezone_in_words(subscriber.timezone),
+        timezone_is_default=subscriber.timezone == DEFAULT_TIMEZONE,
         preferences_url=link_for("preferences", subscriber),
         unsubscribe_url=link_for("unsubscribe", subscriber),
     )
@@ -167,7 +182,8 @@ def _subscribed_page(session: Session, subscriber: Subscriber, already: bool) ->
 
 
 def _gone() -> Any:
-    return render_template("web/confirm_gone.html", title="This link no longer applies"), 409
+    page = render_template("web/confirm_gone.html", title="Error: This link no longer applies")
+    return page, 409
 
 
 @blueprint.route("/confirm/<token>", methods=["GET", "POST"])
