@@ -142,8 +142,8 @@ def test_add_confirmed_with_evidence_is_active_and_enrolled_without_confirmation
     assert enrollment["campaign"] == "kap-benefits"
     assert enrollment["status"] == "active"
     assert enrollment["next_step"] == 1
-    # The welcome is due when the window opens: 09:00 on a weekday in his timezone (UTC).
-    assert enrollment["next_due_at"] == MONDAY_9.isoformat()
+    # The welcome is due at once, not when the window opens (its send_window = false).
+    assert enrollment["next_due_at"] == MONDAY_8.isoformat()
 
 
 def test_add_confirmed_before_any_campaign_is_loaded_is_active_and_not_enrolled(tidings):
@@ -281,8 +281,8 @@ def test_confirm_activates_records_consent_and_enrolls(tidings_kap, smtp_server)
         "active",
         1,
     )
-    # 09:00 in New York is 13:00 UTC (daylight saving time until November 1st).
-    assert enrollment["next_due_at"] == "2026-10-19T13:00:00+00:00"
+    # The welcome is due at once: 04:30 in New York, not held to the window.
+    assert enrollment["next_due_at"] == (MONDAY_8 + timedelta(minutes=30)).isoformat()
 
     # Confirming again changes nothing and enrolls nobody twice.
     assert tidings.ok("subscribers", "confirm", "ann@example.org").stdout.strip() == (
@@ -290,8 +290,7 @@ def test_confirm_activates_records_consent_and_enrolls(tidings_kap, smtp_server)
     )
     assert len(show(tidings, "ann@example.org")["consent"]) == 2
 
-    # At 13:00 UTC the welcome goes out, and only to her.
-    tidings.at(MONDAY_8 + timedelta(hours=5))
+    # At the next pass the welcome goes out, and only to her.
     assert "sent 1" in tidings.ok("send-due").stdout
     subjects = [m["Subject"] for m in received(smtp_server)]
     assert subjects == ["Please confirm your subscription", "Welcome, and what to expect"]

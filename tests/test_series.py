@@ -64,13 +64,16 @@ def test_one_subscriber_receives_the_whole_series_in_order_inside_the_window(
 
     sent_at = [m["Date"].datetime for m in series]
     assert sent_at == sorted(sent_at)
-    assert sent_at[0] >= confirmed_at
+    # The welcome goes right after confirming (Monday 20:00 in New York: send_window = false),
+    # the other emails inside the window, and none on a US holiday the series crosses.
+    assert confirmed_at <= sent_at[0] < confirmed_at + timedelta(minutes=1)
     for earlier, later in itertools.pairwise(sent_at[1:]):
         assert later - earlier >= timedelta(days=2)
-    for when in sent_at:
+    for when in sent_at[1:]:
         local = when.astimezone(NEW_YORK)
         assert local.weekday() < 5, f"sent on a weekend: {local}"
         assert 9 <= local.hour < 17, f"sent outside 09:00-17:00: {local}"
+        assert (local.month, local.day) not in {(11, 11), (11, 26)}, f"on a holiday: {local}"
     offsets = {when.astimezone(NEW_YORK).utcoffset() for when in sent_at}
     assert offsets == {timedelta(hours=-4), timedelta(hours=-5)}, "the series crosses DST"
 

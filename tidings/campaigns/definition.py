@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tidings.campaigns.audience import Audience
+from tidings.campaigns.calendars import supported_countries
 from tidings.campaigns.windows import SendWindow, parse_delay
 from tidings.errors import CampaignError
 from tidings.rendering.compile import FOOTER_FIELDS
@@ -212,6 +213,12 @@ class _Toml:
             self.problem(
                 "skip_holidays",
                 f'skip_holidays: expected a country code such as "US", got {holidays!r}',
+            )
+            holidays = None
+        elif holidays is not None and holidays not in supported_countries():
+            self.problem(
+                "skip_holidays",
+                f"skip_holidays: the holidays package knows no country {holidays!r}",
             )
             holidays = None
         try:

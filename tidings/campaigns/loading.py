@@ -187,6 +187,7 @@ def _store_steps(
             report.unchanged.append(source.key)
         row.position = position
         row.delay_seconds = step.delay_seconds
+        row.send_window = step.send_window
         row.subject = email.subject
         row.preheader = email.preheader
         row.source = step.source

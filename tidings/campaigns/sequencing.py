@@ -4,7 +4,8 @@ An enrollment holds the position of the next step and when to plan it. Planning 
 enrollment into a delivery row (the ledger) and then waits: the next step's due time is set
 only when that delivery has an outcome, counted from the moment it was really sent. So steps
 go out in order, at least their delay apart, and an engine that was down catches up at the
-next open send window, one email at a time, never in a burst.
+next open send window, one email at a time, never in a burst. A step whose front matter says
+`send_window = false` (the welcome) is due at its time whatever the hour, day or holiday.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from tidings.campaigns.windows import SendWindow, next_send_time, stored_window
+from tidings.campaigns.windows import ANY_TIME, SendWindow, next_send_time, stored_window
 from tidings.clock import zone_or_utc
 from tidings.db.bulk import affected, bulk_insert, select_in, table_of, update_by_id
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber, queued_delivery
@@ -33,6 +34,12 @@ from tidings.states import (
 
 def campaign_window(campaign: Campaign) -> SendWindow:
     return stored_window(campaign.definition)
+
+
+def step_window(campaign: Campaign, send_window: bool) -> SendWindow:
+    """The window a step of `campaign` is held to: the campaign's, or none at all for a step
+    sent as soon as it is due (front matter `send_window = false`)."""
+    return campaign_window(campaign) if send_window else ANY_TIME
 
 
 def active_steps(session: Session, campaign_id: int) -> list[Step]:
@@ -59,32 +66,42 @@ def enroll(
         if existing.status != EnrollmentStatus.EXITED:
             return None
         return _resume(session, existing, subscriber, campaign, now)
-    first_delay = session.scalar(
-        select(Step.delay_seconds).where(Step.campaign_id == campaign.id, Step.position == 1)
-    )
+    first = session.execute(
+        select(Step.delay_seconds, Step.send_window).where(
+            Step.campaign_id == campaign.id, Step.position == 1
+        )
+    ).first()
+    first_delay, in_window = first if first is not None else (None, True)
     enrollment = Enrollment(
         subscriber_id=subscriber.id,
         campaign_id=campaign.id,
         created_at=now,
         updated_at=now,
-        **first_enrollment_values(campaign, first_delay, subscriber.timezone, now),
+        **first_enrollment_values(
+            campaign, first_delay, subscriber.timezone, now, send_window=in_window
+        ),
     )
     session.add(enrollment)
     return enrollment
 
 
 def first_enrollment_values(
-    campaign: Campaign, first_delay_seconds: int | None, timezone: str, now: datetime
+    campaign: Campaign,
+    first_delay_seconds: int | None,
+    timezone: str,
+    now: datetime,
+    send_window: bool = True,
 ) -> dict[str, Any]:
     """Where a new enrollment starts: the first step, due after its delay at the next open
-    moment of the send window in the subscriber's timezone; an empty sequence (no first step)
-    is finished at once. Shared by enroll() and the bulk import, which must agree."""
+    moment of the send window in the subscriber's timezone (at once if that step is not held
+    to the window: `send_window`); an empty sequence (no first step) is finished at once.
+    Shared by enroll() and the bulk import, which must agree."""
     if first_delay_seconds is None:
         status, due, ended = EnrollmentStatus.COMPLETED, None, now
     else:
         status, ended = EnrollmentStatus.ACTIVE, None
         due = next_send_time(
-            campaign_window(campaign),
+            step_window(campaign, send_window),
             zone_or_utc(timezone),
             now + timedelta(seconds=first_delay_seconds),
         )
@@ -110,7 +127,7 @@ def _resume(
     enrollment.status = EnrollmentStatus.ACTIVE
     enrollment.ended_at = None
     enrollment.next_due_at = next_send_time(
-        campaign_window(campaign),
+        step_window(campaign, step.send_window),
         zone_or_utc(subscriber.timezone),
         now + timedelta(seconds=step.delay_seconds),
         subscriber.paused_until,
@@ -159,11 +176,11 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
         for c in session.scalars(select(Campaign).where(Campaign.id.in_(campaign_ids)))
     }
     steps = {
-        (campaign_id, position): (step_id, version)
-        for step_id, campaign_id, position, version in session.execute(
-            select(Step.id, Step.campaign_id, Step.position, Step.content_sha256).where(
-                Step.campaign_id.in_(campaign_ids), Step.position.is_not(None)
-            )
+        (campaign_id, position): (step_id, version, in_window)
+        for step_id, campaign_id, position, version, in_window in session.execute(
+            select(
+                Step.id, Step.campaign_id, Step.position, Step.content_sha256, Step.send_window
+            ).where(Step.campaign_id.in_(campaign_ids), Step.position.is_not(None))
         )
     }
     changes: list[dict[str, object]] = []
@@ -175,14 +192,14 @@ def plan_due(session: Session, now: datetime, limit: int, sender_domain: str) ->
             result.completed += active
             changes.append(_ended(row.id, active, now))
             continue
-        due = next_send_time(
-            windows[row.campaign_id], zone_or_utc(row.timezone), now, row.paused_until
-        )
+        step_id, version, in_window = step
+        window = windows[row.campaign_id] if in_window else ANY_TIME
+        due = next_send_time(window, zone_or_utc(row.timezone), now, row.paused_until)
         if due > now:  # the reader paused, or their window is closed: plan it then
             changes.append({"id": row.id, "next_due_at": due, "updated_at": now})
             result.deferred += 1
         else:
-            wanted.append((row, *step))
+            wanted.append((row, step_id, version))
     deliveries = _plan_steps(session, wanted, changes, now, sender_domain)
     if deliveries:
         bulk_insert(session, table_of(Delivery), deliveries, {})
@@ -297,25 +314,35 @@ class _Waiting(NamedTuple):
 
 @dataclass(frozen=True)
 class NextSteps:
-    """What moving a reader on in a campaign needs: its send window and each step's delay."""
+    """What moving a reader on in a campaign needs: its send window, each step's delay, and
+    which steps are not held to the window."""
 
     window: SendWindow
     delays: dict[int, int]  # position -> delay_seconds
+    any_time: frozenset[int] = frozenset()  # positions of steps with send_window = false
+
+    def window_for(self, position: int) -> SendWindow:
+        return ANY_TIME if position in self.any_time else self.window
 
 
 def next_steps(session: Session, campaigns: Iterable[Campaign]) -> dict[int, NextSteps]:
     """NextSteps of these campaigns (loaded already), with one query for their steps."""
     by_id = {c.id: c for c in campaigns}
     delays: dict[int, dict[int, int]] = {c: {} for c in by_id}
+    any_time: dict[int, set[int]] = {c: set() for c in by_id}
     if by_id:
-        for campaign_id, position, delay in session.execute(
-            select(Step.campaign_id, Step.position, Step.delay_seconds).where(
+        for campaign_id, position, delay, in_window in session.execute(
+            select(Step.campaign_id, Step.position, Step.delay_seconds, Step.send_window).where(
                 Step.campaign_id.in_(list(by_id)), Step.position.is_not(None)
             )
         ):
             if position is not None:
                 delays[campaign_id][position] = delay
-    return {c: NextSteps(campaign_window(by_id[c]), delays[c]) for c in by_id}
+                if not in_window:
+                    any_time[campaign_id].add(position)
+    return {
+        c: NextSteps(campaign_window(by_id[c]), delays[c], frozenset(any_time[c])) for c in by_id
+    }
 
 
 def advance_after_deliveries(
@@ -361,7 +388,9 @@ def advance_after_deliveries(
             changes.append(_ended(r.id, True, finished_at))
         else:
             due = next_send_time(
-                plan.window, zone_or_utc(r.timezone), finished_at + timedelta(seconds=delay)
+                plan.window_for(r.next_position),
+                zone_or_utc(r.timezone),
+                finished_at + timedelta(seconds=delay),
             )
             changes.append({"id": r.id, "next_due_at": due, "updated_at": finished_at})
     update_by_id(session, Enrollment, changes)

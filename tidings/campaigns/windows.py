@@ -1,7 +1,8 @@
-"""Send windows ("09:00-17:00, Monday to Friday, in the subscriber's own timezone"), delays,
-and the one rule for when an email may go: `next_send_time`. The planner (when to plan a
-step), the dispatcher (whether a claimed email may go now), a resumed pause and a new
-enrollment all ask it, so they always agree.
+"""Send windows ("09:00-17:00, Monday to Friday, in the subscriber's own timezone, never on
+a public holiday"), delays, and the one rule for when an email may go: `next_send_time`. The
+planner (when to plan a step), the dispatcher (whether a claimed email may go now), a resumed
+pause and a new enrollment all ask it, so they always agree. A step that is not held to the
+window (`send_window = false`: a welcome right after confirming) is given `ANY_TIME`.
 """
 
 from __future__ import annotations
@@ -9,14 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tidings.campaigns.calendars import holiday_country, holiday_dates
+
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DELAY_PART = re.compile(r"(\d+)\s*([dhms])")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+# How far ahead next_open looks for an open day: a week, and holidays on top of it.
+_SEARCH_DAYS = 400
 
 
 def parse_delay(text: str | int) -> int:
@@ -66,11 +71,14 @@ def parse_days(spec: str | list[str]) -> frozenset[int]:
 
 @dataclass(frozen=True)
 class SendWindow:
-    """Local hours and weekdays during which a campaign may send. end <= start is not allowed."""
+    """Local hours and weekdays during which a campaign may send. end <= start is not allowed.
+    `skip_holidays`: a country code; the window is closed on the public holidays of the
+    reader's country (from their timezone), or of this country when theirs is unknown."""
 
     start: time = time(0, 0)
     end: time = time(23, 59, 59, 999999)
     days: frozenset[int] = frozenset(range(7))
+    skip_holidays: str | None = None
 
     @classmethod
     def parse(cls, hours: str | None, days: str | list[str] | None) -> SendWindow:
@@ -92,20 +100,36 @@ class SendWindow:
 
     @property
     def always_open(self) -> bool:
-        return len(self.days) == 7 and self.start == time(0) and self.end >= time(23, 59, 59)
+        return (
+            len(self.days) == 7
+            and self.start == time(0)
+            and self.end >= time(23, 59, 59)
+            and self.skip_holidays is None
+        )
 
     def contains(self, at: datetime, tz: ZoneInfo) -> bool:
         local = at.astimezone(tz)
-        return local.weekday() in self.days and self.start <= local.time() < self.end
+        return (
+            local.weekday() in self.days
+            and self.start <= local.time() < self.end
+            and not self.is_holiday(local.date(), tz)
+        )
+
+    def is_holiday(self, day: date, tz: ZoneInfo) -> bool:
+        """`day` (a date in `tz`) is a public holiday this window skips for a reader there."""
+        if self.skip_holidays is None:
+            return False
+        country = holiday_country(tz.key or "UTC", self.skip_holidays)
+        return day in holiday_dates(country, day.year)
 
     def next_open(self, at: datetime, tz: ZoneInfo) -> datetime:
         """`at` if the window is open then, else the moment it next opens (UTC)."""
         if self.always_open or self.contains(at, tz):
             return at
         local = at.astimezone(tz)
-        for offset in range(8):
+        for offset in range(_SEARCH_DAYS):
             day = local.date() + timedelta(days=offset)
-            if day.weekday() not in self.days:
+            if day.weekday() not in self.days or self.is_holiday(day, tz):
                 continue
             # Wall-clock opening time that day. zoneinfo's fold=0 moves a time that DST skips
             # forward (02:30 -> 03:30) and takes the first of a time that happens twice.
@@ -113,14 +137,19 @@ class SendWindow:
             # A window that lies wholly inside the hour DST skips is not open that day.
             if opening > at and self.contains(opening, tz):
                 return opening
-        raise AssertionError("a window with at least one day opens within a week")  # unreachable
+        # Unreachable: no country has a year of holidays.
+        raise AssertionError("a window with at least one day opens within a week of holidays")
+
+
+# Always open, every day including holidays: for steps sent as soon as they are due.
+ANY_TIME = SendWindow()
 
 
 def next_send_time(
     window: SendWindow, tz: ZoneInfo, earliest: datetime, paused_until: datetime | None = None
 ) -> datetime:
     """The first moment at or after `earliest`, and after the reader's pause if they paused,
-    at which the window is open in the reader's timezone."""
+    at which the window is open in the reader's timezone (and not a holiday it skips)."""
     if paused_until is not None and paused_until > earliest:
         earliest = paused_until
     return window.next_open(earliest, tz)
@@ -130,10 +159,14 @@ def stored_window(definition: Mapping[str, Any]) -> SendWindow:
     """The window a loaded campaign keeps in Campaign.definition (always open when absent)."""
     window = definition.get("window")
     if not window:
-        return SendWindow()
-    return _window(window["start"], window["end"], tuple(window["days"]))
+        return ANY_TIME
+    return _window(
+        window["start"], window["end"], tuple(window["days"]), window.get("skip_holidays")
+    )
 
 
 @lru_cache(maxsize=256)
-def _window(start: str, end: str, days: tuple[int, ...]) -> SendWindow:
-    return SendWindow(time.fromisoformat(start), time.fromisoformat(end), frozenset(days))
+def _window(start: str, end: str, days: tuple[int, ...], skip_holidays: str | None) -> SendWindow:
+    return SendWindow(
+        time.fromisoformat(start), time.fromisoformat(end), frozenset(days), skip_holidays
+    )

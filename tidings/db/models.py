@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.sql.expression import false
+from sqlalchemy.sql.expression import false, true
 
 from tidings.states import (
     BroadcastState,
@@ -173,6 +173,9 @@ class Step(Base):
     key: Mapped[str] = mapped_column(String(64))
     position: Mapped[int | None]
     delay_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    # False: sent as soon as it is due (the welcome, right after confirming), at any hour and
+    # on any day, not held to the campaign's send window or its holidays.
+    send_window: Mapped[bool] = mapped_column(default=True, server_default=true())
     subject: Mapped[str] = mapped_column(String(300))
     preheader: Mapped[str] = mapped_column(String(300), default="")
     source: Mapped[str] = mapped_column(Text)  # the Markdown file as written

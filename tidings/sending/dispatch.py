@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tidings.campaigns.sequencing import NextSteps, campaign_window
+from tidings.campaigns.sequencing import NextSteps, step_window
 from tidings.clock import Clock, zone_or_utc
 from tidings.config import Settings
 from tidings.db import is_disconnect, make_read_sessions, signing_key
@@ -228,7 +228,7 @@ class Dispatcher:
                 if campaign is not None:
                     at = policy.send_after(
                         campaign.status,
-                        campaign_window(campaign),
+                        step_window(campaign, row.step_send_window is not False),
                         zone_or_utc(row.timezone),
                         row.paused_until,
                         now,

@@ -105,6 +105,7 @@ def load_claimed(session: Session, ids: Sequence[int], owner: str) -> Claimed:
             Delivery.campaign_id,
             Delivery.step_id,
             Step.content_sha256.label("step_version"),
+            Step.send_window.label("step_send_window"),
             Subscriber.id.label("sid"),
             Subscriber.email,
             Subscriber.name,

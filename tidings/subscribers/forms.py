@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tidings.campaigns.sequencing import campaign_window
+from tidings.campaigns.sequencing import step_window
 from tidings.campaigns.windows import next_send_time
 from tidings.clock import zone_or_utc
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber
@@ -292,9 +292,8 @@ def resume(session: Session, subscriber: Subscriber, now: datetime) -> bool:
             )
         ]
         since = max(outcomes) if outcomes else enrollment.created_at
-        earliest = next_send_time(
-            campaign_window(campaign), tz, max(now, since + timedelta(seconds=step.delay_seconds))
-        )
+        after = since + timedelta(seconds=step.delay_seconds)
+        earliest = next_send_time(step_window(campaign, step.send_window), tz, max(now, after))
         if enrollment.next_due_at is None or earliest < enrollment.next_due_at:
             enrollment.next_due_at = earliest
             enrollment.updated_at = now

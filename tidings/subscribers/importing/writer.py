@@ -168,7 +168,8 @@ class Sequences:
     what sequencing.enroll() writes, worked out once per timezone (a list holds few)."""
 
     def __init__(self) -> None:
-        self._campaigns: list[tuple[Campaign, int | None]] | None = None
+        # Each sequence with its first step's delay and send_window (None: no step).
+        self._campaigns: list[tuple[Campaign, Any]] | None = None
         self._values: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
 
     def enrollments(self, session: Session, timezone: str, now: datetime) -> list[dict[str, Any]]:
@@ -184,11 +185,11 @@ class Sequences:
             self._campaigns = [
                 (
                     c,
-                    session.scalar(
-                        select(Step.delay_seconds).where(
+                    session.execute(
+                        select(Step.delay_seconds, Step.send_window).where(
                             Step.campaign_id == c.id, Step.position == 1
                         )
-                    ),
+                    ).first(),
                 )
                 for c in campaigns
             ]
@@ -196,8 +197,17 @@ class Sequences:
         cached = self._values.get(key)
         if cached is None:
             cached = [
-                {"campaign_id": c.id, **first_enrollment_values(c, delay, timezone, now)}
-                for c, delay in self._campaigns
+                {
+                    "campaign_id": c.id,
+                    **first_enrollment_values(
+                        c,
+                        first.delay_seconds if first else None,
+                        timezone,
+                        now,
+                        send_window=first.send_window if first else True,
+                    ),
+                }
+                for c, first in self._campaigns
             ]
             if len(self._values) > 1000:
                 self._values.clear()
