@@ -147,3 +147,40 @@ def test_migrating_a_sqlite_database_with_data_keeps_every_row(tmp_path: Path):
     foreign_keys_ok = db.execute("PRAGMA foreign_key_check").fetchall() == []
     db.close()
     assert (counts, version, foreign_keys_ok) == ([1, 1, 1], SCHEMA_HEAD, True)
+
+
+def test_steps_stored_before_0007_keep_the_send_window_and_their_deliveries(tmp_path: Path):
+    """0007 adds steps.send_window (SQLite copies the table): every step stored before it is
+    held to its campaign's window, as it was, and the deliveries that name it stay."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0006")
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.execute(
+        "INSERT INTO subscribers (id, email, name, timezone, status, key, attributes,"
+        " created_at, updated_at, soft_bounces) VALUES"
+        " (1, 'ann@example.org', 'Ann', 'UTC', 'active', 'k', '{}', '2026-10-19', '2026-10-19', 0)"
+    )
+    db.execute(
+        "INSERT INTO campaigns (id, slug, name, kind, trigger, status, bounce_check_after_id,"
+        " definition, content_sha256, created_at, loaded_at) VALUES"
+        " (1, 'c', 'C', 'sequence', 'confirm', 'active', 0, '{}', 'x', '2026-10-19', '2026-10-19')"
+    )
+    db.execute(
+        "INSERT INTO steps (id, campaign_id, key, position, delay_seconds, subject, preheader,"
+        " source, source_file, compiled, content_sha256, created_at, updated_at) VALUES"
+        " (1, 1, 'welcome', 1, 0, 'Hi', '', 'x', '00-welcome.md', '{}', 'h', '2026-10-19',"
+        " '2026-10-19')"
+    )
+    db.execute(
+        "INSERT INTO deliveries (kind, subscriber_id, campaign_id, step_id, status, attempts,"
+        " next_attempt_at, message_id, created_at, updated_at) VALUES"
+        " ('step', 1, 1, 1, 'sent', 1, '2026-10-19', 'm@x', '2026-10-19', '2026-10-19')"
+    )
+    db.commit()
+    db.close()
+    upgrade(url)
+    db = sqlite3.connect(tmp_path / "old.db")
+    steps = db.execute("SELECT key, send_window FROM steps").fetchall()
+    deliveries = db.execute("SELECT step_id FROM deliveries").fetchall()
+    db.close()
+    assert (steps, deliveries) == ([("welcome", 1)], [(1,)])
