@@ -123,7 +123,7 @@ def test_the_whole_journey_in_a_real_browser(browser, site, smtp_server):
         assert status_of(runtime, "ann@example.org") == "pending"
         page.get_by_role("button", name="Yes, subscribe me").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("You are subscribed, Ann")
-        expect(page.get_by_text("Europe/Paris")).to_be_visible()
+        expect(page.get_by_text("Emails arrive during daytime hours, Paris time.")).to_be_visible()
         assert status_of(runtime, "ann@example.org") == "active"
 
         # The welcome email arrives (10:00 in Paris, inside the send window).
@@ -224,3 +224,63 @@ def test_errors_are_listed_at_the_top_with_links_and_shown_at_each_field(browser
     with runtime.sessions.begin() as session:
         assert session.scalars(select(Subscriber)).all() == []
     context.close()
+
+
+def test_a_break_instead_of_leaving_is_one_link_away(browser, site):
+    base_url, runtime = site
+    key = add_bob(runtime)
+    with runtime.sessions.begin() as session:
+        links = Links(base_url, signing_key(session, runtime.settings.secret_key))
+    context = browser.new_context(viewport={"width": 375, "height": 700}, is_mobile=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(links.unsubscribe(key))
+    expect(page.get_by_text("from Center for Counseling, starting now")).to_be_visible()
+    page.get_by_role("link", name="Pause the series").click()
+    expect(page).to_have_url(re.compile(r"/preferences/[\w.-]+#pause$"))
+    # The pause part is on screen (the page scrolled to it), not the top of the page.
+    expect(page.get_by_role("button", name="Pause my emails")).to_be_in_viewport()
+    expect(page.get_by_role("heading", level=1)).not_to_be_in_viewport()
+    page.get_by_label("2 weeks").check()
+    page.get_by_role("button", name="Pause my emails").click()
+    expect(page.get_by_role("status")).to_contain_text("Your emails are paused until")
+    assert status_of(runtime, "bob@example.org") == "active"
+    context.close()
+
+
+def test_the_web_view_of_an_email_is_styled_and_nothing_is_refused(browser, site):
+    """The email's inline styles apply (its own CSP allows them); nothing breaks the policy
+    of this page or of the others, and none of them runs a script."""
+    base_url, _ = site
+    context = browser.new_context(viewport={"width": 375, "height": 700}, is_mobile=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text))
+    page.goto(f"{base_url}/emails/kap-benefits/welcome")
+    expect(page).to_have_title("Welcome, and what to expect")
+    expect(page.get_by_role("note").first).to_contain_text("shown in your browser")
+    expect(page.get_by_role("link", name="Sign up for this series").first).to_be_visible()
+    assert page.get_by_role("link", name=re.compile("Unsubscribe|preferences", re.I)).count() == 0
+    body = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert body not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)"), body  # the email's own
+    page.get_by_role("link", name="Sign up for this series").first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign up for our emails")
+    page.goto(f"{base_url}/emails/kap-benefits/no-such-email")
+    expect(page).to_have_title(re.compile(r"^Error: Page not found"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Error: Page not found")
+    assert [text for text in refused if "Content Security Policy" in text] == []
+    context.close()
+
+
+def add_bob(runtime: Runtime) -> str:
+    with runtime.sessions.begin() as session:
+        bob = add_subscriber(
+            session,
+            runtime.clock.now(),
+            "bob@example.org",
+            Consent("cli", "test"),
+            timezone="America/Chicago",
+            confirmed=True,
+        )
+        return bob.key

@@ -928,7 +928,7 @@ def test_resuming_now_sends_the_next_email_at_the_next_window_not_after_the_paus
     assert mails[-1]["Date"].datetime == resumed_at
     run_for(worker, clock, timedelta(days=45))
     subjects = [m["Subject"] for m in emails_to(smtp_server, "bob@example.org")]
-    assert len(subjects) == 16 and len(set(subjects)) == 16
+    assert len(subjects) == 17 and len(set(subjects)) == 17
 
 
 @pytest.mark.parametrize("weeks", ["3", "0", "", "two", "-1"])
@@ -1183,7 +1183,14 @@ def test_bad_web_settings_are_clear_errors(runtime, clock):
 # ----------------------------------------------------------------------------- every page's words
 # What a reader reads: no words run together, no jargon, errors that say so first.
 
-TYPED = ("Ann", "Bob", "Stone", "Paris", "Chicago", "Mars/Base")  # names and places these tests type in
+TYPED = (
+    "Ann",
+    "Bob",
+    "Stone",
+    "Paris",
+    "Chicago",
+    "Mars/Base",
+)  # names and places these tests type in
 ERROR_TITLE = re.compile(r"<title>Error: ")
 ERROR_HEADING = re.compile(r"<h1>Error: ")
 
@@ -1342,10 +1349,9 @@ def test_the_sign_up_page_says_what_the_reader_gets_and_how_to_leave(
     text = visible_text(html)
     assert (
         f"Understanding ketamine-assisted psychotherapy: {emails} emails, one every two days, "
-        "on weekdays."
+        "on weekdays, during daytime hours in your timezone."
     ) in text
     assert "Winter newsletter" not in text
-    assert "daytime hours in your timezone" in text
     assert "Educational information, not medical advice." in text
     assert "Leaving takes one click: every email has a link to unsubscribe" in text
     assert "privacy" not in text.lower()  # TIDINGS_PRIVACY_URL is not set
@@ -1362,21 +1368,28 @@ def test_the_confirmed_page_says_when_emails_come_as_a_person_would(
     visitor, runtime, worker, smtp_server, kap
 ):
     emails = len(read_campaign(resolve_campaign_dir("kap-benefits")).steps)
-    texts = {}
+    pages = {}
     for email, zone in (("ann@example.org", "Europe/Paris"), ("bob@example.org", "")):
         visitor.sign_up(email, timezone=zone)
         worker.tick()
         [link] = links_in(emails_to(smtp_server, email)[-1], "confirm")
-        texts[email] = visible_text(visitor.post(link).get_data(as_text=True))
-    paris, unknown = texts["ann@example.org"], texts["bob@example.org"]
+        pages[email] = visitor.post(link).get_data(as_text=True)
+    paris, unknown = (visible_text(pages[e]) for e in ("ann@example.org", "bob@example.org"))
     assert (
         f"You will receive Understanding ketamine-assisted psychotherapy: {emails} emails, "
         "one every two days, on weekdays."
     ) in paris
     assert "Emails arrive during daytime hours, Paris time." in paris
-    assert "Choose your timezone" not in paris
-    assert "Emails arrive during daytime hours, Greenwich Mean Time (GMT)." in unknown
-    assert "Somewhere else? Choose your timezone." in unknown
+    assert "choose your own" not in paris
+    assert (
+        "No timezone was given, so emails arrive during daytime hours by Greenwich Mean Time "
+        "(GMT): choose your own if you live elsewhere."
+    ) in unknown
+    bob = subscriber(runtime, "bob@example.org")
+    assert (
+        f'<a href="{link_path("preferences", bob.key)}">choose your own</a>'
+        in pages["bob@example.org"]
+    )
     assert "UTC" not in paris + unknown
 
 

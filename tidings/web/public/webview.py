@@ -39,10 +39,11 @@ _PERSONAL_LINKS = tuple(
 # What may stand between the links of a footer's line: "Unsubscribe · Preferences".
 _SEPARATORS = re.compile(r"[\s·|•/,;:.\-–—]*")
 _INLINE = frozenset({"span", "strong", "b", "em", "i", "small", "font", "u"})
+# Its own colours, whatever the email's (and its dark mode) are around it.
 _BANNER_STYLE = (
-    "max-width:600px;margin:0 auto;padding:10px 16px;box-sizing:border-box;"
-    "font-family:Helvetica,Arial,sans-serif;font-size:15px;line-height:1.5;"
-    "color:#1f3b36;background-color:#ffffff;border-bottom:1px solid #d0d7d3;text-align:center"
+    "max-width:600px;margin:16px auto 0 auto;padding:10px 16px;box-sizing:border-box;"
+    "font-family:Helvetica,Arial,sans-serif;font-size:15px;line-height:1.5;color:#1f3b36;"
+    "background-color:#ffffff;border:1px solid #d0d7d3;border-radius:6px;text-align:center"
 )
 
 
