@@ -15,7 +15,8 @@ import html
 import re
 from typing import Any
 
-import lxml.html
+# lxml comes with premailer (which compiles the emails); it has no type hints of its own.
+import lxml.html  # type: ignore[import-untyped]
 from flask import make_response, url_for
 from lxml import etree
 
