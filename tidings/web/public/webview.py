@@ -11,6 +11,7 @@ public: a newsletter's content may be private until it goes out.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from typing import Any
@@ -23,7 +24,7 @@ from lxml import etree
 from tidings.campaigns.store import public_step
 from tidings.errors import NotFound
 from tidings.rendering.compile import CompiledStep, placeholder
-from tidings.rendering.mime import Recipient, personalize
+from tidings.rendering.mime import Recipient, personalize_html
 from tidings.web.app import error_response
 from tidings.web.public.common import blueprint, reading
 
@@ -77,8 +78,8 @@ def web_view_html(compiled: CompiledStep, series: str, sign_up_url: str) -> str:
     if body is not None:
         body.insert(0, _banner(series, sign_up_url))
     page = lxml.html.tostring(doc, encoding="unicode", doctype="<!DOCTYPE html>")
-    # What is left of the personal values (a name in the greeting, a link printed as text)
-    # becomes a nameless reader's: the greeting's fallback, the sign-up page.
+    # What is left of the personal values (the greeting, a link printed as text) becomes a
+    # nameless reader's: the greeting's fallback, the sign-up page.
     nobody = Recipient(
         email="",
         name="",
@@ -86,7 +87,7 @@ def web_view_html(compiled: CompiledStep, series: str, sign_up_url: str) -> str:
         preferences_url=sign_up_url,
         confirm_url=sign_up_url,
     )
-    return personalize(page, nobody, is_html=True)
+    return personalize_html(dataclasses.replace(compiled, html=page), nobody)
 
 
 def _banner(series: str, sign_up_url: str) -> Any:
