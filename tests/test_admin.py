@@ -789,7 +789,7 @@ def test_stats_of_a_scenario_whose_answer_is_known(database_url, request):
     assert campaign["enrolled"] == {"active": 3, "completed": 0, "exited": 3}
     assert campaign["unsubscribed_before_first_email"] == 1
     steps = campaign["steps"]
-    assert len(steps) == 16
+    assert len(steps) == 17
     columns = ("sent", "queued", "failed", "bounced", "skipped", "unsubscribed_after")
     assert [(s["position"], s["key"]) for s in steps[:2]] == [
         (1, "welcome"),
@@ -798,7 +798,7 @@ def test_stats_of_a_scenario_whose_answer_is_known(database_url, request):
     assert [tuple(s[c] for c in columns) for s in steps] == [
         (2, 1, 1, 1, 0, 0),
         (2, 0, 1, 0, 0, 1),
-        *[(0, 0, 0, 0, 0, 0)] * 14,
+        *[(0, 0, 0, 0, 0, 0)] * 15,
     ]
     assert result["sends_per_day"] == [
         {"date": "2026-10-19", "sent": 2},

@@ -30,12 +30,18 @@ from tidings.sending.devsmtp import free_port
 KAP_DIR = SHIPPED_DIR / "kap-benefits"
 KAP_FILES = sorted(p.name for p in KAP_DIR.glob("*.md"))
 BENEFIT_FILES = [name for name in KAP_FILES if re.match(r"(0[1-9]|1[0-4])-", name)]
-STEP3 = "03-enhanced-therapeutic-process.md"  # line 7 is its paragraph
-# The line of campaign.toml where the footer's `reason` (which names the organization) starts.
-REASON_LINE = 1 + next(
+STEP3 = "03-enhanced-therapeutic-process.md"
+# The line of STEP3 that holds the client's paragraph (after the front matter and heading).
+STEP3_PARAGRAPH = 1 + next(
+    i
+    for i, line in enumerate((KAP_DIR / STEP3).read_text(encoding="utf-8").splitlines())
+    if line.startswith("The dissociative effects of ketamine")
+)
+# The line of campaign.toml where the footer's `risk` (which links to a web view) starts.
+RISK_LINE = 1 + next(
     i
     for i, line in enumerate((KAP_DIR / "campaign.toml").read_text(encoding="utf-8").splitlines())
-    if line.startswith("reason =")
+    if line.startswith("risk =")
 )
 
 
@@ -75,7 +81,7 @@ def insert_line(folder: Path, filename: str, after: int, new: str) -> None:
 def test_load_the_shipped_campaign_then_reload_it_unchanged_then_edited(tidings, tmp_path):
     assert tidings.json("campaigns", "list") == []
     result = tidings.ok("campaigns", "load", "kap-benefits")
-    assert "kap-benefits: created, 16 steps (16 new, 0 changed, 0 removed)" in result.stdout
+    assert "kap-benefits: created, 17 steps (17 new, 0 changed, 0 removed)" in result.stdout
     assert "warning" not in result.output  # a postal address is configured
 
     (row,) = tidings.json("campaigns", "list")
@@ -83,7 +89,7 @@ def test_load_the_shipped_campaign_then_reload_it_unchanged_then_edited(tidings,
         "slug": "kap-benefits",
         "kind": "sequence",
         "status": "active",
-        "steps": 16,
+        "steps": 17,
         "enrolled": 0,
         "sent": 0,
         "name": "Understanding ketamine-assisted psychotherapy",
@@ -92,21 +98,24 @@ def test_load_the_shipped_campaign_then_reload_it_unchanged_then_edited(tidings,
 
     tidings.at(MONDAY_8 + timedelta(hours=1))
     result = tidings.ok("campaigns", "load", "kap-benefits")
-    assert "kap-benefits: updated, 16 steps (0 new, 0 changed, 0 removed)" in result.stdout
+    assert "kap-benefits: updated, 17 steps (0 new, 0 changed, 0 removed)" in result.stdout
     after = tidings.campaign_snapshot("kap-benefits")
     # Same steps, same compiled content; only the load time moves.
     assert after["campaign"][2] == before["campaign"][2]
     assert [s[:6] for s in after["steps"]] == [s[:6] for s in before["steps"]]
-    assert tidings.counts()["steps"] == 16
+    assert tidings.counts()["steps"] == 17
 
     # An edited copy of the folder: one step rewritten, one deleted.
     folder = copy_kap(tmp_path)
-    edit_line(folder, STEP3, 7, "A rewritten paragraph about the therapeutic process.")
+    edit_line(
+        folder, STEP3, STEP3_PARAGRAPH, "A rewritten paragraph about the therapeutic process."
+    )
     (folder / "14-enhanced-therapeutic-alliance.md").unlink()
     result = tidings.ok("campaigns", "load", str(folder))
-    assert "kap-benefits: updated, 15 steps (0 new, 1 changed, 1 removed)" in result.stdout
+    # Two changed: the rewritten step, and the welcome, which says how many emails follow.
+    assert "kap-benefits: updated, 16 steps (0 new, 2 changed, 1 removed)" in result.stdout
     show = tidings.json("campaigns", "show", "kap-benefits")
-    assert len(show["steps"]) == 15
+    assert len(show["steps"]) == 16
     assert "enhanced-therapeutic-alliance" not in [s["key"] for s in show["steps"]]
     text = tidings.ok(
         "campaigns",
@@ -131,15 +140,19 @@ def test_load_unknown_folder_or_slug_fails(tidings, tmp_path):
 
 
 def _unknown_variable(folder: Path) -> None:
-    edit_line(folder, STEP3, 7, "Dear {{ first_name }}, the dissociative effects matter.")
+    edit_line(
+        folder, STEP3, STEP3_PARAGRAPH, "Dear {{ first_name }}, the dissociative effects matter."
+    )
 
 
 def _unknown_attribute(folder: Path) -> None:
-    edit_line(folder, STEP3, 7, "Dear {{ subscriber.nickname }}, the effects matter.")
+    edit_line(folder, STEP3, STEP3_PARAGRAPH, "Dear {{ subscriber.nickname }}, the effects matter.")
 
 
 def _jinja_syntax_error(folder: Path) -> None:
-    edit_line(folder, STEP3, 7, "Dear {{ subscriber.first_name }, the effects matter.")
+    edit_line(
+        folder, STEP3, STEP3_PARAGRAPH, "Dear {{ subscriber.first_name }, the effects matter."
+    )
 
 
 def _missing_subject(folder: Path) -> None:
@@ -166,21 +179,28 @@ def _suicidal_in_preheader(folder: Path) -> None:
 def _footer_typo(folder: Path) -> None:
     path = folder / "campaign.toml"
     text = path.read_text(encoding="utf-8")
-    typo = text.replace("{{ sender.organization }} \\", "{{ sender.organisation }} \\")
+    typo = text.replace(
+        '{{ web_view("risks-and-screening") }}', '{{ web_veiw("risks-and-screening") }}'
+    )
     assert typo != text
     path.write_text(typo, encoding="utf-8")
 
 
 BROKEN: list[tuple[str, Callable[[Path], None], str, str]] = [
-    ("unknown-variable", _unknown_variable, f"{STEP3}:7", "unknown variable 'first_name'"),
-    ("unknown-attribute", _unknown_attribute, f"{STEP3}:7", "nickname"),
-    ("jinja-syntax", _jinja_syntax_error, f"{STEP3}:7", "unexpected '}'"),
+    (
+        "unknown-variable",
+        _unknown_variable,
+        f"{STEP3}:{STEP3_PARAGRAPH}",
+        "unknown variable 'first_name'",
+    ),
+    ("unknown-attribute", _unknown_attribute, f"{STEP3}:{STEP3_PARAGRAPH}", "nickname"),
+    ("jinja-syntax", _jinja_syntax_error, f"{STEP3}:{STEP3_PARAGRAPH}", "unexpected '}'"),
     ("missing-subject", _missing_subject, f"{STEP3}:2", "missing subject"),
     ("bad-delay", _bad_delay, f"{STEP3}:4", "delay '2 weeks'"),
     ("personal-preheader", _personal_value_in_preheader, f"{STEP3}:3", "subscriber"),
     ("suicide-subject", _suicide_in_subject, f"{STEP3}:2", "subject mentions suicide"),
     ("suicidal-preheader", _suicidal_in_preheader, f"{STEP3}:3", "preheader mentions suicide"),
-    ("footer-typo", _footer_typo, f"campaign.toml:{REASON_LINE}", "organisation"),
+    ("footer-typo", _footer_typo, f"campaign.toml:{RISK_LINE}", "web_veiw"),
 ]
 
 
@@ -257,7 +277,7 @@ def test_list_and_show_follow_what_is_sent(tidings_kap, smtp_server):
     assert (row["slug"], row["status"], row["steps"], row["enrolled"], row["sent"]) == (
         "kap-benefits",
         "active",
-        16,
+        17,
         1,
         1,
     )
@@ -271,17 +291,18 @@ def test_list_and_show_follow_what_is_sent(tidings_kap, smtp_server):
     assert Path(info["source"]).resolve() == KAP_DIR.resolve()
     assert info["loaded_at"] == MONDAY_8.isoformat()
     steps = info["steps"]
-    assert [s["position"] for s in steps] == list(range(1, 17))
+    assert [s["position"] for s in steps] == list(range(1, 18))
     assert steps[0]["key"] == "welcome" and steps[-1]["key"] == "closing"
     assert steps[1]["key"] == "rapid-relief-of-symptoms"
-    assert [s["delay"] for s in steps] == ["0"] + ["2d"] * 15
-    assert steps[4]["subject"] == "A note on hope and safety"
+    assert [s["delay"] for s in steps] == ["0"] + ["2d"] * 16
+    assert steps[2]["key"] == "risks-and-screening"
+    assert steps[5]["subject"] == "A note on hope and safety"
     assert not any("suicid" in s["subject"].lower() for s in steps)
-    assert [s["sent"] for s in steps] == [1] + [0] * 15
+    assert [s["sent"] for s in steps] == [1] + [0] * 16
 
     csv_out = tidings.ok("campaigns", "show", "kap-benefits", "--csv").stdout.splitlines()
     assert csv_out[0] == "position,key,delay,subject,sent"
-    assert len(csv_out) == 17
+    assert len(csv_out) == 18
 
     table = tidings.ok("campaigns", "list").stdout
     assert "kap-benefits" in table and "sequence" in table
@@ -308,7 +329,7 @@ def test_preview_html_text_and_eml_and_unknown_names(tidings_kap, tmp_path):
     )
     assert result.stdout == ""
     html = out.read_text(encoding="utf-8")
-    assert "Enhanced Therapeutic Process</h2>" in html
+    assert "Enhanced Therapeutic Process</h1>" in html
     assert "988" in html and "https://988lifeline.org" in html
     assert re.search(rf'href="{re.escape(BASE_URL)}/unsubscribe/[^"]+"', html)
     assert re.search(rf'href="{re.escape(BASE_URL)}/preferences/[^"]+"', html)
@@ -316,15 +337,15 @@ def test_preview_html_text_and_eml_and_unknown_names(tidings_kap, tmp_path):
     assert POSTAL_ADDRESS in html
     assert "TIDINGSVAR" not in html
     # This step does not mention suicide: the crisis block comes after the text.
-    assert html.index("Enhanced Therapeutic Process</h2>") < html.index("988")
+    assert html.index("Enhanced Therapeutic Process</h1>") < html.index("988")
 
     # A step that mentions suicide has the crisis line first, in both parts.
     html = tidings.ok(
         "campaigns", "preview", "kap-benefits", "--step", "reduction-in-suicidal-ideation"
     ).stdout
-    assert html.index("988") < html.index("Reduction in Suicidal Ideation</h2>")
+    assert html.index("988") < html.index("Reduction in Suicidal Ideation</h1>")
     text = tidings.ok(
-        "campaigns", "preview", "kap-benefits", "--step", "5", "--format", "text"
+        "campaigns", "preview", "kap-benefits", "--step", "6", "--format", "text"
     ).stdout
     assert text.index("988") < text.index("Reduction in Suicidal Ideation")
 
@@ -332,7 +353,7 @@ def test_preview_html_text_and_eml_and_unknown_names(tidings_kap, tmp_path):
     text = tidings.ok("campaigns", "preview", "kap-benefits", "--format", "text").stdout
     assert "Thank you for confirming your subscription." in text
     assert "<p>" not in text and "<a " not in text
-    assert re.search(rf"Unsubscribe: {re.escape(BASE_URL)}/unsubscribe/\S+", text)
+    assert re.search(rf"Unsubscribe:\s+{re.escape(BASE_URL)}/unsubscribe/\S+", text)
     assert "988" in text
     assert POSTAL_ADDRESS in text
 
@@ -343,14 +364,15 @@ def test_preview_html_text_and_eml_and_unknown_names(tidings_kap, tmp_path):
         "preview",
         "kap-benefits",
         "--step",
-        "3",
+        "4",
         "--format",
         "eml",
         "--out",
         str(out),
     )
     message = email.message_from_bytes(out.read_bytes(), policy=policy.default)
-    assert message["Subject"] == "Effective for Treatment-Resistant Conditions"
+    # Email 02's subject says what it is about, not that the treatment works.
+    assert message["Subject"] == "When earlier treatments did not help: what we know"
     assert message["To"].addresses[0].addr_spec == "alex.sample@example.org"
     assert message["From"].addresses[0].addr_spec == FROM_ADDRESS
     assert message["Message-ID"]
@@ -359,7 +381,7 @@ def test_preview_html_text_and_eml_and_unknown_names(tidings_kap, tmp_path):
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
     assert "Effective for Treatment-Resistant Conditions" in text
-    assert "Effective for Treatment-Resistant Conditions</h2>" in html
+    assert "Effective for Treatment-Resistant Conditions</h1>" in html
     assert "988" in text and "988" in html
     assert f"<{BASE_URL}/unsubscribe/" in str(message["List-Unsubscribe"])
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -373,8 +395,8 @@ def test_preview_html_text_and_eml_and_unknown_names(tidings_kap, tmp_path):
     )
     assert "campaign 'kap-benefits' has no step 'nope'" in output
     assert "rapid-relief-of-symptoms" in output  # the known steps are listed
-    output = tidings.fails("campaigns", "preview", "kap-benefits", "--step", "17")
-    assert "no step '17'" in output
+    output = tidings.fails("campaigns", "preview", "kap-benefits", "--step", "18")
+    assert "no step '18'" in output
     output = tidings.fails("campaigns", "preview", "kap-benefits", "--format", "pdf", code=2)
     assert "pdf" in output
 
@@ -386,7 +408,7 @@ def test_test_send_arrives_is_not_recorded_and_refuses_bad_input(tidings_kap, sm
     tidings = tidings_kap
     before = tidings.counts()
     result = tidings.ok(
-        "campaigns", "test-send", "kap-benefits", "--to", "Me@Example.org", "--step", "5"
+        "campaigns", "test-send", "kap-benefits", "--to", "Me@Example.org", "--step", "6"
     )
     assert re.search(r"^reduction-in-suicidal-ideation: sent \(250", result.stdout, re.M)
     ((mail_from, rcpts, _),) = smtp_server.handler.messages
@@ -399,18 +421,18 @@ def test_test_send_arrives_is_not_recorded_and_refuses_bad_input(tidings_kap, sm
     tidings.ok("campaigns", "test-send", "kap-benefits", "--to", "me@example.org")
     assert received(smtp_server)[1]["Subject"] == "Welcome, and what to expect"
 
-    # --step all: the sixteen of them.
+    # --step all: the seventeen of them.
     del smtp_server.handler.messages[:]
     result = tidings.ok(
         "campaigns", "test-send", "kap-benefits", "--to", "me@example.org", "--step", "all"
     )
-    assert len(re.findall(r": sent \(250", result.stdout)) == 16
+    assert len(re.findall(r": sent \(250", result.stdout)) == 17
     messages = received(smtp_server)
-    assert len(messages) == 16
+    assert len(messages) == 17
     assert all(rcpt == ["me@example.org"] for _, rcpt, _ in smtp_server.handler.messages)
     subjects = [s["subject"] for s in tidings.json("campaigns", "show", "kap-benefits")["steps"]]
     assert Counter(str(m["Subject"]) for m in messages) == Counter(subjects)
-    assert len({m["Message-ID"] for m in messages}) == 16
+    assert len({m["Message-ID"] for m in messages}) == 17
 
     assert tidings.counts() == before  # test sends are not in the ledger
 
@@ -492,28 +514,47 @@ def test_pause_or_resume_an_unknown_campaign_fails(tidings):
 # ----------------------------------------------------------------------------- import-text
 
 
-def test_import_text_reproduces_the_shipped_benefit_emails_byte_for_byte(no_database, tmp_path):
+def body_of(text: str) -> str:
+    """A step file without its front matter: the email's body as written."""
+    return text.split("\n+++\n", 1)[1]
+
+
+def test_import_text_writes_the_clients_part_of_the_shipped_emails(no_database, tmp_path):
+    """What import-text makes of the client's copy is the client's part of the shipped
+    campaign, in its structure: each body byte for byte, the framing left to write."""
     out = tmp_path / "imported"
+    source = KAP_DIR / "SOURCE.txt"
     result = no_database.ok(
-        "campaigns",
-        "import-text",
-        str(KAP_DIR / "SOURCE.txt"),
-        "--slug",
-        "kap-benefits",
-        "--out",
-        str(out),
+        "campaigns", "import-text", str(source), "--slug", "kap-benefits", "--out", str(out)
     )
     written = sorted(p.name for p in out.iterdir())
-    assert written == sorted(["campaign.toml", "00-welcome.md", "99-closing.md", *BENEFIT_FILES])
+    assert written == sorted(
+        ["campaign.toml", "SOURCE.txt", "00-welcome.md", "99-closing.md", *BENEFIT_FILES]
+    )
     assert len(BENEFIT_FILES) == 14
+    assert (out / "SOURCE.txt").read_bytes() == source.read_bytes()
     for name in BENEFIT_FILES:
-        assert (out / name).read_bytes() == (KAP_DIR / name).read_bytes(), name
+        imported = (out / name).read_text(encoding="utf-8")
+        shipped = (KAP_DIR / name).read_text(encoding="utf-8")
+        assert body_of(imported) == body_of(shipped), name
+        assert body_of(imported).startswith("# "), "the client's heading as the h1"
+        assert '\nresearch = ""\n' in imported and "\nnext_step = {" in imported, name
+        assert "…" not in imported, "no preheader cut from the first sentence"
         assert f"wrote {out / name}" in result.stdout
+    suicide = (out / "04-reduction-in-suicidal-ideation.md").read_text(encoding="utf-8")
+    assert 'subject = "A note on hope and safety"' in suicide and "crisis_at_top = true" in suicide
+    welcome = (out / "00-welcome.md").read_text(encoding="utf-8")
+    assert "send_window = false" in welcome and "{{ step.total - 1 }} more" in welcome
+    closing = (out / "99-closing.md").read_text(encoding="utf-8")
+    assert "{{ contact.booking_url }}" in closing and "{{ contact.phone }}" in closing
+    toml = (out / "campaign.toml").read_text(encoding="utf-8")
+    assert 'client_copy = "SOURCE.txt"' in toml
+    assert 'greeting = "Dear {first_name},"' in toml and "[contact]" in toml
     assert f"tidings campaigns load {out}" in result.stdout
     assert not (tmp_path / "unused.db").exists()
 
 
-def test_an_imported_folder_loads(tidings, tmp_path):
+def test_an_imported_folder_loads_once_its_medication_email_names_the_prescriber(tidings, tmp_path):
     out = tmp_path / "imported"
     tidings.ok(
         "campaigns",
@@ -525,6 +566,26 @@ def test_an_imported_folder_loads(tidings, tmp_path):
         "KAP, imported",
         "--out",
         str(out),
+    )
+    # The client's copy alone speaks of needing less medication without the prescriber
+    # sentence: the lint refuses that email, by file and line, and stores nothing.
+    medication = out / "08-reduced-dependence-on-long-term-medication.md"
+    output = tidings.fails("campaigns", "load", str(out))
+    problems = [line.strip() for line in output.splitlines()[1:] if line.strip()]
+    assert problems and all(
+        p.startswith(medication.name + ":") and "[medication-prescriber]" in p for p in problems
+    ), output
+    assert tidings.json("campaigns", "list") == []
+
+    # The writer adds what the scaffold asks for (its research paragraph) and it loads.
+    text = medication.read_text(encoding="utf-8")
+    assert 'research = ""' in text
+    medication.write_text(
+        text.replace(
+            'research = ""',
+            'research = "Do not stop or change a medication without talking with your prescriber."',
+        ),
+        encoding="utf-8",
     )
     result = tidings.ok("campaigns", "load", str(out))
     assert "kap-imported: created, 16 steps (16 new" in result.stdout
@@ -552,8 +613,10 @@ def test_import_text_from_stdin(no_database, tmp_path):
         "01-longer-office-hours.md",
         "02-a-new-group.md",
         "99-closing.md",
+        "SOURCE.txt",
         "campaign.toml",
     ]
+    assert (out / "SOURCE.txt").read_text(encoding="utf-8") == SPRING
     assert 'slug = "spring"' in (out / "campaign.toml").read_text(encoding="utf-8")
     step = (out / "01-longer-office-hours.md").read_text(encoding="utf-8")
     assert 'subject = "Longer Office Hours"' in step

@@ -16,9 +16,8 @@ import pytest
 
 from tidings.campaigns import SHIPPED_DIR
 from tidings.campaigns.definition import read_campaign
-from tidings.campaigns.loading import campaign_sender, compile_campaign
+from tidings.campaigns.loading import campaign_context, campaign_sender, compile_campaign
 from tidings.config import Settings
-from tidings.rendering.compile import CampaignContext
 from tidings.rendering.mime import MessageHeaders, MessageSkeleton, Recipient
 from tidings.rendering.reference import render_message_naive
 
@@ -83,9 +82,7 @@ def personal_campaign(tmp_path: Path) -> Path:
 
 def compiled_steps(folder: Path):
     definition = read_campaign(folder)
-    context = CampaignContext(
-        definition.slug, definition.name, definition.footer, {}, SETTINGS.public_base_url
-    )
+    context = campaign_context(definition, SETTINGS)
     sender = campaign_sender(SETTINGS, definition.sender)
     return [
         (source, compiled, context, sender)

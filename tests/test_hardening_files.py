@@ -129,7 +129,7 @@ def test_previews_are_private_and_never_written_through_a_link(with_kap, tmp_pat
     folder = tmp_path / "preview"
     with_kap.ok("campaigns", "preview", "kap-benefits", "--dir", str(folder))
     written = sorted(folder.iterdir())
-    assert len(written) == 33 and {mode(p) for p in written} == {0o600}  # 16 x 2 + index
+    assert len(written) == 35 and {mode(p) for p in written} == {0o600}  # 17 x 2 + index
 
     link = tmp_path / "link.html"
     target = planted_link(link, tmp_path)

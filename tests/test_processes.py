@@ -40,7 +40,7 @@ def test_demo_runs_the_whole_series_for_three_subscribers(tmp_path: Path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "48 emails delivered" in done.stdout
+    assert "51 emails delivered" in done.stdout
     assert str(demo_dir / "outbox") in done.stdout
     assert (demo_dir / "tidings.db").is_file()
 
@@ -48,20 +48,42 @@ def test_demo_runs_the_whole_series_for_three_subscribers(tmp_path: Path):
         email.message_from_bytes(m.as_bytes(), policy=policy.default)
         for m in mailbox.Maildir(demo_dir / "outbox", create=False)
     ]
-    assert len(messages) == 48
+    assert len(messages) == 51
     by_reader: dict[str, list] = {}
     for message in messages:
         by_reader.setdefault(message["To"].addresses[0].addr_spec, []).append(message)
     assert sorted(by_reader) == [f"reader{i}@demo.example" for i in (1, 2, 3)]
     for i, (address, mails) in enumerate(sorted(by_reader.items())):
         tz = ZoneInfo(DEMO_TIMEZONES[i])
-        assert len(mails) == 16
-        assert len({m["Subject"] for m in mails}) == 16
-        for m in mails:
+        assert len(mails) == 17
+        assert len({m["Subject"] for m in mails}) == 17
+        mails.sort(key=lambda m: m["Date"].datetime)
+        # The welcome goes at once (the readers confirm at 12:00 UTC: 07:00 in New York, 04:00
+        # in Los Angeles), every other email inside the window.
+        assert mails[0]["Subject"] == "Welcome, and what to expect"
+        for m in mails[1:]:
             local = m["Date"].datetime.astimezone(tz)
             assert local.weekday() < 5 and 9 <= local.hour < 17, (address, local)
+        for m in mails:
             assert m.get_body(("plain",)) is not None and m.get_body(("html",)) is not None
+        _no_email_on_christmas_or_new_years_day(
+            address, [m["Date"].datetime.astimezone(tz) for m in mails]
+        )
     assert len({DEMO_TIMEZONES[i] for i in range(3)}) >= 2
+
+
+def _no_email_on_christmas_or_new_years_day(address: str, sent: list) -> None:
+    """The demo runs from 1 December across the holidays (US for New York and Los Angeles,
+    GB for London: both keep 25 December and 1 January): none is sent on them, and the
+    series goes on the working days around them."""
+    days = [when.date() for when in sent]
+    christmas = next(d for d in days if d.month == 12).replace(day=25)
+    new_year = christmas.replace(year=christmas.year + 1, month=1, day=1)
+    assert christmas not in days and new_year not in days, (address, days)
+    before = max(d for d in days if d < christmas)
+    after = min(d for d in days if d > christmas)
+    assert (christmas - before).days <= 4 and (after - christmas).days <= 4, (address, days)
+    assert any(d > new_year for d in days), (address, days)
 
 
 class SignallingHandler:

@@ -183,7 +183,7 @@ def test_headers_and_structure_of_a_rendered_email(hello):
     assert "Your address: ann@example.org" in text
     assert "Dear Ann Lee, hi Ann." in html
     assert f'href="{BASE_URL}/unsubscribe/tok3n"' in html
-    assert f"[Leave the series]({BASE_URL}/unsubscribe/tok3n)" in text
+    assert f"Leave the series: {BASE_URL}/unsubscribe/tok3n" in text.splitlines()
     assert not message.defects
     # Every header is there once.
     for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
@@ -407,17 +407,19 @@ def test_kap_has_welcome_then_the_fourteen_benefits_in_source_order_then_closing
     ]
     benefits = list(zip(lines[1:-1:2], lines[2:-1:2], strict=True))
     assert len(benefits) == 14
-    assert len(definition.steps) == 16
+    assert len(definition.steps) == 17
     assert definition.steps[0].key == "welcome"
+    assert definition.steps[2].key == "risks-and-screening"  # the campaign's own, not the client's
     assert definition.steps[-1].key == "closing"
-    for step, (heading, paragraph) in zip(definition.steps[1:-1], benefits, strict=True):
-        assert f"## {heading}\n" in step.body, (step.file, heading)
+    client_steps = [s for s in definition.steps[1:-1] if s.key != "risks-and-screening"]
+    for step, (heading, paragraph) in zip(client_steps, benefits, strict=True):
+        assert f"# {heading}\n" in step.body, (step.file, heading)
         assert flat(paragraph) in flat(step.body), step.file
     assert flat(lines[-1]) in flat(definition.steps[-1].body)
 
 
 def test_every_kap_email_carries_the_required_footer_in_both_parts(kap_emails):
-    assert len(kap_emails) == 16
+    assert len(kap_emails) == 17
     for key, _, message in kap_emails:
         text, html = parts(message)
         for name, part in (("text", text), ("html", html)):
@@ -428,7 +430,7 @@ def test_every_kap_email_carries_the_required_footer_in_both_parts(kap_emails):
             assert "911" in flat_part, where
             assert "not medical advice" in flat_part, where
             assert "screening" in flat_part, where
-            assert "You are receiving this" in flat_part, where
+            assert "You signed up for these emails" in flat_part, where
         for kind, scope in (("unsubscribe", "unsubscribe"), ("preferences", "preferences")):
             found = re.search(rf'href="{re.escape(BASE_URL)}/{kind}/([^"/]+)"', html)
             assert found, (key, kind)
@@ -448,7 +450,7 @@ def test_suicidal_ideation_email_opens_with_the_crisis_line(kap_emails):
         assert part.index("988lifeline.org") < heading
         assert part.index("911") < heading
     body = html[html.index("<body") :]
-    assert body.index("988") < body.index("<h2")
+    assert body.index("988") < body.index("<h1")
 
 
 def test_no_subject_or_preheader_mentions_suicide(kap_emails):

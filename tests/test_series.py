@@ -9,11 +9,15 @@ from zoneinfo import ZoneInfo
 from conftest import received, run_for
 from sqlalchemy import select
 
+from tidings.campaigns import SHIPPED_DIR
+from tidings.campaigns.definition import read_campaign
 from tidings.db.models import Delivery, Enrollment
 from tidings.subscribers.directory import find_subscriber
 from tidings.subscribers.lifecycle import Consent, activate, add_subscriber
 
 NEW_YORK = ZoneInfo("America/New_York")
+# The shipped series: the welcome, the client's 14 benefits, the risks email, the closing.
+KAP_STEPS = read_campaign(SHIPPED_DIR / "kap-benefits").steps
 
 
 def test_one_subscriber_receives_the_whole_series_in_order_inside_the_window(
@@ -48,7 +52,8 @@ def test_one_subscriber_receives_the_whole_series_in_order_inside_the_window(
     run_for(worker, clock, timedelta(days=60))
 
     series = received(smtp_server)[1:]
-    assert len(series) == 16
+    assert len(KAP_STEPS) == 17
+    assert len(series) == 17
     with runtime.sessions.begin() as session:
         subjects = [
             s
@@ -56,10 +61,11 @@ def test_one_subscriber_receives_the_whole_series_in_order_inside_the_window(
                 select(Delivery.step_id).where(Delivery.kind == "step").order_by(Delivery.id)
             )
         ]
-    assert len(subjects) == 16
+    assert len(subjects) == 17
+    assert [m["Subject"] for m in series] == [step.subject for step in KAP_STEPS]
     assert series[0]["Subject"] == "Welcome, and what to expect"
-    assert series[1]["Subject"] == "Rapid Relief of Symptoms"
-    assert series[4]["Subject"] == "A note on hope and safety"
+    assert series[2]["Subject"] == "Is KAP right for me? Risks, screening and who it is not for"
+    assert series[5]["Subject"] == "A note on hope and safety"
     assert series[-1]["Subject"] == "If you would like to learn more"
 
     sent_at = [m["Date"].datetime for m in series]

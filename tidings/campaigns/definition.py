@@ -6,6 +6,7 @@
       00-welcome.md           +++ TOML front matter +++ then the body (Markdown + Jinja)
       01-rapid-relief.md
       ...
+      REVIEW.md               notes for people: a file named in capitals is not an email
 
 Emails go out in file-name order. A step's key (stable across edits and renames) is its
 front matter's `key`, or the file name without the leading number: `01-rapid-relief.md` is
@@ -281,11 +282,17 @@ class _Toml:
             return LintOptions()
 
 
+def _is_note(path: Path) -> bool:
+    """Not an email: hidden or set aside (`_draft.md`), or a note for people named in
+    capitals (REVIEW.md, README.md)."""
+    return path.name.startswith(("_", ".")) or (path.stem.isupper() and path.stem.isalpha())
+
+
 def _read_steps(folder: Path, kind: str, every: int, problems: list[str]) -> list[StepDefinition]:
     """The step files, in file-name order; the first waits 0 unless it says otherwise, the
     others the schedule's `every`."""
     steps: list[StepDefinition] = []
-    files = sorted(p for p in folder.glob("*.md") if not p.name.startswith(("_", ".")))
+    files = sorted(p for p in folder.glob("*.md") if not _is_note(p))
     if not files:
         problems.append(f"{folder}: no step files (*.md)")
     for number, path in enumerate(files):

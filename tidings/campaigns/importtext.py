@@ -2,15 +2,23 @@
 
 The format, as the client's copy is written:
 
-    An introduction paragraph (optional: becomes the welcome email).
+    An introduction paragraph (optional: becomes part of the welcome email).
     First Heading
     Its paragraph.
     Second Heading
     Its paragraph.
-    A closing paragraph (optional: becomes the closing email).
+    A closing paragraph (optional: becomes part of the closing email).
 
 A heading is a short line without final punctuation; every other non-blank line is a
 paragraph. Each heading takes the paragraph that follows it.
+
+What is written is the client's part of the campaign, in the structure every campaign of a
+sensitive audience has (CONTENT.md "What every email of a series is"): each email's body is
+the client's heading (`# Heading`) and paragraph, word for word; the text itself is kept as
+SOURCE.txt (campaign.toml `client_copy`: the lint exempts it from the readability rule and
+the shipped campaign's tests keep it verbatim). The framing is left for the writer, in its
+place: each step's `research = ""` (what the research says, and its limits, the source
+named) and `next_step`, campaign.toml's [letter] (greeting, sign-off) and [contact] stubs.
 
 The client's words are written so that they print as typed: a campaign file is a template,
 so `{{`, `{%` and `{#` in the copy are written as expressions that print them.
@@ -19,17 +27,23 @@ so `{{`, `{%` and `{#` in the copy are written as expressions that print them.
 from __future__ import annotations
 
 import re
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tidings.campaigns.definition import LOCK_SCREEN_WORDS, SLUG
+from tidings.campaigns.lint.words import CONDITION
 from tidings.errors import InvalidInput
 
 HEADING_MAX_CHARS = 90
-PREHEADER_MAX_CHARS = 100
+SUBJECT_MAX_CHARS = 70
+CLIENT_COPY = "SOURCE.txt"
+# Subjects and preheaders show on lock screens and in shared inboxes: an email whose heading
+# names suicide or a condition gets these instead (its body keeps the heading).
 DISCREET_SUBJECT = "A note on hope and safety"
 DISCREET_PREHEADER = "Support is available, and there are reasons for hope."
+NEUTRAL_PREHEADER = "What the research says, and its limits."
+# Each email's one call to action until the writer picks a better one ([contact] website).
+DEFAULT_NEXT_STEP = '{ text = "Visit our website", url = "{{ contact.website }}" }'
 
 
 @dataclass
@@ -82,56 +96,83 @@ def slugify(text: str) -> str:
     return slug[:60].rstrip("-") or "step"
 
 
-def first_sentence(paragraph: str, limit: int = PREHEADER_MAX_CHARS) -> str:
-    sentence = re.split(r"(?<=[.!?])\s", paragraph, maxsplit=1)[0]
-    if len(sentence) <= limit:
-        return sentence
-    return textwrap.shorten(sentence, width=limit, placeholder="…")
-
-
 def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def step_file(heading: str, paragraph: str) -> str:
-    """The Markdown file for one heading + paragraph pair."""
-    subject, preheader = heading, first_sentence(paragraph)
-    mentions_suicide = bool(LOCK_SCREEN_WORDS.search(heading + " " + paragraph))
-    if LOCK_SCREEN_WORDS.search(subject) or LOCK_SCREEN_WORDS.search(preheader):
-        # Subjects and preheaders show on lock screens and in shared inboxes.
-        subject, preheader = DISCREET_SUBJECT, DISCREET_PREHEADER
-    front = [
-        "+++",
-        f"subject = {_toml_string(template_literal(subject))}",
-        f"preheader = {_toml_string(template_literal(preheader))}",
-    ]
-    if mentions_suicide:
-        front.append("crisis_at_top = true")
-    front.append("+++")
-    body = f"## {heading}\n\n{paragraph}\n"
-    return "\n".join(front) + "\n" + template_literal(body)
+def lock_screen_texts(heading: str) -> tuple[str, str]:
+    """The subject and preheader for a heading: the heading, and a preheader that says what
+    the email adds, unless the heading would tell whoever sees the inbox about the reader
+    (suicide, a condition). A preheader is not cut from the first sentence (CONTENT.md)."""
+    if LOCK_SCREEN_WORDS.search(heading):
+        return DISCREET_SUBJECT, DISCREET_PREHEADER
+    if CONDITION.search(heading) or len(heading) > SUBJECT_MAX_CHARS:
+        return "One more thing to know about this treatment", NEUTRAL_PREHEADER
+    # "Rapid Relief of Symptoms" -> "rapid relief of symptoms"; "OCD" stays as it is.
+    topic = " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in heading.split())
+    return heading, f"What the research says about {topic}, and its limits."
 
 
-def welcome_file(intro: list[str]) -> str:
-    body = template_literal("\n\n".join(intro))
-    return (
-        "+++\n"
-        'subject = "Welcome, and what to expect"\n'
-        'preheader = "Thank you for subscribing. Here is what the coming emails cover."\n'
-        'delay = "0"\n'
-        "+++\n"
-        f"## Welcome\n\n{body}\n"
+def _front(subject: str, preheader: str, *extra: str) -> str:
+    return "\n".join(
+        [
+            "+++",
+            f"subject = {_toml_string(template_literal(subject))}",
+            "# What shows after the subject in the inbox: write it for the reader.",
+            f"preheader = {_toml_string(template_literal(preheader))}",
+            *extra,
+            "# What the research says, and its limits, in plain words, the source named:",
+            '# research = """In trials, ... (Author and others, 2020). It does not show ..."""',
+            'research = ""',
+            "# The one thing this email asks the reader to do.",
+            f"next_step = {DEFAULT_NEXT_STEP}",
+            "+++",
+        ]
     )
 
 
+def step_file(heading: str, paragraph: str) -> str:
+    """The Markdown file for one heading + paragraph pair: the client's words as the body."""
+    subject, preheader = lock_screen_texts(heading)
+    extra = ["crisis_at_top = true"] if LOCK_SCREEN_WORDS.search(heading + paragraph) else []
+    body = f"# {heading}\n\n{paragraph}\n"
+    return _front(subject, preheader, *extra) + "\n" + template_literal(body)
+
+
+def welcome_file(intro: list[str]) -> str:
+    """The welcome: sent at once after confirming; the client's introduction, then what the
+    reader will get (the count follows the folder), how often, and how to leave."""
+    front = _front(
+        "Welcome, and what to expect",
+        "What the next emails cover, how often they come, and how to pause or leave.",
+        'delay = "0"',
+        "# Sent as soon as the reader confirms, at any hour: not held to the send window.",
+        "send_window = false",
+    )
+    intro_text = template_literal("\n\n".join(intro))
+    what_comes = (
+        "Here is what to expect. After this email, we will send you {{ step.total - 1 }} "
+        "more, one every two to three days, on weekdays. Each one covers one topic.\n\n"
+        "You can pause the series or leave it at any time. The links are at the bottom of "
+        "every email. Leaving takes one click."
+    )
+    thanks = "Thank you for confirming your subscription."
+    return f"{front}\n# Welcome\n\n{thanks}\n\n{intro_text}\n\n{what_comes}\n"
+
+
 def closing_file(outro: list[str]) -> str:
+    """The closing email: the client's closing words and the way to act on them."""
+    front = _front(
+        "If you would like to learn more",
+        "How to reach us, when we answer, and how to book a first conversation.",
+    ).replace(
+        DEFAULT_NEXT_STEP,
+        '{ text = "Book a first conversation", url = "{{ contact.booking_url }}" }',
+    )
     body = template_literal("\n\n".join(outro))
     return (
-        "+++\n"
-        'subject = "If you would like to learn more"\n'
-        'preheader = "How to talk with us about whether this could be right for you."\n'
-        "+++\n"
-        f"## Next steps\n\n{body}\n"
+        f"{front}\n# Next steps\n\nThis is the last email of the series. Thank you for reading.\n\n"
+        f"{body}\n\nYou can call us at {{{{ contact.phone }}}}, {{{{ contact.office_hours }}}}.\n"
     )
 
 
@@ -141,11 +182,28 @@ name = {name}
 kind = "sequence"
 # Subscribers are enrolled when they confirm their subscription.
 trigger = "confirm"
+# The client's own text: its paragraphs appear in the emails word for word.
+client_copy = "SOURCE.txt"
 
 [schedule]
 every = "2d"            # between two emails; a step's `delay` overrides it
 window = "09:00-17:00"  # only inside these hours, in each subscriber's own timezone
 days = "mon-fri"
+skip_holidays = "US"    # no email on a public holiday of the reader's country
+
+# How every email opens and closes. The signature: a named person or team.
+[letter]
+greeting = "Dear {{first_name}},"
+greeting_fallback = "Hello,"
+signoff = "With care,"
+signature = "The care team"
+
+# How a reader reaches you. PLACEHOLDERS: replace with your own before launch.
+[contact]
+phone = "(555) 555-0142"
+website = "https://www.example.org/"
+booking_url = "https://www.example.org/book"
+office_hours = "Monday to Friday, 9 am to 5 pm"
 
 # Review this footer: it goes into every email.
 [footer]
@@ -159,6 +217,10 @@ disclaimer = \"\"\"This email is educational information, not medical advice. Pl
 with a licensed clinician about whether any treatment is right for you.\"\"\"
 reason = \"\"\"You are receiving this because you signed up for this email series \\
 from {{{{ sender.organization }}}}. Leaving takes one click.\"\"\"
+
+[lint]
+# Where [contact] links go (replace with your own domain).
+link_domains = ["example.org"]
 """
 
 
@@ -174,6 +236,7 @@ def write_campaign(text: str, slug: str, out: Path, name: str | None = None) -> 
         "campaign.toml": CAMPAIGN_TOML.format(
             slug=_toml_string(slug), name=_toml_string(name or slug)
         ),
+        CLIENT_COPY: text,
     }
     if doc.intro:
         files["00-welcome.md"] = welcome_file(doc.intro)

@@ -61,18 +61,28 @@ def campaign_sender(settings: Settings, overrides: dict[str, str]) -> Sender:
     )
 
 
+def campaign_context(definition: CampaignDefinition, settings: Settings) -> CampaignContext:
+    """What every email of a campaign shares when it is compiled: footer, letter, contact."""
+    raw = definition.raw_toml
+    return CampaignContext(
+        slug=definition.slug,
+        name=definition.name,
+        footer=definition.footer,
+        footer_lines={k: toml_line(raw, k) for k in definition.footer},
+        base_url=settings.public_base_url,
+        letter=definition.letter,
+        contact=definition.contact,
+        letter_lines={k: toml_line(raw, k) for k in definition.letter},
+        step_keys=tuple(step.key for step in definition.steps),
+    )
+
+
 def compile_campaign(
     definition: CampaignDefinition, settings: Settings
 ) -> list[tuple[StepSource, CompiledStep]]:
     """Compile every step. Raises CampaignError listing every template problem found."""
     sender = campaign_sender(settings, definition.sender)
-    context = CampaignContext(
-        slug=definition.slug,
-        name=definition.name,
-        footer=definition.footer,
-        footer_lines={k: toml_line(definition.raw_toml, k) for k in definition.footer},
-        base_url=settings.public_base_url,
-    )
+    context = campaign_context(definition, settings)
     problems: list[str] = []
     compiled = []
     total = len(definition.steps)
@@ -89,6 +99,10 @@ def compile_campaign(
             total=total,
             subject_line=step.subject_line,
             preheader_line=step.preheader_line,
+            research=step.research,
+            research_line=step.research_line,
+            next_step=(step.next_step.text, step.next_step.url) if step.next_step else None,
+            next_step_line=step.next_step_line,
         )
         try:
             compiled.append((source, compile_step(source, context, sender)))

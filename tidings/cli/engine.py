@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,7 +219,14 @@ def _print_status(info: dict[str, Any]) -> None:
     show_default=True,
     help="Real seconds per simulated day.",
 )
-def demo(directory: Path, count: int, day_seconds: float) -> None:
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="First simulated day, YYYY-MM-DD (readers confirm at 12:00 UTC). Default: the latest "
+    "1 December, so the series crosses Christmas and New Year.",
+)
+def demo(directory: Path, count: int, day_seconds: float, start: datetime | None) -> None:
     """Run the whole KAP series for demo subscribers, weeks in a minute.
 
     Starts a local SMTP server that stores what it receives in DIR/outbox, and runs the real
@@ -227,10 +235,12 @@ def demo(directory: Path, count: int, day_seconds: float) -> None:
     \b
     Example:
       tidings demo --subscribers 5 --day-seconds 1
+      tidings demo --start 2027-06-28      # across the 4th of July
     """
-    from tidings.ops.demo import run_demo
+    from tidings.ops.demo import DEMO_START_HOUR, run_demo
 
     started()
-    summary = run_demo(directory, count, day_seconds, echo=click.echo)
+    first = start.replace(hour=DEMO_START_HOUR, tzinfo=UTC) if start else None
+    summary = run_demo(directory, count, day_seconds, echo=click.echo, start=first)
     if not summary.finished:
         raise click.ClickException(summary.message)

@@ -2,7 +2,8 @@
 
 Everything is real: a SQLite file migrated by Alembic, the campaign loaded from its folder,
 APScheduler ticking, SMTP delivery to an aiosmtpd server on loopback that stores each message
-in a Maildir. Only time is fast: one simulated day per `day_seconds` real seconds.
+in a Maildir. Only time is fast: one simulated day per `day_seconds` real seconds, from the
+latest 1 December: the series runs across Christmas and New Year, and shows them skipped.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -44,8 +46,18 @@ DEMO_NAMES = (
     "Kenji Watanabe",
     "Priya Natarajan",
 )
-# A series of 16 emails two weekdays apart takes about 5 weeks; allow twice that.
+# A series of 16 emails two weekdays apart takes about 6 weeks with holidays; allow twice that.
 MAX_SIMULATED_DAYS = 80
+# The demo readers confirm at noon UTC (early morning in America, evening in Asia): their
+# welcome goes at once, the other emails inside each one's send window.
+DEMO_START_HOUR = 12
+
+
+def demo_start(today: date) -> datetime:
+    """Where simulated time starts: the latest 1 December on or before `today`, so the series
+    crosses 25 December and 1 January whatever the day the demo is run."""
+    year = today.year if today.month == 12 else today.year - 1
+    return datetime(year, 12, 1, DEMO_START_HOUR, tzinfo=UTC)
 
 
 @dataclass
@@ -75,8 +87,13 @@ def demo_settings(directory: Path, smtp_url: str, day_seconds: float) -> Setting
 
 # Long: the demo as a script, top to bottom, as a newcomer reads it.
 def run_demo(
-    directory: Path, count: int, day_seconds: float, echo: Callable[[str], None] = print
+    directory: Path,
+    count: int,
+    day_seconds: float,
+    echo: Callable[[str], None] = print,
+    start: datetime | None = None,
 ) -> DemoSummary:
+    """`start`: the first simulated moment (default: demo_start of today)."""
     directory = directory.resolve()
     for leftover in ("tidings.db", "tidings.db-wal", "tidings.db-shm"):
         (directory / leftover).unlink(missing_ok=True)
@@ -87,7 +104,7 @@ def run_demo(
     with LocalSMTPServer(MaildirHandler(outbox)) as smtp:
         settings = demo_settings(directory, smtp.url, day_seconds)
         upgrade(settings.database_url)
-        start = RealClock().now()
+        start = start or demo_start(RealClock().now().date())
         with Runtime.open(settings, FixedClock(start)) as runtime:
             with runtime.sessions.begin() as session:
                 load_campaign(session, resolve_campaign_dir(DEMO_CAMPAIGN), settings, start)
@@ -111,7 +128,7 @@ def run_demo(
             expected = steps * count
             echo(
                 f"Demo: {count} subscribers, {steps} emails each, one simulated day every "
-                f"{day_seconds:g}s; SMTP server on {smtp.url}"
+                f"{day_seconds:g}s from {start:%a %Y-%m-%d}; SMTP server on {smtp.url}"
             )
             # Simulated time starts now that everything is set up.
             clock = runtime.clock = ScaledClock(start, 86400 / day_seconds)

@@ -2,13 +2,15 @@
 html part and a text part, with placeholders where each reader's values go.
 
     Markdown body -> Jinja (sandboxed, autoescape, StrictUndefined) -> HTML -> Jinja layout
-    -> premailer inlines the CSS; the text part comes from the same HTML through html2text.
+    (templates/email/layout.html: greeting, body, research box, button, sign-off, contact
+    line, footer) -> premailer inlines the CSS (the dark-mode @media block stays in the
+    head); the text part comes from the same pieces through plaintext.py (layout.txt).
     Campaign texts (bodies, footer fields, subjects, preheaders) are untrusted templates: they
     run in Jinja's immutable sandbox and may not name anything starting with an underscore
     (`sender.__class__...` would reach Python itself); only tidings' own layouts run unsandboxed.
-    Personal values (name, email, links) are rendered as plain-word placeholders such as
-    TIDINGSVARFIRSTNAMEX: premailer would URL-quote Jinja syntax left in an href, and running
-    premailer per recipient is far too slow.
+    Personal values (name, email, links, the greeting) are rendered as plain-word placeholders
+    such as TIDINGSVARFIRSTNAMEX: premailer would URL-quote Jinja syntax left in an href, and
+    running premailer per recipient is far too slow.
 
 Per reader, `mime` fills the placeholders in and builds the message. Nothing here touches
 the database or the network.
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,16 @@ from jinja2 import nodes
 from markupsafe import Markup
 
 from tidings import __version__
-from tidings.rendering.sandbox import campaign_environment, private_name_problem, private_names
+from tidings.rendering.inline import double_quoted_attributes, inline_css
+from tidings.rendering.letter import contact_line, greeting_for
+from tidings.rendering.plaintext import finish, html_to_text, link_line
+from tidings.rendering.sandbox import (
+    campaign_environment,
+    misused_personal_value,
+    private_name_problem,
+    private_names,
+    template_line,
+)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -44,9 +54,10 @@ PERSONAL_FIELDS = (
     "unsubscribe_url",
     "preferences_url",
     "confirm_url",
+    "greeting",  # [letter] greeting with the first name, or its fallback (letter.py)
 )
 # What a campaign's footer may define; the layouts place each one.
-FOOTER_FIELDS = ("reason", "crisis", "crisis_line", "disclaimer", "risk")
+FOOTER_FIELDS = ("reason", "crisis", "crisis_line", "disclaimer", "risk", "abroad")
 PLACEHOLDER = re.compile(r"TIDINGSVAR([A-Z]+)X")
 _PLACEHOLDER_ANY_CASE = re.compile(r"tidingsvar[a-z]*x?", re.IGNORECASE)
 
@@ -91,6 +102,10 @@ class StepSource:
     total: int = 1
     subject_line: int = 2
     preheader_line: int = 2
+    research: str = ""  # "What the research says, and its limits": Markdown with Jinja
+    research_line: int = 2
+    next_step: tuple[str, str] | None = None  # (text, url): the button; url may use Jinja
+    next_step_line: int = 2
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,12 @@ class CampaignContext:
     footer: Mapping[str, str] = field(default_factory=dict)
     footer_lines: Mapping[str, int] = field(default_factory=dict)  # for error messages
     base_url: str = ""
+    letter: Mapping[str, str] = field(default_factory=dict)  # greeting, signoff...
+    contact: Mapping[str, str] = field(default_factory=dict)  # phone, website...
+    letter_lines: Mapping[str, int] = field(default_factory=dict)
+    step_keys: tuple[str, ...] = ()  # what web_view() may name (empty: anything)
+    variables: Mapping[str, str] = field(default_factory=dict)  # more template variables
+    preferences_link: bool = True  # False before the address is confirmed
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +133,9 @@ class CompiledStep:
     html: str
     text: str
     content_sha256: str
+    # [letter] greeting and its fallback: what TIDINGSVARGREETINGX becomes per reader.
+    greeting: str = ""
+    greeting_fallback: str = ""
 
     def as_stored(self) -> dict[str, str]:
         return {
@@ -120,6 +144,8 @@ class CompiledStep:
             "html": self.html,
             "text": self.text,
             "content_sha256": self.content_sha256,
+            "greeting": self.greeting,
+            "greeting_fallback": self.greeting_fallback,
         }
 
     def __eq__(self, other: object) -> bool:
@@ -131,7 +157,9 @@ class CompiledStep:
     @classmethod
     def from_stored(cls, data: Mapping[str, str]) -> CompiledStep:
         return cls(
-            **{k: data[k] for k in ("subject", "preheader", "html", "text", "content_sha256")}
+            **{k: data[k] for k in ("subject", "preheader", "html", "text", "content_sha256")},
+            greeting=data.get("greeting", ""),  # steps compiled before [letter] have none
+            greeting_fallback=data.get("greeting_fallback", ""),
         )
 
 
@@ -189,6 +217,9 @@ def template_context(
         "sender": sender,
         "campaign": {"slug": campaign.slug, "name": campaign.name},
         "base_url": campaign.base_url,
+        "contact": dict(campaign.contact),
+        "web_view": _web_view(campaign),
+        **campaign.variables,
     }
     if step is not None:
         context["step"] = {
@@ -206,6 +237,20 @@ def template_context(
     return context
 
 
+def _web_view(campaign: CampaignContext) -> Any:
+    def web_view(key: str) -> str:
+        """The page showing one email of this campaign on the web (the risks email, from
+        every footer): {base_url}/emails/{campaign}/{step key}."""
+        if campaign.step_keys and key not in campaign.step_keys:
+            raise ValueError(
+                f"web_view({key!r}): no email with that key in this campaign "
+                f"(keys: {', '.join(campaign.step_keys)})"
+            )
+        return f"{campaign.base_url}/emails/{campaign.slug}/{key}"
+
+    return web_view
+
+
 def render_fragment(
     source: str, where_file: str, first_line: int, context: dict[str, Any], autoescape: bool = True
 ) -> str:
@@ -220,7 +265,7 @@ def render_fragment(
         ) from exc
     for line, names in private_names(ast):
         raise TemplateProblem(f"{where_file}:{first_line + line - 1}", private_name_problem(names))
-    misuse = _misused_personal_value(ast)
+    misuse = misused_personal_value(ast)
     if misuse is not None:
         raise TemplateProblem(
             f"{where_file}:{first_line + misuse.lineno - 1}",
@@ -233,11 +278,19 @@ def render_fragment(
         raise TemplateProblem(
             f"{where_file}:{first_line + line - 1}", f"unknown variable '{name}' (known: {known})"
         )
+    for node in ast.find_all(nodes.Getattr):
+        is_contact = isinstance(node.node, nodes.Name) and node.node.name == "contact"
+        if is_contact and node.attr not in context.get("contact", {}):
+            raise TemplateProblem(
+                f"{where_file}:{first_line + node.lineno - 1}",
+                f'contact.{node.attr} is not set: add {node.attr} = "..." to [contact] '
+                "in campaign.toml",
+            )
     template = env.from_string(source)
     try:
         out = template.render(context)
     except (jinja2.TemplateError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
-        line = _template_line(exc) or 1
+        line = template_line(exc) or 1
         message = exc.message if isinstance(exc, jinja2.UndefinedError) else str(exc)
         raise TemplateProblem(f"{where_file}:{first_line + line - 1}", str(message)) from exc
     for match in _PLACEHOLDER_ANY_CASE.finditer(out):
@@ -251,54 +304,11 @@ def render_fragment(
     return out
 
 
-_PERSONAL_NAMES = frozenset({"unsubscribe_url", "preferences_url", "confirm_url"})
-
-
-def _misused_personal_value(ast: nodes.Template) -> nodes.Node | None:
-    """The first place a personal value is used other than printed directly ({{ x }}).
-
-    Personal values are placeholders while compiling: a filter, a test or a condition would
-    act on the placeholder, not on the subscriber's value, so it is refused with its line.
-    """
-
-    def is_personal(node: nodes.Node) -> bool:
-        if isinstance(node, nodes.Name):
-            return node.name in _PERSONAL_NAMES
-        return (
-            isinstance(node, nodes.Getattr | nodes.Getitem)
-            and isinstance(node.node, nodes.Name)
-            and node.node.name == "subscriber"
-        )
-
-    def visit(node: nodes.Node, parent: nodes.Node | None) -> nodes.Node | None:
-        if is_personal(node):
-            return None if isinstance(parent, nodes.Output) else node
-        if isinstance(node, nodes.Name) and node.name == "subscriber":
-            return node  # `subscriber` itself, not one of its fields
-        for child in node.iter_child_nodes():
-            found = visit(child, node)
-            if found is not None:
-                return found
-        return None
-
-    return visit(ast, None)
-
-
-def _template_line(exc: BaseException) -> int | None:
-    """The template line where a render error happened, from Jinja's rewritten traceback."""
-    line = getattr(exc, "lineno", None)
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
 _MARKDOWN_EXTENSIONS = ["extra", "sane_lists", "smarty"]
+RESEARCH_HEADING = "What the research says, and its limits"
 
 
-# Markdown, html2text and premailer are imported where they are used: compiling happens at
+# Markdown and premailer are imported where they are used: compiling happens at
 # `campaigns load`, while sending (which imports this module for CompiledStep) never needs them.
 
 
@@ -306,20 +316,6 @@ def markdown_to_html(source: str) -> str:
     import markdown
 
     return markdown.markdown(source, extensions=_MARKDOWN_EXTENSIONS, output_format="html")
-
-
-def html_to_text(fragment: str) -> str:
-    import html2text
-
-    converter = html2text.HTML2Text()
-    # No hard wrapping: where a line breaks would depend on each reader's name (and the
-    # quoted-printable transfer encoding keeps lines short anyway).
-    converter.body_width = 0
-    converter.wrap_links = False
-    converter.ignore_images = True
-    converter.unicode_snob = True  # keep “curly quotes” and accents as they are
-    converter.ignore_emphasis = True  # **bold** markers are noise in a plain-text email
-    return converter.handle(fragment).strip() + "\n"
 
 
 def compile_step(
@@ -330,14 +326,29 @@ def compile_step(
     subject, preheader, html_part, text_part = render_parts(
         step, campaign, sender, confirmation, personal=None
     )
+    greeting = campaign.letter.get("greeting", "")
+    fallback = campaign.letter.get("greeting_fallback", "")
     digest = hashlib.sha256()
-    for part in (__version__, subject, preheader, html_part, text_part):
+    for part in (__version__, subject, preheader, html_part, text_part, greeting, fallback):
         digest.update(part.encode("utf-8"))
         digest.update(b"\x00")
-    return CompiledStep(subject, preheader, html_part, text_part, digest.hexdigest())
+    return CompiledStep(
+        subject, preheader, html_part, text_part, digest.hexdigest(), greeting, fallback
+    )
 
 
-# Long: the compile pipeline in order (body, footer, subject, layouts, inlining).
+@dataclass(frozen=True)
+class _Pieces:
+    """One email's parts before the layouts place them: html fragments and plain texts."""
+
+    body: Markup
+    research: Markup
+    footer: dict[str, Markup]  # crisis, crisis_line, abroad, note (disclaimer + risk), reason
+    next_step: dict[str, str] | None  # text, url
+    signoff: str
+    signature: str
+
+
 def render_parts(
     step: StepSource,
     campaign: CampaignContext,
@@ -349,6 +360,7 @@ def render_parts(
     placeholders (compile once); with values, this is the whole slow path for one reader (the
     reference the fast path is checked against, and the benchmark's baseline)."""
     context = template_context(campaign, sender, step, confirmation=confirmation)
+    greeting: Any = _PersonalValue("greeting")
     if personal is not None:
         context["subscriber"] = SimpleNamespace(
             first_name=personal["first_name"], name=personal["name"], email=personal["email"]
@@ -356,14 +368,11 @@ def render_parts(
         for name in ("unsubscribe_url", "preferences_url", "confirm_url"):
             if name in context:
                 context[name] = personal[name]
-    body_markdown = render_fragment(step.body, step.file, step.body_line, context)
-    body_html = markdown_to_html(body_markdown)
-    footer_html: dict[str, Markup] = {name: Markup("") for name in FOOTER_FIELDS}
-    for name, source in campaign.footer.items():
-        rendered = render_fragment(
-            source, "campaign.toml", campaign.footer_lines.get(name, 1), context
+        letter = campaign.letter
+        greeting = greeting_for(
+            letter.get("greeting", ""), letter.get("greeting_fallback", ""), personal["first_name"]
         )
-        footer_html[name] = Markup(markdown_to_html(rendered))
+    pieces = _render_pieces(step, campaign, context)
     plain_context = template_context(campaign, sender, step, personal=False)
     subject = _one_line(
         render_fragment(step.subject, step.file, step.subject_line, plain_context, False)
@@ -375,16 +384,45 @@ def render_parts(
         name: (_PersonalValue(name) if personal is None else personal[name])
         for name in ("unsubscribe_url", "preferences_url")
     }
+    page, text = _render_layouts(
+        campaign, sender, step, pieces, greeting, links, (subject, preheader)
+    )
+    return subject, preheader, double_quoted_attributes(inline_css(page)), finish(text)
+
+
+def _render_layouts(
+    campaign: CampaignContext,
+    sender: Sender,
+    step: StepSource,
+    pieces: _Pieces,
+    greeting: Any,
+    links: dict[str, Any],
+    heads: tuple[str, str],
+) -> tuple[str, str]:
+    """The html and text layouts around the pieces (templates/email/layout.*)."""
+    shared = {
+        "sender": sender,
+        "crisis_at_top": step.crisis_at_top,
+        "has_greeting": bool(campaign.letter.get("greeting")),
+        "signoff": pieces.signoff,
+        "signature": pieces.signature,
+        "contact": contact_line(campaign.contact),
+        "preferences_link": campaign.preferences_link,
+        "research_heading": RESEARCH_HEADING,
+        "has_research": bool(pieces.research),
+    }
     page = (
         _layout_environment(True)
         .get_template("email/layout.html")
         .render(
-            subject=subject,
-            preheader=preheader,
-            body=Markup(body_html),
-            footer=footer_html,
-            crisis_at_top=step.crisis_at_top,
-            sender=sender,
+            subject=heads[0],
+            preheader=heads[1],
+            greeting=greeting,
+            body=pieces.body,
+            research=pieces.research,
+            footer=pieces.footer,
+            next_step=pieces.next_step,
+            **shared,
             **links,
         )
     )
@@ -392,58 +430,61 @@ def render_parts(
         _layout_environment(False)
         .get_template("email/layout.txt")
         .render(
-            body=html_to_text(body_html),
-            footer={name: html_to_text(value) for name, value in footer_html.items()},
-            crisis_at_top=step.crisis_at_top,
-            sender=sender,
+            greeting=str(greeting),
+            body=html_to_text(pieces.body),
+            research=html_to_text(pieces.research),
+            footer={name: html_to_text(value) for name, value in pieces.footer.items()},
+            next_step=pieces.next_step and link_line(**pieces.next_step),
+            **shared,
             **{name: str(value) for name, value in links.items()},
         )
     )
-    return subject, preheader, double_quoted_attributes(inline_css(page)), _normalize_newlines(text)
+    return page, text
 
 
-def inline_css(page: str) -> str:
-    import premailer
-
-    return premailer.Premailer(
-        page,
-        allow_network=False,
-        disable_validation=True,
-        cssutils_logging_level=logging.CRITICAL,
-        remove_classes=False,
-    ).transform()
-
-
-# A start tag as lxml writes it, and each of its attributes (values always quoted, < and >
-# escaped in them).
-_START_TAG = re.compile(
-    r"""<[A-Za-z][^\s/>]*(?:\s+[^\s=/>]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'>]+))?)*\s*/?>"""
-)
-_ATTRIBUTE = re.compile(r"""(\s+[^\s=/>]+\s*=\s*)(?:'([^']*)'|"([^"]*)")""")
-
-
-def double_quoted_attributes(page: str) -> str:
-    """Every attribute value between double quotes, with both kinds of quote escaped in it.
-
-    lxml writes a value that contains " between single quotes; a reader's value filled into
-    it would then need ' escaped, and a value with ' between double quotes needs " escaped.
-    One form for every attribute, applied to the compiled html and to the reference path's
-    alike, lets the fast path escape every personal value in an attribute one way (& < > " '
-    all escaped) and still produce the reference's bytes."""
-
-    def attribute(match: re.Match[str]) -> str:
-        single, double = match.group(2), match.group(3)
-        value = (
-            single.replace('"', "&quot;") if single is not None else double.replace("'", "&#39;")
+def _render_pieces(step: StepSource, campaign: CampaignContext, context: dict[str, Any]) -> _Pieces:
+    """The body, research paragraph, footer, button and sign-off, each rendered (Jinja, then
+    Markdown where it is Markdown); a template error names its file and line."""
+    body = markdown_to_html(render_fragment(step.body, step.file, step.body_line, context))
+    research = ""
+    if step.research.strip():
+        research = markdown_to_html(
+            render_fragment(step.research, step.file, step.research_line, context)
         )
-        return f'{match.group(1)}"{value}"'
-
-    return _START_TAG.sub(lambda tag: _ATTRIBUTE.sub(attribute, tag.group()), page)
+    footer_markdown = {
+        name: render_fragment(source, "campaign.toml", campaign.footer_lines.get(name, 1), context)
+        for name, source in campaign.footer.items()
+    }
+    # The disclaimer and the risk note make one sentence (CONTENT.md: the footer is short).
+    note = " ".join(
+        footer_markdown.pop(name).strip()
+        for name in ("disclaimer", "risk")
+        if name in footer_markdown
+    )
+    footer = {name: Markup("") for name in ("crisis", "crisis_line", "abroad", "note", "reason")}
+    for name, rendered in [*footer_markdown.items(), ("note", note)]:
+        footer[name] = Markup(markdown_to_html(rendered)) if rendered.strip() else Markup("")
+    next_step = None
+    if step.next_step is not None:
+        text, url = (
+            _one_line(render_fragment(part, step.file, step.next_step_line, context, False))
+            for part in step.next_step
+        )
+        next_step = {"text": text, "href": url}
+    signoff, signature = (
+        _one_line(
+            render_fragment(
+                campaign.letter.get(name, ""),
+                "campaign.toml",
+                campaign.letter_lines.get(name, 1),
+                context,
+                False,
+            )
+        )
+        for name in ("signoff", "signature")
+    )
+    return _Pieces(Markup(body), Markup(research), footer, next_step, signoff, signature)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _normalize_newlines(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")

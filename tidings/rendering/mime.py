@@ -19,6 +19,8 @@ from email.utils import format_datetime, formataddr
 from functools import lru_cache
 
 from tidings.rendering.compile import FIELD_BY_TAG, PERSONAL_FIELDS, PLACEHOLDER, CompiledStep
+from tidings.rendering.letter import greeting_for
+from tidings.rendering.plaintext import wrap_line
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -40,7 +42,11 @@ class Recipient:
         return getattr(self, field_name)
 
     def values(self) -> dict[str, str]:
-        return {name: self.value(name) for name in PERSONAL_FIELDS}
+        """The reader's own values (the greeting is made of them and the campaign's words)."""
+        return {name: self.value(name) for name in PERSONAL_FIELDS if name != "greeting"}
+
+    def greeting(self, compiled: CompiledStep) -> str:
+        return greeting_for(compiled.greeting, compiled.greeting_fallback, self.value("first_name"))
 
 
 @dataclass(slots=True)
@@ -91,29 +97,59 @@ def _split_segments(template: str, is_html: bool) -> tuple[list[str], list[tuple
     return literals, fields
 
 
+def _split_lines(template: str) -> tuple[list[str], list[str]]:
+    """The text part as (literals, lines with a personal value between them): such a line is
+    wrapped once the reader's values are in (plaintext.wrap_line), as the reference path
+    wraps it with them."""
+    literals: list[str] = []
+    lines: list[str] = []
+    chunk: list[str] = []
+    for line in template.split("\n"):
+        if PLACEHOLDER.search(line):
+            literals.append("\n".join([*chunk, ""]) if chunk else "")
+            lines.append(line)
+            chunk = [""]  # the line break after it
+        else:
+            chunk.append(line)
+    literals.append("\n".join(chunk))
+    return literals, lines
+
+
 def _escaped(value: str, is_html: bool, attribute: bool) -> str:
     if not is_html:
         return value
     return value.translate(_ATTRIBUTE_ESCAPES if attribute else _TEXT_ESCAPES)
 
 
-def personalize(template: str, recipient: Recipient, is_html: bool) -> str:
-    """The html or text of a compiled step for one reader (previews; the reference for the
-    encoded fast path below)."""
+def _fill(template: str, recipient: Recipient, greeting: str, is_html: bool) -> str:
     literals, fields = _split_segments(template, is_html)
     out = [literals[0]]
     for (name, attribute), literal in zip(fields, literals[1:], strict=True):
-        out.append(_escaped(recipient.value(name), is_html, attribute))
+        value = greeting if name == "greeting" else recipient.value(name)
+        out.append(_escaped(value, is_html, attribute))
+        out.append(literal)
+    return "".join(out)
+
+
+def personalize(template: str, recipient: Recipient, is_html: bool, greeting: str = "") -> str:
+    """The html or text of a compiled step for one reader (previews; the reference for the
+    encoded fast path below)."""
+    if is_html:
+        return _fill(template, recipient, greeting, is_html=True)
+    literals, lines = _split_lines(template)
+    out = [literals[0]]
+    for line, literal in zip(lines, literals[1:], strict=True):
+        out.append(wrap_line(_fill(line, recipient, greeting, is_html=False)))
         out.append(literal)
     return "".join(out)
 
 
 def personalize_html(compiled: CompiledStep, recipient: Recipient) -> str:
-    return personalize(compiled.html, recipient, is_html=True)
+    return personalize(compiled.html, recipient, True, recipient.greeting(compiled))
 
 
 def personalize_text(compiled: CompiledStep, recipient: Recipient) -> str:
-    return personalize(compiled.text, recipient, is_html=False)
+    return personalize(compiled.text, recipient, False, recipient.greeting(compiled))
 
 
 # Quoted-printable, prepared once per step version. A part is encoded as its literal pieces
@@ -176,18 +212,41 @@ def _wrap_last_line(line: bytes) -> bytes:
 
 
 class _EncodedPart:
-    """One part (html or text) of a step, ready to personalize and encode quickly."""
+    """The html part of a step, ready to personalize and encode quickly: literal pieces
+    encoded once, each personal value escaped and encoded between them."""
 
-    def __init__(self, template: str, is_html: bool):
-        literals, self.fields = _split_segments(template, is_html)
-        self.is_html = is_html
+    def __init__(self, template: str):
+        literals, self.fields = _split_segments(template, is_html=True)
         self.literals = [_qp_piece(lit) for lit in literals[:-1]] + [_qp_final(literals[-1])]
 
-    def render(self, recipient: Recipient) -> bytes:
+    def render(self, recipient: Recipient, greeting: str) -> bytes:
         literals = self.literals
         out = [literals[0]]
         for i, (name, attribute) in enumerate(self.fields, start=1):
-            out.append(_qp_piece(_escaped(recipient.value(name), self.is_html, attribute)))
+            value = greeting if name == "greeting" else recipient.value(name)
+            out.append(_qp_piece(_escaped(value, True, attribute)))
+            out.append(literals[i])
+        return b"".join(out)
+
+
+class _EncodedText:
+    """The text part: literal pieces encoded once; each line with a personal value filled
+    in, wrapped and encoded per reader."""
+
+    def __init__(self, template: str):
+        literals, lines = _split_lines(template)
+        self.lines = [_split_segments(line, is_html=False) for line in lines]
+        self.literals = [_qp_piece(lit) for lit in literals[:-1]] + [_qp_final(literals[-1])]
+
+    def render(self, recipient: Recipient, greeting: str) -> bytes:
+        literals = self.literals
+        out = [literals[0]]
+        for i, (pieces, fields) in enumerate(self.lines, start=1):
+            line = [pieces[0]]
+            for (name, _), piece in zip(fields, pieces[1:], strict=True):
+                line.append(greeting if name == "greeting" else recipient.value(name))
+                line.append(piece)
+            out.append(_qp_piece(wrap_line("".join(line))))
             out.append(literals[i])
         return b"".join(out)
 
@@ -200,8 +259,9 @@ class MessageSkeleton:
 
     def __init__(self, compiled: CompiledStep):
         self.compiled = compiled
-        self.html = _EncodedPart(compiled.html, is_html=True)
-        self.text = _EncodedPart(compiled.text, is_html=False)
+        self.html = _EncodedPart(compiled.html)
+        self.text = _EncodedText(compiled.text)
+        self.greets = bool(compiled.greeting)
         self.subject_header = format_unstructured("Subject", compiled.subject)
         # The stdlib writes the MIME structure (boundary, part headers) once; per message we
         # only put the encoded parts into it. The boundary starts with "==", which a
@@ -215,13 +275,14 @@ class MessageSkeleton:
         self._head, self._middle, self._tail = head, middle, tail
 
     def render(self, recipient: Recipient, headers: MessageHeaders) -> bytes:
+        greeting = recipient.greeting(self.compiled) if self.greets else ""
         return b"".join(
             (
                 self._headers(recipient, headers).encode("ascii"),
                 self._head,
-                self.text.render(recipient),
+                self.text.render(recipient, greeting),
                 self._middle,
-                self.html.render(recipient),
+                self.html.render(recipient, greeting),
                 self._tail,
             )
         )

@@ -69,3 +69,49 @@ def private_name_problem(names: list[str]) -> str:
         "templates may not reach Python's internals; use the variables listed in the README, "
         "e.g. {{ sender.organization }}"
     )
+
+
+# Personal values are placeholders while compiling (compile.py): printed as they are, never
+# filtered, tested or combined.
+_PERSONAL_NAMES = frozenset({"unsubscribe_url", "preferences_url", "confirm_url"})
+
+
+def misused_personal_value(ast: nodes.Template) -> nodes.Node | None:
+    """The first place a personal value is used other than printed directly ({{ x }}).
+
+    Personal values are placeholders while compiling: a filter, a test or a condition would
+    act on the placeholder, not on the subscriber's value, so it is refused with its line.
+    """
+
+    def is_personal(node: nodes.Node) -> bool:
+        if isinstance(node, nodes.Name):
+            return node.name in _PERSONAL_NAMES
+        return (
+            isinstance(node, nodes.Getattr | nodes.Getitem)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "subscriber"
+        )
+
+    def visit(node: nodes.Node, parent: nodes.Node | None) -> nodes.Node | None:
+        if is_personal(node):
+            return None if isinstance(parent, nodes.Output) else node
+        if isinstance(node, nodes.Name) and node.name == "subscriber":
+            return node  # `subscriber` itself, not one of its fields
+        for child in node.iter_child_nodes():
+            found = visit(child, node)
+            if found is not None:
+                return found
+        return None
+
+    return visit(ast, None)
+
+
+def template_line(exc: BaseException) -> int | None:
+    """The template line where a render error happened, from Jinja's rewritten traceback."""
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
