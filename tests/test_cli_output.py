@@ -94,7 +94,7 @@ def test_a_test_send_respects_the_servers_cap_like_every_other_email(loaded, tmp
     lines = result.stdout.splitlines()
     assert lines[0].startswith("welcome: sent")
     assert "cap is reached" in lines[1]
-    assert "15 of 16 test emails were not sent" in result.output
+    assert "16 of 17 test emails were not sent" in result.output
 
 
 def test_a_database_that_is_busy_is_not_a_lost_connection():

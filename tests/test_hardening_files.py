@@ -140,6 +140,26 @@ def test_previews_are_private_and_never_written_through_a_link(with_kap, tmp_pat
     refused(with_kap.fails("campaigns", "preview", "kap-benefits", "--dir", str(folder)), target)
 
 
+def test_import_text_and_the_form_snippet_never_write_through_a_link(tidings_sqlite, tmp_path):
+    """Neither holds anything private, but a link planted where they write could make them
+    overwrite any file the operator may write."""
+    source = tmp_path / "copy.txt"
+    source.write_text("An introduction.\nA Heading\nIts paragraph.\n", encoding="utf-8")
+    out = tmp_path / "imported"
+    target = planted_link(out / "01-a-heading.md", tmp_path)
+    output = tidings_sqlite.fails(
+        "campaigns", "import-text", str(source), "--slug", "linked", "--out", str(out)
+    )
+    refused(output, target)
+
+    snippet = tmp_path / "signup.html"
+    target = planted_link(snippet, tmp_path)
+    refused(tidings_sqlite.fails("form-snippet", "--out", str(snippet)), target)
+    snippet.unlink()
+    tidings_sqlite.ok("form-snippet", "--out", str(snippet))
+    assert "<form" in snippet.read_text(encoding="utf-8") and not snippet.is_symlink()
+
+
 # ----------------------------------------------------------------------------- 11. requests
 
 

@@ -46,7 +46,7 @@ def test_screenshots_at_desktop_and_phone_width(sqlite_template, tmp_path):
     out = tmp_path / "shots"
     result = t.ok("campaigns", "screenshot", "kap-benefits", "--out", str(out))
     shots = sorted(out.glob("*.png"))
-    assert len(shots) == 32, result.output
+    assert len(shots) == 34, result.output
     for shot in shots:
         width, height = png_size(shot)
         assert width == (1280 if shot.name.endswith("-desktop.png") else 375), shot.name

@@ -37,7 +37,9 @@ def test_a_spammy_email_scores_high_and_fails_the_check(sqlite_template, tmp_pat
     (folder / "01-offer.md").write_text(
         '+++\nsubject = "FREE!!! ACT NOW!!! LIMITED TIME OFFER $$$"\npreheader = "x"\n+++\n'
         + "CLICK HERE NOW!!! Buy cheap meds online, no prescription needed! Viagra, Cialis!\n\n"
-        "Double your income! Risk free! Act now! Winner! You have been selected!\n",
+        "Double your income! Risk free! Act now! Winner! You have been selected!\n\n"
+        "Dear friend, totally FREE, MILLIONS OF DOLLARS, lose weight fast, cash bonus,"
+        " amazing stock pick, work from home, no credit check, apply now, order today!\n",
         encoding="utf-8",
     )
     t.ok("campaigns", "load", str(folder))

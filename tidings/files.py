@@ -53,9 +53,9 @@ def open_private(path: str | os.PathLike[str], mode: str = "w") -> Any:
 
 
 @contextlib.contextmanager
-def _private(target: Path, mode: str) -> Iterator[IO[Any]]:
+def _private(target: Path, mode: str, permissions: int = PRIVATE_MODE) -> Iterator[IO[Any]]:
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_MODE)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, permissions)
     try:
         if "b" in mode:
             handle: IO[Any] = os.fdopen(fd, "wb")
@@ -77,4 +77,13 @@ def write_private(path: str | os.PathLike[str], data: bytes | str) -> Path:
     target = check_writable(path)
     with _private(target, "wb" if isinstance(data, bytes) else "w") as out:
         out.write(data)
+    return target
+
+
+def write_public(path: str | os.PathLike[str], text: str) -> Path:
+    """A file that holds nothing private (a campaign folder, the sign-up form's html), written
+    the same safe way (never through a link, never half-written) but readable by all."""
+    target = check_writable(path)
+    with _private(target, "w", permissions=0o644) as out:
+        out.write(text)
     return target

@@ -33,6 +33,7 @@ from pathlib import Path
 from tidings.campaigns.definition import LOCK_SCREEN_WORDS, SLUG
 from tidings.campaigns.lint.words import CONDITION
 from tidings.errors import InvalidInput
+from tidings.files import write_public
 
 HEADING_MAX_CHARS = 90
 SUBJECT_MAX_CHARS = 70
@@ -247,6 +248,5 @@ def write_campaign(text: str, slug: str, out: Path, name: str | None = None) -> 
     written = []
     for filename, content in files.items():
         path = out / filename
-        path.write_text(content, encoding="utf-8")
-        written.append(path)
+        written.append(write_public(path, content))
     return written

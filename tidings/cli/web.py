@@ -67,11 +67,12 @@ def form_snippet(state: State, out: Path | None) -> None:
     Example:
       TIDINGS_BASE_URL=https://news.example.org tidings form-snippet --out signup.html
     """
+    from tidings.files import write_public
     from tidings.web.snippet import render_snippet
 
     html = render_snippet(state.settings)
     if out is None:
         click.echo(html, nl=False)
     else:
-        out.write_text(html, encoding="utf-8")
+        write_public(out, html)
         click.echo(f"wrote {out}", err=True)
