@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import mailbox
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,11 @@ def test_demo_runs_the_whole_series_for_three_subscribers(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr
     assert "51 emails delivered" in done.stdout
+    # It says which holidays the series crossed, and that nothing went out on them.
+    for holiday in ("Christmas Day, US", "New Year's Day, US", "Christmas Day, GB"):
+        assert re.search(rf"\d{{4}} \({re.escape(holiday)}\): 0 emails sent", done.stdout), (
+            done.stdout
+        )
     assert str(demo_dir / "outbox") in done.stdout
     assert (demo_dir / "tidings.db").is_file()
 

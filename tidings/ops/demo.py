@@ -18,11 +18,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from tidings.campaigns.definition import read_campaign
 from tidings.campaigns.loading import load_campaign, resolve_campaign_dir
-from tidings.clock import FixedClock, RealClock, ScaledClock
+from tidings.clock import FixedClock, RealClock, ScaledClock, zone_or_utc
 from tidings.config import Settings
 from tidings.db import upgrade
-from tidings.db.models import Delivery, Enrollment, Step
+from tidings.db.models import Delivery, Enrollment, Step, Subscriber
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
 from tidings.sending.devsmtp import LocalSMTPServer, MaildirHandler
@@ -151,6 +152,9 @@ def run_demo(
         )
     first = min(new_dir.iterdir(), default=None)
     echo(f"\nDone: {delivered} emails delivered to {new_dir}/")
+    country = read_campaign(resolve_campaign_dir(DEMO_CAMPAIGN)).skip_holidays
+    for line in holidays_crossed(runtime, country) if country else []:
+        echo(line)
     echo(
         "Open one with any mail client that reads Maildir (e.g. `mutt -f "
         f"{outbox}`), or read it as text:"
@@ -223,3 +227,42 @@ def _watch(
         if day > MAX_SIMULATED_DAYS:
             return False, delivered
         time.sleep(min(0.25, day_seconds / 4))
+
+
+def holidays_crossed(runtime: Runtime, campaign_country: str) -> list[str]:
+    """One line per public holiday the readers' series crossed (each reader's own country, as
+    [schedule] skip_holidays chooses it), with how many emails went out on it: none, unless
+    the campaign does not skip holidays."""
+    import holidays
+
+    from tidings.campaigns.calendars import holiday_country, holiday_dates
+
+    with runtime.read_sessions.begin() as session:
+        rows = session.execute(
+            select(Subscriber.timezone, Delivery.sent_at)
+            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+            .where(Delivery.kind == DeliveryKind.STEP, Delivery.sent_at.is_not(None))
+        ).all()
+    sent_on: dict[tuple[str, date], int] = {}
+    spans: dict[str, tuple[date, date]] = {}
+    for timezone, sent_at in rows:
+        if sent_at is None:  # (excluded by the query; for the type checker)
+            continue
+        country = holiday_country(timezone or "UTC", campaign_country)
+        local = sent_at.replace(tzinfo=UTC).astimezone(zone_or_utc(timezone or "UTC")).date()
+        sent_on[(country, local)] = sent_on.get((country, local), 0) + 1
+        first, last = spans.get(country, (local, local))
+        spans[country] = (min(first, local), max(last, local))
+    lines = []
+    for country, (first, last) in sorted(spans.items()):
+        for year in range(first.year, last.year + 1):
+            names = holidays.country_holidays(country, years=year)
+            for day in sorted(holiday_dates(country, year)):
+                if first <= day <= last:
+                    count = sent_on.get((country, day), 0)
+                    lines.append(
+                        f"  {day:%a %d %b %Y} ({names.get(day)}, {country}): "
+                        f"{count} email{'s' if count != 1 else ''} sent"
+                    )
+    heading = "Public holidays the series crossed, in the readers' own countries:"
+    return [heading, *lines] if lines else []
