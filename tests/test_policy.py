@@ -7,7 +7,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tidings.campaigns.windows import SendWindow
+from tidings.config import Settings
 from tidings.sending import policy
+from tidings.sending.bounces import pause_reason
 from tidings.sending.policy import Recheck
 from tidings.states import DeliveryStatus, SendOutcome
 
@@ -95,3 +97,11 @@ def test_waiting_for_a_servers_cap_only_when_it_frees_up_soon():
     assert policy.wait_for_capacity(now + timedelta(seconds=3), now, soon)
     assert not policy.wait_for_capacity(now + timedelta(minutes=1), now, soon)
     assert not policy.wait_for_capacity(None, now, soon), "no server will have room"
+
+
+def test_a_campaign_pauses_when_its_bounces_reach_the_limit_of_the_full_window():
+    settings = Settings(bounce_pause_sends=50, bounce_pause_ratio=0.05)
+    assert pause_reason(2, settings, MONDAY_10) is None, "2 of 50 is under 5%"
+    reason = pause_reason(3, settings, MONDAY_10)
+    assert reason is not None
+    assert "3 hard bounces in the last 50 sends (6%, the limit is 5%)" in reason

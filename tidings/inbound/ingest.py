@@ -32,7 +32,7 @@ from tidings.db.models import BounceEvent, Delivery, InboundMessage, Subscriber
 from tidings.inbound.classify import Inbound, classify
 from tidings.inbound.mailboxes import read_messages
 from tidings.inbound.reports import Report
-from tidings.sending.bounces import check_bounce_rate
+from tidings.sending.ledger import pause_if_bouncing
 from tidings.states import BounceKind, DeliveryStatus, InboundKind, StopReason
 from tidings.subscribers.lifecycle import stop, unsubscribe
 from tidings.subscribers.tokens import read_verp_address
@@ -217,7 +217,7 @@ def _act(
         paused = None
         if report.kind == BounceKind.HARD and delivery.campaign_id is not None:
             session.flush()
-            paused = check_bounce_rate(session, delivery.campaign_id, settings, now)
+            paused = pause_if_bouncing(session, delivery.campaign_id, settings, now)
         what = "complaint" if report.kind == BounceKind.COMPLAINT else f"{report.kind} bounce"
         return f"{what} of delivery {delivery.id}", paused
     if inbound.kind == InboundKind.UNSUBSCRIBE:

@@ -20,36 +20,26 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.campaigns.sequencing import NextSteps, step_window
 from tidings.clock import Clock, zone_or_utc
 from tidings.config import Settings
-from tidings.db import is_disconnect, make_read_sessions, signing_key
-from tidings.db.models import Campaign
-from tidings.rendering.compile import CompiledStep
-from tidings.rendering.message import Addressee, MessageBuilder
+from tidings.db import make_read_sessions
 from tidings.sending import ledger, policy
-from tidings.sending.bounces import check_bounce_rate
-from tidings.sending.recorder import Recorder
+from tidings.sending.jobs import Job, JobMaker
+from tidings.sending.recorder import Recorder, despite_outages
 from tidings.sending.routing import Lane, RateLimiter, Router, send_routed
-from tidings.sending.transports import OutgoingMessage, SendResult
-from tidings.states import DeliveryKind, DeliveryStatus
-from tidings.subscribers.tokens import Links, verp_address
+from tidings.sending.transports import SendResult
+from tidings.states import DeliveryStatus
 from tidings.subscribers.validation import mask_addresses, mask_email
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-COMPILED_STEPS_KEPT = 256
 
 
 @dataclass
@@ -70,18 +60,19 @@ class DispatchResult:
     def total(self) -> int:
         return self.sent + self.retried + self.failed + self.bounced + self.skipped
 
-
-@dataclass
-class Job:
-    """A claimed delivery on its way: who it is for and the message built for them."""
-
-    delivery_id: int
-    subscriber_id: int
-    campaign_id: int | None
-    email: str
-    queued_at: datetime
-    attempts: int
-    message: OutgoingMessage
+    def count(self, job: Job, decision: policy.Decision) -> None:
+        """Count one recorded outcome (and log a retry or a failure)."""
+        status = decision.status
+        if status == DeliveryStatus.SENT:
+            self.sent += 1
+        elif status == DeliveryStatus.RETRY:
+            self.retried += 1
+            log.info("retry %s later: %s", mask_email(job.email), mask_addresses(decision.outcome))
+        elif status == DeliveryStatus.BOUNCED:
+            self.bounced += 1
+        else:
+            self.failed += 1
+            log.warning("failed %s: %s", mask_email(job.email), mask_addresses(decision.outcome))
 
 
 # What sending a chunk gave: the outcomes (job, result, server), the jobs no server had room
@@ -111,12 +102,9 @@ class Dispatcher:
         self.settings = settings
         self.router = Router(lanes, RateLimiter(sessions, clock), clock)
         self._read_sessions = make_read_sessions(sessions.kw["bind"])
-        # Each step version's compiled form, fetched once per process (bounded: versions
-        # accumulate over months of edits).
-        self._compiled = lru_cache(maxsize=COMPILED_STEPS_KEPT)(self._fetch_compiled)
+        self._jobs = JobMaker(sessions, self._read_sessions, settings)
         self.owner = owner or worker_id()
         self.stop = stop or threading.Event()
-        self._builder: MessageBuilder | None = None
         self._sender = ThreadPoolExecutor(1, thread_name_prefix="dispatch")
         # What the sender thread took: the recorder finds each answer's job here.
         self._in_flight: dict[int, Job] = {}
@@ -128,6 +116,8 @@ class Dispatcher:
         self.chunk_size = settings.chunk_size
         # Claims are whole chunks, so the last chunk of a claim keeps every connection busy.
         self.claim_size = -(-settings.batch_size // self.chunk_size) * self.chunk_size
+        # How long a database outage is waited out: most of the lease, so the claim stays ours.
+        self._within_lease = settings.lease_seconds * 0.8
 
     def close(self) -> None:
         self._sender.shutdown(wait=True)
@@ -207,7 +197,7 @@ class Dispatcher:
         now = self.clock.now()
         result = DispatchResult()
         jobs: list[Job] = []
-        builder = self._get_builder()
+        self._jobs.builder()  # the signing key, read (or made) before the read transaction
         with self._read_sessions.begin() as session:
             claimed = ledger.load_claimed(session, ids, self.owner)
             self._next_steps = {**self._next_steps, **claimed.next_steps}  # one assignment
@@ -236,7 +226,7 @@ class Dispatcher:
                     if at is not None:
                         deferred.append((row.id, at, row.attempts - 1))
                         continue
-                jobs.append(self._job(builder, row, campaign, now))
+                jobs.append(self._jobs.job(row, campaign, now))
         if skipped or deferred or stopped:
             with self.sessions.begin() as session:
                 ledger.hold_back(session, skipped, deferred, stopped, now)
@@ -257,20 +247,13 @@ class Dispatcher:
         return sent, waiting, routed.retry_at
 
     def _write_answers(self, answers: list[tuple[SendResult, str | None]]) -> DispatchResult:
-        """The recorder's work: these answers, as one transaction."""
-        jobs = [self._in_flight.pop(result.delivery_id) for result, _ in answers]
-        return self._record(
-            [(job, r, server) for job, (r, server) in zip(jobs, answers, strict=True)]
-        )
-
-    def _record(self, sent: list[tuple[Job, SendResult, str | None]]) -> DispatchResult:
+        """The recorder's work: these answers (never none), as one transaction."""
         result = DispatchResult()
-        if not sent:
-            return result
         now = self.clock.now()
         max_age = self.clock.span(self.settings.retry_max_age_seconds)
         outcomes = []
-        for job, attempt, server in sent:
+        for attempt, server in answers:
+            job = self._in_flight.pop(attempt.delivery_id)
             decision = policy.decide(
                 attempt.outcome,
                 attempt.reply,
@@ -280,7 +263,7 @@ class Dispatcher:
                 max_age,
                 self.clock.span(policy.backoff(job.attempts)),
             )
-            self._count(result, job, decision)
+            result.count(job, decision)
             outcomes.append(
                 ledger.Outcome(
                     job.delivery_id, job.subscriber_id, job.campaign_id, decision, server
@@ -290,101 +273,24 @@ class Dispatcher:
         def write() -> None:
             with self.sessions.begin() as session:
                 for campaign_id in ledger.record(session, outcomes, now, self._next_steps):
-                    check_bounce_rate(session, campaign_id, self.settings, now)
+                    ledger.pause_if_bouncing(session, campaign_id, self.settings, now)
 
-        # These messages are on their way: losing their outcome would send them again, so a
-        # database outage is waited out here (within the lease) rather than given up on.
-        self._with_database_retries(write)
+        # These messages are on their way: losing their outcome would send them again.
+        despite_outages(write, self._within_lease)
         return result
 
-    # ------------------------------------------------------------------------- helpers
-
-    @staticmethod
-    def _count(result: DispatchResult, job: Job, decision: policy.Decision) -> None:
-        status = decision.status
-        if status == DeliveryStatus.SENT:
-            result.sent += 1
-        elif status == DeliveryStatus.RETRY:
-            result.retried += 1
-            log.info("retry %s later: %s", mask_email(job.email), mask_addresses(decision.outcome))
-        elif status == DeliveryStatus.BOUNCED:
-            result.bounced += 1
-        else:
-            result.failed += 1
-            log.warning("failed %s: %s", mask_email(job.email), mask_addresses(decision.outcome))
-
-    def _job(
-        self, builder: MessageBuilder, row: Any, campaign: Campaign | None, now: datetime
-    ) -> Job:
-        to = Addressee(row.email, row.name, row.key)
-        if campaign is not None and row.step_id is not None:
-            compiled = self._compiled(row.step_id, row.step_version)
-            data = builder.step_message(campaign, compiled, to, row.message_id, now)
-        elif row.kind == DeliveryKind.COMEBACK:
-            data = builder.comeback_message(to, row.message_id, now)
-        else:
-            data = builder.confirmation_message(to, row.message_id, now)
-        if self.settings.bounce_address:
-            envelope = verp_address(self.settings.bounce_address, builder.links.secret, row.id)
-        elif campaign is not None:
-            envelope = builder.sender(campaign).from_address
-        else:
-            envelope = self.settings.from_address
-        message = OutgoingMessage(row.id, envelope, row.email, data)
-        return Job(
-            row.id, row.sid, row.campaign_id, row.email, row.created_at, row.attempts, message
-        )
-
-    def _fetch_compiled(self, step_id: int, version: str) -> CompiledStep:
-        """A step's compiled form. `version` is only part of the cache key, so that an edited
-        step is fetched again."""
-        with self._read_sessions.begin() as session:
-            return CompiledStep.from_stored(ledger.compiled_step(session, step_id))
-
     def _release(self, jobs: list[Job], not_before: datetime | None = None) -> None:
-        if not jobs:
-            return
+        ids = [job.delivery_id for job in jobs]
 
         def give_back() -> None:
             with self.sessions.begin() as session:
-                ledger.release(
-                    session,
-                    [j.delivery_id for j in jobs],
-                    self.owner,
-                    self.clock.now(),
-                    not_before,
-                )
+                ledger.release(session, ids, self.owner, self.clock.now(), not_before)
 
-        self._with_database_retries(give_back)
+        if ids:
+            despite_outages(give_back, self._within_lease)
 
     def _wait_until(self, at: datetime) -> None:
         """Wait (real time, scaled with the clock) until `at`, or until asked to stop."""
         real = (at - self.clock.now()) / self.clock.span(1.0)
         if real > 0:
             self.stop.wait(min(real, policy.MAX_RATE_WAIT_SECONDS))
-
-    def _with_database_retries(self, work: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.settings.lease_seconds * 0.8
-        pause = 0.5
-        while True:
-            try:
-                return work()
-            except DBAPIError as exc:
-                if not is_disconnect(exc) or time.monotonic() + pause > deadline:
-                    raise
-                log.warning(
-                    "database unreachable while recording outcomes (%s); retrying in %.1fs",
-                    type(exc.orig).__name__,
-                    pause,
-                )
-                time.sleep(pause)  # not the stop event: these outcomes must be recorded
-                pause = min(pause * 2, 10.0)
-
-    def _get_builder(self) -> MessageBuilder:
-        if self._builder is None:
-            with self.sessions.begin() as session:  # the key is made on first use
-                secret = signing_key(session, self.settings.secret_key)
-            self._builder = MessageBuilder(
-                self.settings, Links(self.settings.public_base_url, secret)
-            )
-        return self._builder

@@ -8,6 +8,8 @@ A claim is a lease: `sending` rows with an owner and an expiry, so a crashed wor
 come back to the queue (`reap`) and nobody else touches them meanwhile.
 """
 
+# Not here: rate counters (routing.RateLimiter; test sends share them), db.signing_key (web too).
+
 from __future__ import annotations
 
 import logging
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.campaigns.sequencing import (
@@ -25,8 +27,10 @@ from tidings.campaigns.sequencing import (
     exit_enrollments,
     next_steps,
 )
+from tidings.config import Settings
 from tidings.db.bulk import affected, update_by_id
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber
+from tidings.sending.bounces import pause_reason
 from tidings.sending.policy import Decision
 from tidings.states import (
     WAITING,
@@ -206,7 +210,7 @@ def record(
 ) -> list[int]:
     """Write the outcomes; move each reader's sequence on after a step that ended (`known`:
     the campaigns' NextSteps the caller has already); stop the readers whose address bounced.
-    Returns the campaigns that had a bounce (for the rate check). The lease owner stays on
+    Returns the campaigns that had a bounce (for `pause_if_bouncing`). The lease owner stays on
     each row: it tells which worker handled it last."""
     changes = []
     for o in outcomes:
@@ -243,6 +247,46 @@ def record(
         stop(session, subscriber, StopReason.HARD_BOUNCE, "smtp", masked[:500], now)
     session.flush()
     return sorted({o.campaign_id for o in bounced if o.campaign_id is not None})
+
+
+def pause_if_bouncing(
+    session: Session, campaign_id: int, settings: Settings, now: datetime
+) -> str | None:
+    """Pause a campaign whose last N sends hold too many hard bounces (`bounces.pause_reason`).
+    Returns its slug if this call paused it. Only sends since the last resume count: an
+    operator who resumed has seen the earlier ones. Also run for a bounce that comes back by
+    email (`inbound.ingest`)."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status != CampaignStatus.ACTIVE:
+        return None
+    window = settings.bounce_pause_sends
+    recent = (
+        select(Delivery.status)
+        .where(
+            Delivery.campaign_id == campaign_id,
+            Delivery.id > campaign.bounce_check_after_id,
+            Delivery.status.in_((DeliveryStatus.SENT, DeliveryStatus.BOUNCED)),
+        )
+        .order_by(Delivery.id.desc())
+        .limit(window)
+        .subquery()
+    )
+    bounced = (
+        session.scalar(
+            select(func.count())
+            .select_from(recent)
+            .where(recent.c.status == DeliveryStatus.BOUNCED)
+        )
+        or 0
+    )
+    reason = pause_reason(bounced, settings, now)
+    if reason is None:
+        return None
+    campaign.status, campaign.status_reason = CampaignStatus.PAUSED, reason
+    log.error(
+        "campaign %s paused: %d hard bounces in its last %d sends", campaign.slug, bounced, window
+    )
+    return campaign.slug
 
 
 def release(

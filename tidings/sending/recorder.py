@@ -10,12 +10,19 @@ away nothing more is sent, since what was sent could not be recorded.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from sqlalchemy.exc import DBAPIError
+
+from tidings.db import is_disconnect
 from tidings.errors import TidingsError
 from tidings.sending.transports import SendResult
+
+log = logging.getLogger(__name__)
 
 Answer = tuple[SendResult, "str | None"]  # the result and the server that gave it
 T = TypeVar("T")
@@ -108,3 +115,24 @@ class Recorder(Generic[T]):
                 self.totals += written  # type: ignore[operator]
                 self._unwritten -= len(group)
                 self._lock.notify_all()
+
+
+def despite_outages(work: Callable[[], T], within_seconds: float) -> T:
+    """Run `work` (a transaction), again and again while the database is unreachable, for up
+    to `within_seconds`. For what must not be lost: an outcome not recorded is a message sent
+    again, so an outage is waited out (within the lease) rather than given up on."""
+    deadline = time.monotonic() + within_seconds
+    pause = 0.5
+    while True:
+        try:
+            return work()
+        except DBAPIError as exc:
+            if not is_disconnect(exc) or time.monotonic() + pause > deadline:
+                raise
+            log.warning(
+                "database unreachable while recording outcomes (%s); retrying in %.1fs",
+                type(exc.orig).__name__,
+                pause,
+            )
+            time.sleep(pause)  # not the stop event: these outcomes must be recorded
+            pause = min(pause * 2, 10.0)
