@@ -234,7 +234,7 @@ def test_holiday_dates_are_computed_once_per_country_and_year(monkeypatch):
         return real(country, years=years, **kwargs)
 
     monkeypatch.setattr(holidays, "country_holidays", counting)
-    monkeypatch.setattr(calendars, "_holiday_sets", {})
+    calendars.holiday_dates.cache_clear()
     window = SendWindow(skip_holidays="US")
     start = datetime(2026, 12, 20, 12, 0, tzinfo=UTC)
     for hour in range(24 * 30):  # a month of planning, hour by hour, for two readers

@@ -14,7 +14,9 @@ from tidings.states import DeliveryStatus, EnrollmentStatus, StopReason, Subscri
 from tidings.subscribers.directory import find_subscriber
 from tidings.subscribers.lifecycle import (
     Consent,
+    add_by_operator,
     add_subscriber,
+    bring_back,
     stop,
     suppress_address,
     unsubscribe,
@@ -130,3 +132,24 @@ def test_no_other_module_sets_a_subscribers_status():
         offenders += [f"{name}: {m.group()!r}" for m in by_attribute.finditer(text)]
         offenders += [f"{name}: UPDATE subscribers SET status" for _ in by_update.finditer(text)]
     assert offenders == []
+
+
+def test_an_operator_adds_and_brings_back_with_the_emails_to_send_at_once(runtime, kap, clock):
+    """What `subscribers add` and `resubscribe` call: one function each, saying what to tell
+    the operator and which confirmation or come-back email to send now."""
+    form, domain = Consent(source="cli", evidence="paper form"), "center.example.org"
+    kept = {"name": None, "timezone": "UTC", "message_domain": domain}
+    with runtime.sessions.begin() as session:
+        ann = add_by_operator(
+            session, clock.now(), "Ann@Example.org", form, confirmed=False, **kept
+        )
+        bob = add_by_operator(session, clock.now(), "bob@example.org", form, confirmed=True, **kept)
+        unsubscribe(session, find_subscriber(session, "bob@example.org"), "test", clock.now())
+    assert (ann.email, ann.status, ann.campaigns) == ("ann@example.org", "pending", [])
+    assert len(ann.waiting) == 1, "her confirmation email, to send at once"
+    assert (bob.status, bob.waiting) == ("active", [])
+    with runtime.sessions.begin() as session:
+        asked = bring_back(session, "bob@example.org", form, clock.now(), domain, confirmed=False)
+        assert (asked.status, len(asked.waiting)) == ("unsubscribed", 1)
+        back = bring_back(session, "bob@example.org", form, clock.now(), domain, confirmed=True)
+    assert (back.status, back.campaigns) == ("active", ["kap-benefits"])

@@ -77,6 +77,17 @@ class BroadcastState(StrEnum):
 PLANNING = (BroadcastState.SCHEDULED, BroadcastState.SENDING)
 
 
+class BroadcastPhase(StrEnum):
+    """Where a broadcast stands, as `campaigns show` says it: its schedule's state, with a
+    DONE schedule told apart by whether its emails are still in the queue."""
+
+    NOT_SCHEDULED = "not scheduled"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"  # being planned, or planned with emails still waiting
+    SENT = "sent"  # nothing left in the queue: its public web view may be shown
+    CANCELLED = "cancelled"
+
+
 class SendOutcome(StrEnum):
     """What one attempt to hand a message to a server came to."""
 

@@ -44,6 +44,7 @@ from tidings.states import (
     PLANNING,
     UNFINISHED,
     WAITING,
+    BroadcastPhase,
     BroadcastState,
     CampaignKind,
     DeliveryStatus,
@@ -74,15 +75,6 @@ def parse_when(text: str) -> datetime:
         except ValueError:
             continue
     raise BroadcastError(f"--at: expected a date and time like '2026-12-03 10:00', got {text!r}")
-
-
-def get_zone(name: str, option: str = "--tz") -> ZoneInfo:
-    try:
-        return zone(name)
-    except ValueError as exc:
-        raise BroadcastError(
-            f"{option}: unknown timezone {name!r} (use an IANA name such as Europe/Paris)"
-        ) from exc
 
 
 def local_instant(wall: datetime, tz: ZoneInfo) -> datetime:
@@ -176,7 +168,10 @@ def _when(at: str, tz: str | None, local_time: bool, now: datetime, zones: dict[
             )
         return _When(None, wall, None, f"{wall:%Y-%m-%d %H:%M} in each subscriber's own timezone")
     zone_name = tz or "UTC"
-    tzinfo = get_zone(zone_name)
+    try:
+        tzinfo = zone(zone_name)
+    except ValueError as exc:  # "unknown timezone 'Mars/X'"
+        raise BroadcastError(f"--tz: {exc} (use an IANA name such as Europe/Paris)") from exc
     send_at = local_instant(wall, tzinfo)
     notes: tuple[str, ...] = ()
     if skipped_by_dst(wall, tzinfo):
@@ -365,11 +360,12 @@ def broadcast_info(session: Session, campaign: Campaign) -> dict[str, Any]:
         ).all()
     )
     waiting = sum(counts.get(s, 0) for s in UNFINISHED)
-    info: dict[str, Any] = {"state": "not scheduled"}
+    info: dict[str, Any] = {"state": BroadcastPhase.NOT_SCHEDULED}
     if row is not None:
-        state = row.state
-        if state == BroadcastState.DONE:
-            state = "sending" if waiting else "sent"
+        if row.state == BroadcastState.DONE:
+            state = BroadcastPhase.SENDING if waiting else BroadcastPhase.SENT
+        else:
+            state = BroadcastPhase(row.state)
         info = {
             "state": state,
             "when": (

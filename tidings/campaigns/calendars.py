@@ -9,13 +9,13 @@ An old name (US/Eastern, Japan) is followed to its zone through tzdata.zi's link
 and abbreviations (EST, CET) name no place: they have no country.
 
 Holiday dates come from the `holidays` package (imported only when first needed: it takes
-a twentieth of a second), computed once per (country, year) and kept: the planner asks for
-every email it plans, and then pays a dict and a set lookup.
+a twentieth of a second), computed once per (country, year) and kept (the most recent
+HOLIDAY_SETS_KEPT of them): the planner asks for every email it plans, and then pays a cache
+and a set lookup.
 """
 
 from __future__ import annotations
 
-import threading
 import zoneinfo
 from datetime import date
 from functools import lru_cache
@@ -25,22 +25,16 @@ from pathlib import Path
 # Links that name a time, not a place: EST is a link to America/Panama, CET to Brussels.
 TIME_NAMES = frozenset({"CET", "EET", "MET", "WET", "EST", "MST", "HST"})
 
-_holiday_sets: dict[tuple[str, int], frozenset[date]] = {}
-_lock = threading.Lock()
+# (country, year) sets kept: a few years ahead for every country of a worldwide list.
+HOLIDAY_SETS_KEPT = 1024
 
 
+@lru_cache(maxsize=HOLIDAY_SETS_KEPT)
 def holiday_dates(country: str, year: int) -> frozenset[date]:
     """The public holidays (observed days included) of `country` in `year`."""
-    found = _holiday_sets.get((country, year))
-    if found is None:
-        with _lock:
-            found = _holiday_sets.get((country, year))
-            if found is None:
-                import holidays
+    import holidays
 
-                found = frozenset(holidays.country_holidays(country, years=year))
-                _holiday_sets[(country, year)] = found
-    return found
+    return frozenset(holidays.country_holidays(country, years=year))
 
 
 @lru_cache(maxsize=1)

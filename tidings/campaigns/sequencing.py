@@ -10,7 +10,7 @@ next open send window, one email at a time, never in a burst. A step whose front
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -452,3 +452,24 @@ def enroll_many(
                 "enrolled"
             )
     return sum(enroll(session, s, campaign, now) is not None for s in subscribers)
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    added: int  # new to the sequence
+    already: int  # in it (or through it) before
+
+
+def enroll_addresses(
+    session: Session, slug: str, emails: Sequence[str] | None, now: datetime
+) -> Enrolled:
+    """`tidings campaigns enroll`: start the sequence `slug` for these addresses, or for every
+    active subscriber when `emails` is None. Everyone is checked before anyone is enrolled."""
+    # Imported here: both import this module (directory through store).
+    from tidings.campaigns.store import get_campaign
+    from tidings.subscribers.directory import find_subscribers
+
+    campaign = get_campaign(session, slug)
+    subscribers = find_subscribers(session, emails)
+    added = enroll_many(session, campaign, subscribers, now)
+    return Enrolled(added, len(subscribers) - added)

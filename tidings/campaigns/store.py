@@ -15,6 +15,7 @@ from tidings.campaigns.windows import format_delay
 from tidings.db.models import Campaign, Delivery, Enrollment, Step
 from tidings.errors import NotFound
 from tidings.states import (
+    BroadcastPhase,
     CampaignKind,
     CampaignStatus,
     CampaignTrigger,
@@ -240,7 +241,7 @@ def public_step(session: Session, slug: str, key: str) -> tuple[Campaign, Step]:
         raise missing
     private = (
         campaign.kind == CampaignKind.BROADCAST
-        and broadcast_info(session, campaign)["state"] != "sent"
+        and broadcast_info(session, campaign)["state"] != BroadcastPhase.SENT
     )
     if private:
         raise missing

@@ -367,18 +367,15 @@ def enroll(state: State, slug: str, emails: tuple[str, ...], all_active: bool) -
       tidings campaigns enroll kap-benefits --all-active
       tidings campaigns enroll kap-benefits ann@example.org bob@example.org
     """
-    from tidings.campaigns.sequencing import enroll_many
-    from tidings.campaigns.store import get_campaign
-    from tidings.subscribers.directory import find_subscribers
+    from tidings.campaigns.sequencing import enroll_addresses
 
     if bool(emails) == all_active:
         raise click.UsageError("give EMAILS (or - for stdin), or --all-active")
+    addresses = None if all_active else list(lines_of(emails))
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
-        campaign = get_campaign(session, slug)
-        subscribers = find_subscribers(session, None if all_active else list(lines_of(emails)))
-        added = enroll_many(session, campaign, subscribers, runtime.clock.now())
-    click.echo(f"{slug}: enrolled {added} subscriber(s), {len(subscribers) - added} already were")
+        done = enroll_addresses(session, slug, addresses, runtime.clock.now())
+    click.echo(f"{slug}: enrolled {done.added} subscriber(s), {done.already} already were")
 
 
 @campaigns_group.command("schedule")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from tidings.cli.common import State, pass_state
+from tidings.cli.common import State, confirm_on_terminal, pass_state
 from tidings.cli.output import output_options, write_object
 
 
@@ -149,11 +149,10 @@ def prune(state: State, age: str, dry_run: bool, yes: bool) -> None:
         if not preview.subscribers:
             click.echo("nothing to prune")
             return
-        click.confirm(
+        confirm_on_terminal(
             f"Delete {preview.subscribers} pending subscribers who asked before "
             f"{preview.cutoff:%Y-%m-%d %H:%M} UTC and never confirmed?",
-            abort=True,
-            err=True,
+            yes,
         )
     with runtime.sessions.begin() as session:
         report = prune_pending(session, older_than, now, dry_run=dry_run)

@@ -158,6 +158,47 @@ def add_subscriber(
     return subscriber
 
 
+@dataclass(frozen=True)
+class Joined:
+    """Someone added or brought back, as the operator is told: address, status, the campaigns
+    they are (back) in, and their confirmation or come-back emails waiting (to send at once)."""
+
+    email: str
+    status: str
+    campaigns: list[str]
+    waiting: list[int]
+
+    @classmethod
+    def of(cls, session: Session, subscriber: Subscriber, campaigns: list[str]) -> Joined:
+        waiting = waiting_confirmations(session, subscriber)
+        return cls(subscriber.email, subscriber.status, campaigns, waiting)
+
+
+def add_by_operator(
+    session: Session,
+    now: datetime,
+    email: str,
+    consent: Consent,
+    *,
+    name: str | None,
+    timezone: str | None,
+    confirmed: bool,
+    message_domain: str,
+) -> Joined:
+    """`tidings subscribers add`: add_subscriber, and what to tell the operator."""
+    subscriber = add_subscriber(
+        session,
+        now,
+        email,
+        consent,
+        name=name,
+        timezone=timezone,
+        confirmed=confirmed,
+        message_domain=message_domain,
+    )
+    return Joined.of(session, subscriber, [])
+
+
 def queue_confirmation(
     session: Session, subscriber: Subscriber, now: datetime, message_domain: str
 ) -> Delivery:
@@ -271,6 +312,21 @@ def resubscribe(
     subscriber.updated_at = now
     record_consent(session, subscriber, ConsentKind.REQUESTED, consent, now)
     return activate(session, subscriber, consent, now)
+
+
+def bring_back(
+    session: Session,
+    email: str,
+    consent: Consent,
+    now: datetime,
+    message_domain: str,
+    confirmed: bool,
+) -> Joined:
+    """`tidings subscribers resubscribe`: `resubscribe` the subscriber with this address, and
+    what to tell the operator."""
+    subscriber = find_subscriber(session, email)
+    joined = resubscribe(session, subscriber, consent, now, message_domain, confirmed)
+    return Joined.of(session, subscriber, joined)
 
 
 # ----------------------------------------------------------------------------- leaving

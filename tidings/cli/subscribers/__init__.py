@@ -16,12 +16,13 @@ from tidings.cli.common import (
 )
 from tidings.cli.output import json_text, output_file, output_options, write_object, write_rows
 from tidings.cli.subscribers.importing import import_cmd
+from tidings.states import SubscriberStatus
 
 if TYPE_CHECKING:
     from tidings.subscribers.directory import SubscriberFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
-STATUSES = ["pending", "active", "unsubscribed", "bounced", "complained"]
+STATUSES = [status.value for status in SubscriberStatus]
 LIST_COLUMNS = ["email", "name", "timezone", "status", "created_at", "confirmed_at"]
 
 
@@ -76,26 +77,25 @@ def add(
       tidings subscribers add ann@example.org --name Ann --timezone Europe/Paris
       tidings subscribers add bob@example.org --confirmed --evidence "signed form, 2026-11-02"
     """
-    from tidings.subscribers.lifecycle import Consent, add_subscriber, waiting_confirmations
+    from tidings.subscribers.lifecycle import Consent, add_by_operator
 
     if evidence and not confirmed:
         raise click.UsageError("--evidence goes with --confirmed")
     runtime = state.runtime()
+    consent = Consent(source="cli", evidence=evidence)
     with runtime.sessions.begin() as session:
-        subscriber = add_subscriber(
+        added = add_by_operator(
             session,
             runtime.clock.now(),
             email,
-            Consent(source="cli", evidence=evidence),
+            consent,
             name=name,
             timezone=timezone,
             confirmed=confirmed,
             message_domain=runtime.settings.sender_domain,
         )
-        address, status = subscriber.email, subscriber.status
-        pending = waiting_confirmations(session, subscriber)
-    click.echo(f"{address}: added ({status})")
-    _send_confirmations(state, pending)
+    click.echo(f"{added.email}: added ({added.status})")
+    _send_confirmations(state, added.waiting)
 
 
 @subscribers_group.command("confirm")
@@ -344,10 +344,8 @@ def resubscribe(state: State, email: str, evidence: str | None, double_opt_in: b
       tidings subscribers resubscribe ann@example.org --double-opt-in
     """
     from tidings.errors import InvalidInput
-    from tidings.subscribers.directory import find_subscriber
     from tidings.subscribers.importing import check_evidence
-    from tidings.subscribers.lifecycle import Consent, waiting_confirmations
-    from tidings.subscribers.lifecycle import resubscribe as come_back
+    from tidings.subscribers.lifecycle import Consent, bring_back
 
     if bool(evidence) == double_opt_in:
         raise click.UsageError(
@@ -358,23 +356,22 @@ def resubscribe(state: State, email: str, evidence: str | None, double_opt_in: b
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from exc
     runtime = state.runtime()
+    consent = Consent(source="cli", evidence=evidence)
     with runtime.sessions.begin() as session:
-        subscriber = find_subscriber(session, email)
-        joined = come_back(
+        back = bring_back(
             session,
-            subscriber,
-            Consent(source="cli", evidence=evidence),
+            email,
+            consent,
             runtime.clock.now(),
             runtime.settings.sender_domain,
             confirmed=not double_opt_in,
         )
-        address, status = subscriber.email, subscriber.status
-        pending = waiting_confirmations(session, subscriber)
+    address, status, joined = back.email, back.status, back.campaigns
     if double_opt_in:
         click.echo(f"{address}: {status} until they press the button of the come-back email")
     else:
         click.echo(f"{address}: {status}" + (f", back in {', '.join(joined)}" if joined else ""))
-    _send_confirmations(state, pending, "come-back email")
+    _send_confirmations(state, back.waiting, "come-back email")
 
 
 # ----------------------------------------------------------------------------- data rights

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
 from tidings.cli.common import State, pass_state, progress_bar
+from tidings.cli.output import write_object
 
 
 # Long: its help is the import's documentation; the body checks options, then one call.
@@ -171,7 +171,7 @@ def import_cmd(
                 "each whole: run the same import again to finish it"
             ) from exc
     if as_json:
-        click.echo(json.dumps(report.as_dict() | {"rejects_file": rejects.written}))
+        write_object(report.as_dict() | {"rejects_file": rejects.written}, "json")
     else:
         for line, warning in report.summary(dry_run, double_opt_in, rejects.written):
             click.echo(line, err=warning)

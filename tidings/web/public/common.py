@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, render_template, request, url_for
 from sqlalchemy.orm import Session
 
+from tidings.clock import zone_or_utc
 from tidings.db.models import Subscriber
 from tidings.states import SubscriberStatus
 from tidings.subscribers.forms import (
@@ -85,5 +85,5 @@ def first_name(subscriber: Subscriber) -> str:
 
 
 def local_date(at: datetime, tz_name: str) -> str:
-    local = at.astimezone(ZoneInfo(tz_name))
+    local = at.astimezone(zone_or_utc(tz_name))
     return f"{local:%A} {local.day} {local:%B %Y}"
