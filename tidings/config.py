@@ -7,6 +7,7 @@ e.g. `database_url = "sqlite:///tidings.db"`. Environment variables win over the
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -212,6 +213,10 @@ class Settings:
     # their drip emails: "wait" holds it until the gap has passed, "send" sends it anyway.
     newsletter_after_drip: str = "wait"
     newsletter_gap_seconds: float = 86400.0
+    # The staff console (/staff/): the networks it answers (CIDRs, comma-separated; empty:
+    # any), and whether every account must use two-factor sign-in (1) or may choose (0).
+    staff_networks: str = ""
+    staff_require_2fa: int = 0
 
     def __post_init__(self) -> None:
         if self.transport not in ("smtp", "maildir"):
@@ -246,6 +251,7 @@ class Settings:
                 "TIDINGS_NEWSLETTER_AFTER_DRIP: expected 'wait' or 'send', got "
                 f"{self.newsletter_after_drip!r}"
             )
+        self.staff_network_list()  # fail early on a malformed network
         if bool(self.dkim_selector) != bool(self.dkim_private_key):
             raise ConfigError(
                 "TIDINGS_DKIM_SELECTOR and TIDINGS_DKIM_PRIVATE_KEY go together: set both to "
@@ -258,6 +264,21 @@ class Settings:
                 f"TIDINGS_DKIM_SELECTOR: expected letters, digits, dots and dashes, got "
                 f"{self.dkim_selector!r}"
             )
+
+    def staff_network_list(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """TIDINGS_STAFF_NETWORKS parsed; empty means any."""
+        networks = []
+        for item in re.split(r"[,\s]+", self.staff_networks.strip()):
+            if not item:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"TIDINGS_STAFF_NETWORKS: expected networks like 10.0.0.0/8 or "
+                    f"2001:db8::/32, got {item!r}"
+                ) from None
+        return networks
 
     def _check_numbers(self) -> None:
         for name in ("smtp_pool_size", "batch_size", "send_chunk", "unrecorded_max", "web_threads"):

@@ -28,7 +28,14 @@ class Runtime:
     _secret: str | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings, clock: Clock | None = None, check: bool = True) -> Runtime:
+    def open(
+        cls,
+        settings: Settings,
+        clock: Clock | None = None,
+        check: bool = True,
+        actor: str = "system",
+    ) -> Runtime:
+        """`actor`: who this process's changes are made for, in the audit log (db/audit.py)."""
         engine = make_engine(settings.database_url)
         if check:
             try:
@@ -40,7 +47,7 @@ class Runtime:
             settings=settings,
             clock=clock or clock_from_spec(settings.clock),
             engine=engine,
-            sessions=make_sessions(engine),
+            sessions=make_sessions(engine, actor),
             read_sessions=make_read_sessions(engine),
         )
 

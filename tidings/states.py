@@ -133,3 +133,13 @@ class InboundKind(StrEnum):
     UNSUBSCRIBE = "unsubscribe"  # a request to List-Unsubscribe's mailto:
     AUTOMATIC = "automatic"  # an out-of-office or other automatic answer (RFC 3834)
     OTHER = "other"  # anything else, a reply of a person among them
+
+
+class StaffRole(StrEnum):
+    """What a member of staff may do in the console (tidings/staff/roles.py says which
+    action needs which role)."""
+
+    VIEWER = "viewer"  # reads everything but message texts of replies and secrets
+    EDITOR = "editor"  # also pauses, resumes, test-sends, schedules, manages subscribers
+    REVIEWER = "reviewer"  # reads, and approves content
+    ADMIN = "admin"  # everything: erasure, suppressions, users, API keys

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from tidings.campaigns.sequencing import active_steps
 from tidings.campaigns.windows import format_delay
+from tidings.db import audit
 from tidings.db.models import Campaign, Delivery, Enrollment, Step
 from tidings.errors import NotFound
 from tidings.states import (
@@ -46,6 +48,20 @@ def set_status(
         campaign.bounce_check_after_id = session.scalar(select(func.max(Delivery.id))) or 0
     campaign.status = status
     campaign.status_reason = reason
+    return campaign
+
+
+def pause(session: Session, now: datetime, slug: str, reason: str) -> Campaign:
+    """Stop sending a campaign now, saying why (the dashboard shows it); in the audit log."""
+    campaign = set_status(session, slug, CampaignStatus.PAUSED, reason)
+    audit.record(session, now, "campaign.pause", slug, note=reason)
+    return campaign
+
+
+def resume(session: Session, now: datetime, slug: str) -> Campaign:
+    """Send again from where it stopped; nothing already sent goes twice. In the audit log."""
+    campaign = set_status(session, slug, CampaignStatus.ACTIVE, None)
+    audit.record(session, now, "campaign.resume", slug)
     return campaign
 
 

@@ -42,6 +42,8 @@ COMMANDS = {
     "check": "tidings.cli.ops:check",
     "stats": "tidings.cli.ops:stats",
     "prune": "tidings.cli.ops:prune",
+    "users": "tidings.cli.users:users_group",
+    "audit": "tidings.cli.users:audit_cmd",
 }
 
 

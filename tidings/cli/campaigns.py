@@ -326,15 +326,15 @@ def test_send(state: State, slug: str, to_address: str, step_key: str | None) ->
 
 @campaigns_group.command("pause")
 @click.argument("slug")
+@click.option("--reason", default="paused by an operator", help="Why (shown in the console).")
 @pass_state
-def pause(state: State, slug: str) -> None:
+def pause(state: State, slug: str, reason: str) -> None:
     """Stop sending a campaign now. Nothing is lost: resume picks up where it stopped."""
-    from tidings.campaigns.store import set_status
-    from tidings.states import CampaignStatus
+    from tidings.campaigns.store import pause as pause_campaign
 
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
-        set_status(session, slug, CampaignStatus.PAUSED, "paused by an operator")
+        pause_campaign(session, runtime.clock.now(), slug, reason)
     click.echo(f"{slug}: paused")
 
 
@@ -343,12 +343,11 @@ def pause(state: State, slug: str) -> None:
 @pass_state
 def resume(state: State, slug: str) -> None:
     """Resume a paused campaign. Nothing already sent is sent again."""
-    from tidings.campaigns.store import set_status
-    from tidings.states import CampaignStatus
+    from tidings.campaigns.store import resume as resume_campaign
 
     runtime = state.runtime()
     with runtime.sessions.begin() as session:
-        set_status(session, slug, CampaignStatus.ACTIVE, None)
+        resume_campaign(session, runtime.clock.now(), slug)
     click.echo(f"{slug}: active")
 
 

@@ -41,11 +41,15 @@ class State:
             self._settings = load_settings(config_file=self.config_file)
         return self._settings
 
-    def runtime(self) -> Runtime:
+    def runtime(self, service: bool = False) -> Runtime:
+        """`service`: a long-running process (run, worker, serve): what it changes by itself
+        is the system's doing in the audit log, not the OS user's who started it."""
         if self._runtime is None:
+            from tidings.db.audit import SYSTEM, cli_actor
             from tidings.runtime import Runtime
 
-            self._runtime = Runtime.open(self.settings)
+            actor = SYSTEM if service else cli_actor()
+            self._runtime = Runtime.open(self.settings, actor=actor)
             started()
         return self._runtime
 

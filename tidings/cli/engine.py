@@ -40,7 +40,7 @@ def _worker(state: State) -> Worker:
 
     state.settings.check_secret_key()
     check_before_sending(state.settings)
-    return Worker(state.runtime())
+    return Worker(state.runtime(service=True))
 
 
 def _run_until_signalled(
@@ -99,7 +99,9 @@ def run(
         return
     from tidings.web.server import start_web
 
-    web = start_web(state.runtime(), host, port)  # before the worker: a busy port fails early
+    web = start_web(
+        state.runtime(service=True), host, port
+    )  # before the worker: a busy port fails early
     _run_until_signalled(
         worker, tick_seconds, "tidings", f"; web pages at {web.url}", on_stop=web.stop
     )

@@ -34,7 +34,7 @@ def serve(state: State, host: str | None, port: int | None) -> None:
     from tidings.web.server import start_web
 
     state.settings.check_secret_key()  # the pages sign and check every link
-    runtime = state.runtime()
+    runtime = state.runtime(service=True)
     with until_signalled("finishing the requests in progress...") as stop:
         server = start_web(runtime, host, port)
         try:

@@ -238,11 +238,13 @@ def create_app(runtime: Runtime) -> Flask:
         strategy="moving-window",
     )
 
-    from tidings.web import api, public
+    from tidings.web import api, public, staff
 
     app.register_blueprint(public.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(staff.blueprint)
     csrf.exempt(api.blueprint)  # authorized by an API key, not a browser session
+    csrf.exempt(staff.blueprint)  # checks its own token, bound to the staff session
 
     # Per-address limits on what sends email or writes: the forms and the API.
     for endpoint, rate in (
@@ -257,7 +259,7 @@ def create_app(runtime: Runtime) -> Flask:
 
     @app.before_request
     def _protect() -> None:
-        if request.method != "POST" or public.csrf_exempt():
+        if request.method != "POST" or public.csrf_exempt() or request.blueprint == "staff":
             return
         csrf.protect(apply_exemptions=True)
 

@@ -1,0 +1,53 @@
+"""Campaigns: the list, one campaign with its steps and their funnel, pause and resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import redirect, render_template, request, url_for
+
+from tidings.campaigns.store import campaign_details, campaign_summaries, pause, resume
+from tidings.errors import InvalidInput, NotFound
+from tidings.ops.stats import stats
+from tidings.web.staff import now, reading, staff_route, unit_of_work
+
+
+@staff_route("/campaigns")
+def campaigns() -> Any:
+    with reading() as session:
+        rows = campaign_summaries(session)
+    return render_template("staff/campaigns.html", title="Campaigns", campaigns=rows)
+
+
+@staff_route("/campaigns/<slug>")
+def campaign(slug: str) -> Any:
+    with reading() as session:
+        try:
+            info = campaign_details(session, slug)
+        except NotFound:
+            return render_template(
+                "staff/message.html",
+                title="No such campaign",
+                message=f"There is no campaign {slug!r}.",
+            ), 404
+        funnel = stats(session, now(), slug)["campaigns"][0]
+    return render_template(
+        "staff/campaign.html", title=info["name"], info=info, funnel=funnel, error=None
+    )
+
+
+@staff_route("/campaigns/<slug>/pause", permission="campaigns.pause", methods=("POST",))
+def campaign_pause(slug: str) -> Any:
+    reason = " ".join(request.form.get("reason", "").split())[:300]
+    if not reason:
+        raise InvalidInput("reason", "say why you pause it (the dashboard shows it)")
+    with unit_of_work() as session:
+        pause(session, now(), slug, reason)
+    return redirect(url_for("staff.campaign", slug=slug), 303)
+
+
+@staff_route("/campaigns/<slug>/resume", permission="campaigns.pause", methods=("POST",))
+def campaign_resume(slug: str) -> Any:
+    with unit_of_work() as session:
+        resume(session, now(), slug)
+    return redirect(url_for("staff.campaign", slug=slug), 303)
