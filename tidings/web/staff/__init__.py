@@ -161,6 +161,25 @@ def _staff_globals() -> dict[str, Any]:
     }
 
 
-from tidings.web.staff import audit, auth, campaigns, dashboard  # noqa: E402
+from tidings.web.staff import (  # noqa: E402
+    audit,
+    auth,
+    campaigns,
+    dashboard,
+    emails,
+    newsletters,
+    subscribers,
+)
 
-__all__ = ["ROUTES", "audit", "auth", "blueprint", "campaigns", "dashboard", "staff_route"]
+__all__ = [
+    "ROUTES",
+    "audit",
+    "auth",
+    "blueprint",
+    "campaigns",
+    "dashboard",
+    "emails",
+    "newsletters",
+    "staff_route",
+    "subscribers",
+]
