@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from sqlalchemy.orm import Session
 
 from tidings.db.audit import act_as
@@ -158,6 +158,7 @@ def _staff_globals() -> dict[str, Any]:
         "staff": current.user if current else None,
         "csrf": current.row.csrf_token if current else "",
         "may": may,
+        "has_page": lambda endpoint: endpoint in current_app.view_functions,
     }
 
 
