@@ -18,6 +18,7 @@ from tidings.campaigns.lint import ERROR, lint_campaign
 from tidings.campaigns.sequencing import remap_positions
 from tidings.campaigns.store import get_campaign
 from tidings.config import Settings
+from tidings.db import audit
 from tidings.db.models import Campaign, Step
 from tidings.errors import CampaignError, Conflict, NotFound
 from tidings.rendering.compile import (
@@ -168,6 +169,18 @@ def load_campaign(session: Session, folder: Path, settings: Settings, now: datet
     campaign.loaded_at = now
     session.flush()
     _store_steps(session, campaign, definition, compiled, report, now)
+    audit.record(
+        session,
+        now,
+        "campaign.load",
+        definition.slug,
+        {
+            "created": report.created,
+            "added": len(report.added),
+            "changed": len(report.changed),
+            "removed": len(report.removed),
+        },
+    )
     return report
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from tidings.campaigns.windows import ANY_TIME, SendWindow, next_send_time, stored_window
 from tidings.clock import zone_or_utc
+from tidings.db import audit
 from tidings.db.bulk import affected, bulk_insert, select_in, table_of, update_by_id
 from tidings.db.models import Campaign, Delivery, Enrollment, Step, Subscriber, queued_delivery
 from tidings.errors import Conflict
@@ -472,4 +473,6 @@ def enroll_addresses(
     campaign = get_campaign(session, slug)
     subscribers = find_subscribers(session, emails)
     added = enroll_many(session, campaign, subscribers, now)
+    everyone = "every active subscriber" if emails is None else f"{len(subscribers)} named"
+    audit.record(session, now, "campaign.enroll", slug, {"who": everyone, "enrolled": added})
     return Enrolled(added, len(subscribers) - added)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tidings.db import audit
 from tidings.db.models import ApiKey
 from tidings.errors import Conflict, InvalidInput, NotFound
 
@@ -54,6 +55,7 @@ def create_api_key(session: Session, name: str, now: datetime) -> tuple[ApiKey, 
     )
     session.add(row)
     session.flush()
+    audit.record(session, now, "apikey.create", name)
     return row, key
 
 
@@ -83,6 +85,7 @@ def revoke_api_key(session: Session, name: str, now: datetime) -> bool:
     if row.revoked_at is not None:
         return False
     row.revoked_at = now
+    audit.record(session, now, "apikey.revoke", name)
     return True
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidings.clock import Clock
+from tidings.db import audit
 from tidings.errors import InvalidInput
 from tidings.subscribers.importing.columns import SETTING, check_kept, from_setting
 from tidings.subscribers.importing.reader import Record, check_encoding, read_records
@@ -222,6 +223,15 @@ class Importer:
             batch = self._batch(session, now)
             batch.plan(rows)
             batch.write()
+            done = batch.report
+            # One entry per committed batch, in its transaction: what it did, in numbers.
+            audit.record(
+                session,
+                now,
+                "subscriber.import",
+                f"lines {rows[0].line}-{rows[-1].line}",
+                {"created": done.created, "updated": done.updated, "suppressed": done.suppressed},
+            )
         return batch.report
 
     def _batch(self, session: Session, now: object) -> Batch:
