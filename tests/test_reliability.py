@@ -9,6 +9,7 @@ import email
 import mailbox
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -254,7 +255,9 @@ def test_a_campaign_pauses_itself_when_hard_bounces_pass_the_threshold(database_
                 campaign = session.scalars(select(Campaign)).one()
             info = collect_status(runtime)
     assert campaign.status == "paused"
-    assert "4 hard bounces in the last 50 sends" in (campaign.status_reason or "")
+    # 3 of 50 (6%) already passes the 5% limit: the pause comes at the 3rd or the 4th bounce,
+    # as the outcomes are recorded (the recorder writes whatever has arrived).
+    assert re.search(r"\b[34] hard bounces in the last 50 sends", campaign.status_reason or "")
     assert info["campaigns"][0]["why"] == campaign.status_reason
 
     # Resumed by someone who looked: the bounces already seen do not pause it again.

@@ -53,8 +53,8 @@ def test_screenshots_at_desktop_and_phone_width(sqlite_template, tmp_path):
         assert height > 600 and shot.stat().st_size > 10_000, shot.name
     # On a phone the same email is narrower, so taller.
     assert (
-        png_size(out / "05-reduction-in-suicidal-ideation-phone.png")[1]
-        > png_size(out / "05-reduction-in-suicidal-ideation-desktop.png")[1]
+        png_size(out / "06-reduction-in-suicidal-ideation-phone.png")[1]
+        > png_size(out / "06-reduction-in-suicidal-ideation-desktop.png")[1]
     )
 
 
