@@ -131,6 +131,11 @@ def campaign_details(session: Session, slug: str) -> dict[str, Any]:
         loaded_at=campaign.loaded_at,
         source=campaign.source_path,
         window=f"{window.get('start', '')[:5]}-{window.get('end', '')[:5]} {days}",
+        # The same, as a person says it (the console): "one every two days, on weekdays".
+        cadence=cadence_in_words(
+            int(campaign.definition.get("every_seconds", 0)), window.get("days", [])
+        ),
+        hours=f"{window.get('start', '')[:5]} to {window.get('end', '')[:5]}",
     )
     sent_by_step = dict(
         session.execute(

@@ -21,6 +21,7 @@ from tidings.cli.common import (
 from tidings.cli.output import output_options, say, write_object
 
 if TYPE_CHECKING:
+    from tidings.runtime import Runtime
     from tidings.scheduler import Worker
 
 tick_option = click.option(
@@ -228,21 +229,60 @@ def _print_status(info: dict[str, Any]) -> None:
     help="First simulated day, YYYY-MM-DD (readers confirm at 12:00 UTC). Default: the latest "
     "1 December, so the series crosses Christmas and New Year.",
 )
-def demo(directory: Path, count: int, day_seconds: float, start: datetime | None) -> None:
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Then keep the staff console open (printed address and login) until Ctrl-C.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def demo(
+    directory: Path,
+    count: int,
+    day_seconds: float,
+    start: datetime | None,
+    serve: bool,
+    port: int,
+) -> None:
     """Run the whole KAP series for demo subscribers, weeks in a minute.
 
     Starts a local SMTP server that stores what it receives in DIR/outbox, and runs the real
-    scheduler and SMTP delivery on a scaled clock.
+    scheduler and SMTP delivery on a scaled clock. With --serve, the staff console then shows
+    what was sent to whom, at a printed address with a printed demo login.
 
     \b
     Example:
       tidings demo --subscribers 5 --day-seconds 1
       tidings demo --start 2027-06-28      # across the 4th of July
+      tidings demo --serve                 # then browse http://127.0.0.1:8000/staff/
     """
     from tidings.ops.demo import DEMO_START_HOUR, run_demo
 
     started()
     first = start.replace(hour=DEMO_START_HOUR, tzinfo=UTC) if start else None
-    summary = run_demo(directory, count, day_seconds, echo=click.echo, start=first)
+    summary = run_demo(
+        directory,
+        count,
+        day_seconds,
+        echo=click.echo,
+        start=first,
+        serve=(lambda runtime: _serve_console(runtime, port)) if serve else None,
+        base_url=f"http://127.0.0.1:{port}",
+    )
     if not summary.finished:
         raise click.ClickException(summary.message)
+
+
+def _serve_console(runtime: Runtime, port: int) -> None:
+    """The demo's staff console, with an admin account made for it, until Ctrl-C."""
+    from tidings.ops.demo import open_demo_console
+
+    with until_signalled("closing the console...") as stop:
+        server, login, password = open_demo_console(runtime, port)
+        click.echo(
+            f"\nStaff console: {server.url}/staff/\n  sign in as {login}\n  password {password}"
+            "\n(Ctrl-C to stop)"
+        )
+        try:
+            wait_for(stop)
+        finally:
+            server.stop()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -29,6 +30,9 @@ from tidings.scheduler import Worker
 from tidings.sending.devsmtp import LocalSMTPServer, MaildirHandler
 from tidings.states import UNFINISHED, DeliveryKind, DeliveryStatus, EnrollmentStatus
 from tidings.subscribers.lifecycle import Consent, add_subscriber
+
+if TYPE_CHECKING:
+    from tidings.web.server import WebServer
 
 DEMO_CAMPAIGN = "kap-benefits"
 DEMO_TIMEZONES = (
@@ -70,13 +74,15 @@ class DemoSummary:
     message: str
 
 
-def demo_settings(directory: Path, smtp_url: str, day_seconds: float) -> Settings:
+def demo_settings(
+    directory: Path, smtp_url: str, day_seconds: float, base_url: str = "http://localhost:8000"
+) -> Settings:
     return Settings(
         database_url=f"sqlite:///{directory / 'tidings.db'}",
         transport="smtp",
         smtp_url=smtp_url,
         smtp_pool_size=2,
-        base_url="http://localhost:8000",
+        base_url=base_url,
         from_address="kap-series@counseling-center.example",
         from_name="Center for Counseling and Conscious Healing",
         organization="Center for Counseling and Conscious Healing",
@@ -93,8 +99,13 @@ def run_demo(
     day_seconds: float,
     echo: Callable[[str], None] = print,
     start: datetime | None = None,
+    serve: Callable[[Runtime], None] | None = None,
+    base_url: str = "http://localhost:8000",
 ) -> DemoSummary:
-    """`start`: the first simulated moment (default: demo_start of today)."""
+    """`start`: the first simulated moment (default: demo_start of today). `serve`: called
+    once the series is done, with a runtime on the demo's database (its clock stopped at the
+    demo's last moment, its SMTP server still storing into the outbox), e.g. to keep the
+    staff console open; the demo ends when it returns."""
     directory = directory.resolve()
     for leftover in ("tidings.db", "tidings.db-wal", "tidings.db-shm"):
         (directory / leftover).unlink(missing_ok=True)
@@ -139,6 +150,7 @@ def run_demo(
                 finished, delivered = _watch(runtime, clock, expected, day_seconds, echo)
             finally:
                 worker.shutdown()
+            ended = clock.now()
 
     new_dir = outbox / "new"
     if not finished:
@@ -165,6 +177,11 @@ def run_demo(
         f"Browse the database: sqlite3 {directory / 'tidings.db'} "
         "'select status, count(*) from deliveries group by 1'"
     )
+    if serve is not None:
+        with LocalSMTPServer(MaildirHandler(outbox)) as smtp:
+            settings = demo_settings(directory, smtp.url, day_seconds, base_url)
+            with Runtime.open(settings, FixedClock(ended)) as runtime:
+                serve(runtime)
     return DemoSummary(True, delivered, expected, outbox, "ok")
 
 
@@ -266,3 +283,23 @@ def holidays_crossed(runtime: Runtime, campaign_country: str) -> list[str]:
                     )
     heading = "Public holidays the series crossed, in the readers' own countries:"
     return [heading, *lines] if lines else []
+
+
+DEMO_LOGIN = "demo-admin@counseling-center.example"
+
+
+def open_demo_console(runtime: Runtime, port: int) -> tuple[WebServer, str, str]:
+    """The web server on loopback with an admin account for the demo, made with a new random
+    password each run (printed by the caller; never a fixed one: a demo left running on a
+    shared machine is still a console). Returns the server, the login and the password."""
+    import secrets
+
+    from tidings.staff.accounts import add_user
+    from tidings.web.server import start_web
+
+    password = secrets.token_urlsafe(12)
+    with runtime.sessions.begin() as session:
+        add_user(
+            session, runtime.clock.now(), runtime.secret(), DEMO_LOGIN, "admin", "Demo", password
+        )
+    return start_web(runtime, "127.0.0.1", port), DEMO_LOGIN, password
