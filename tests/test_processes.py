@@ -10,6 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from email import policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -76,6 +79,52 @@ def test_demo_runs_the_whole_series_for_three_subscribers(tmp_path: Path):
             address, [m["Date"].datetime.astimezone(tz) for m in mails]
         )
     assert len({DEMO_TIMEZONES[i] for i in range(3)}) >= 2
+
+
+def test_demo_serve_keeps_the_console_open_with_a_printed_login(tmp_path: Path):
+    """`tidings demo --serve`: the series runs, then the console answers at the printed
+    address; the printed login opens it and shows what was sent; Ctrl-C ends it cleanly."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *TIDINGS,
+            *("demo", "--dir", str(tmp_path / "demo"), "--subscribers", "2"),
+            *("--day-seconds", "0.3", "--serve", "--port", str(port)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        assert process.stdout is not None
+        for line in process.stdout:  # the demo prints as it goes; the login comes last
+            lines.append(line)
+            if line.strip().startswith("password "):
+                break
+        output = "".join(lines)
+        assert f"Staff console: http://127.0.0.1:{port}/staff/" in output, output
+        login = re.search(r"sign in as (\S+)", output).group(1)  # type: ignore[union-attr]
+        password = re.search(r"password (\S+)", output).group(1)  # type: ignore[union-attr]
+
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        base = f"http://127.0.0.1:{port}"
+        form = urllib.parse.urlencode({"email": login, "password": password}).encode()
+        with opener.open(f"{base}/staff/login", data=form, timeout=10) as response:
+            assert response.url.endswith("/staff/"), response.url
+            dashboard = response.read().decode()
+        assert "Dashboard" in dashboard and "Sent per day" in dashboard
+        with opener.open(f"{base}/staff/campaigns/kap-benefits", timeout=10) as response:
+            page = response.read().decode()
+        assert "34 emails sent" in page, page  # 2 readers x 17 emails
+        wrong = urllib.parse.urlencode({"email": login, "password": "not it at all"}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(f"{base}/staff/login", data=wrong, timeout=10)
+        assert refused.value.code == 401
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
 
 
 def _no_email_on_christmas_or_new_years_day(address: str, sent: list) -> None:
