@@ -217,7 +217,24 @@ trigger = "manual"
 [footer]
 reason = "You signed up for the benchmark."
 crisis = "If you are struggling or in crisis, call or text 988."
+
+# The KAP email it copies links to these.
+[contact]
+phone = "(555) 555-0142"
+website = "https://www.example.org/"
+booking_url = "https://www.example.org/book"
+office_hours = "Monday to Friday, 9 am to 5 pm"
+
+[lint]
+link_domains = ["example.org"]
 """
+
+
+def message_size(runtime: Runtime, slug: str) -> int:
+    """Bytes of one email of `slug` as the dispatcher sends it (the baseline sends the same)."""
+    from tidings.ops.previews import preview_step
+
+    return len(preview_step(runtime, slug).message)
 
 
 def notice_campaign(runtime: Runtime) -> None:
