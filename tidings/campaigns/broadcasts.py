@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from tidings.campaigns.audience import Audience, count_audience
 from tidings.campaigns.sequencing import active_steps
 from tidings.clock import zone, zone_or_utc
+from tidings.db import audit
 from tidings.db.bulk import affected
 from tidings.db.models import BroadcastSchedule, Campaign, Delivery, Step
 from tidings.errors import NotFound, TidingsError
@@ -204,11 +205,7 @@ def schedule_broadcast(
     the email (sent, or in a server's hands) never get it again.
     """
     campaign, step = broadcast_campaign(session, slug)
-    if audience is None:
-        audience = Audience.parse(campaign.definition.get("audience"))
-    for other in (audience.enrolled, audience.not_enrolled):
-        if other and session.scalar(select(Campaign.id).where(Campaign.slug == other)) is None:
-            raise BroadcastError(f"audience: no campaign {other!r} is loaded")
+    audience = _audience_for(session, campaign, audience)
     matching, zones = count_audience(session, audience)
     when = _when(at, tz, local_time, now, zones)
     row = _locked_schedule(session, campaign.id)
@@ -242,6 +239,52 @@ def schedule_broadcast(
         session.add(row)
     _store(row, when, local_text, stored_audience, zones, now)
     session.flush()
+    audit.record(
+        session,
+        now,
+        "newsletter.schedule",
+        slug,
+        {"when": report.when, "audience": report.audience, "matching": matching},
+    )
+    return report
+
+
+def _audience_for(session: Session, campaign: Campaign, audience: Audience | None) -> Audience:
+    """The audience asked for, or the campaign's [audience] (everyone when it has none); the
+    sequences it names must be loaded."""
+    if audience is None:
+        audience = Audience.parse(campaign.definition.get("audience"))
+    for other in (audience.enrolled, audience.not_enrolled):
+        if other and session.scalar(select(Campaign.id).where(Campaign.slug == other)) is None:
+            raise BroadcastError(f"audience: no campaign {other!r} is loaded")
+    return audience
+
+
+def count_recipients(
+    session: Session,
+    slug: str,
+    now: datetime,
+    at: str = "",
+    tz: str | None = None,
+    local_time: bool = False,
+    audience: Audience | None = None,
+) -> ScheduleReport:
+    """What `schedule_broadcast` would say, without scheduling anything (the console's
+    Count): who matches now, who has it already, and when it would go (`at` checked as
+    `schedule` checks it, when given)."""
+    campaign, step = broadcast_campaign(session, slug)
+    audience = _audience_for(session, campaign, audience)
+    matching, zones = count_audience(session, audience)
+    report = ScheduleReport(slug, "", audience.describe(), matching)
+    if at.strip():
+        when = _when(at, tz, local_time, now, zones)
+        report.when, report.notes = when.text, list(when.notes)
+    report.already = (
+        session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.step_id == step.id)
+        )
+        or 0
+    )
     return report
 
 
@@ -308,6 +351,7 @@ def unschedule_broadcast(session: Session, slug: str, now: datetime) -> StopRepo
         raise BroadcastError(f"{slug} was cancelled; there is nothing to unschedule")
     removed = _take_back_unsent(session, step, now)
     session.delete(row)
+    audit.record(session, now, "newsletter.unschedule", slug, {"taken_back": removed})
     return StopReport(slug, _sent(session, step), removed=removed)
 
 
@@ -335,7 +379,9 @@ def cancel_broadcast(session: Session, slug: str, now: datetime) -> StopReport:
     row.next_at = None
     row.finished_at = now
     row.updated_at = now
-    return StopReport(slug, _sent(session, step), skipped=affected(result))
+    skipped = affected(result)
+    audit.record(session, now, "newsletter.cancel", slug, {"skipped": skipped})
+    return StopReport(slug, _sent(session, step), skipped=skipped)
 
 
 def _sent(session: Session, step: Step) -> int:
@@ -387,3 +433,53 @@ def broadcast_info(session: Session, campaign: Campaign) -> dict[str, Any]:
         failed=counts.get(DeliveryStatus.FAILED, 0) + counts.get(DeliveryStatus.BOUNCED, 0),
     )
     return info
+
+
+def newsletter_overview(session: Session, slug: str | None = None) -> list[dict[str, Any]]:
+    """Every broadcast (or the one `slug` names) for the console: its campaign's status, its
+    email, `broadcast_info`, and its schedule as stored (`scheduled`: the wall-clock time, the
+    zone or local time, the audience), with the Campaign row for `ops.stats`."""
+    if slug is not None:
+        campaigns = [broadcast_campaign(session, slug)[0]]
+    else:
+        campaigns = list(
+            session.scalars(
+                select(Campaign)
+                .where(Campaign.kind == CampaignKind.BROADCAST)
+                .order_by(Campaign.loaded_at.desc(), Campaign.slug)
+            )
+        )
+    rows = []
+    for campaign in campaigns:
+        steps = active_steps(session, campaign.id)
+        row = session.get(BroadcastSchedule, campaign.id)
+        scheduled = None
+        if row is not None and row.state != BroadcastState.CANCELLED:
+            wall = (
+                datetime.fromisoformat(row.local_time)
+                if row.local_time
+                else row.send_at.astimezone(zone_or_utc(row.tz or "UTC"))
+                if row.send_at
+                else None
+            )
+            scheduled = {
+                "at": f"{wall:%Y-%m-%d %H:%M}" if wall else "",
+                "tz": row.tz or "UTC",
+                "local_time": bool(row.local_time),
+                "audience": dict(row.audience or {}),
+            }
+        rows.append(
+            {
+                "slug": campaign.slug,
+                "name": campaign.name,
+                "status": campaign.status,
+                "status_reason": campaign.status_reason,
+                "step": steps[0].key if steps else None,
+                "subject": steps[0].subject if steps else "",
+                "own_audience": Audience.parse(campaign.definition.get("audience")).describe(),
+                "scheduled": scheduled,
+                "campaign": campaign,
+                **broadcast_info(session, campaign),
+            }
+        )
+    return rows

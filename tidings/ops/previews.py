@@ -14,10 +14,14 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email import message_from_bytes, policy
+from functools import lru_cache
 from pathlib import Path
 
+from tidings.campaigns.lint import Finding, lint_folder
 from tidings.campaigns.sequencing import active_steps
 from tidings.campaigns.store import find_step, get_campaign
+from tidings.config import Settings
 from tidings.db.models import Campaign, Step, message_id
 from tidings.errors import TidingsError
 from tidings.files import write_private
@@ -90,6 +94,58 @@ def preview_step(runtime: Runtime, slug: str, step_key: str | None = None) -> Pr
         return _preview(
             builder, campaign, step, runtime.settings.sender_domain, runtime.clock.now()
         )
+
+
+@dataclass(frozen=True)
+class EmailView:
+    """One email for the console's page: as the sample reader gets it, its headers, and what
+    the lint says of it."""
+
+    campaign_name: str
+    kind: str
+    email: PreviewEmail
+    headers: list[tuple[str, str]]  # the message's own headers, in order, unfolded
+    lint: list[Finding] | None  # this email's findings and campaign.toml's; None: no folder
+    lint_folder: str  # the folder the lint read (or had to read)
+    lint_stale: bool  # the email's file has changed since the campaign was loaded
+
+
+def email_view(runtime: Runtime, slug: str, step_key: str | None) -> EmailView:
+    """One email as `campaigns preview` renders it, with its headers and the findings of
+    `campaigns lint` for it (read from the campaign's folder as it is now)."""
+    builder = MessageBuilder(runtime.settings, runtime.links())
+    with runtime.read_sessions.begin() as session:
+        campaign = get_campaign(session, slug)
+        step = find_step(session, campaign, step_key)
+        email = _preview(
+            builder, campaign, step, runtime.settings.sender_domain, runtime.clock.now()
+        )
+        name, kind, source = campaign.name, str(campaign.kind), step.source
+        folder, file = campaign.source_path or "", step.source_file
+    parsed = message_from_bytes(email.message, policy=policy.default)
+    headers = [(k, " ".join(str(v).split())) for k, v in parsed.items()]
+    findings, stale = None, False
+    path = Path(folder) if folder else None
+    if path is not None and path.is_dir():
+        findings = [f for f in _lint(path, runtime.settings) if f.file in (file, "campaign.toml")]
+        written = path / file
+        stale = not written.is_file() or written.read_text(encoding="utf-8") != source
+    return EmailView(name, kind, email, headers, findings, folder, stale)
+
+
+def _lint(folder: Path, settings: Settings) -> tuple[Finding, ...]:
+    """The lint of a folder, kept while none of its files changes (it takes a second or two:
+    every email is compiled)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    signature = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    return _lint_of(folder, signature, settings)
+
+
+@lru_cache(maxsize=8)
+def _lint_of(
+    folder: Path, signature: tuple[tuple[str, int, int], ...], settings: Settings
+) -> tuple[Finding, ...]:
+    return tuple(lint_folder(folder, settings))
 
 
 def render_campaign(runtime: Runtime, slug: str) -> tuple[Campaign, list[PreviewEmail]]:

@@ -21,7 +21,7 @@ from email.policy import compat32
 from pathlib import Path
 
 from tidings.errors import TidingsError
-from tidings.ops.previews import PreviewEmail, render_campaign
+from tidings.ops.previews import PreviewEmail, preview_step, render_campaign
 from tidings.runtime import Runtime
 
 THRESHOLD = 5.0  # SpamAssassin's default: at or above, an email is spam
@@ -127,3 +127,11 @@ def score_campaign(runtime: Runtime, slug: str) -> list[tuple[PreviewEmail, Spam
     _, emails = render_campaign(runtime, slug)
     scores = score_messages([(e.stem, e.message) for e in emails])
     return list(zip(emails, scores, strict=True))
+
+
+def score_step(runtime: Runtime, slug: str, step_key: str | None) -> tuple[PreviewEmail, SpamScore]:
+    """One email of a loaded campaign (a step key or position), scored as `score_campaign`
+    scores each: for the console's Spam score button."""
+    email = preview_step(runtime, slug, step_key)
+    (score,) = score_messages([(email.stem, email.message)])
+    return email, score

@@ -8,10 +8,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from tidings.campaigns.sequencing import active_steps
 from tidings.campaigns.store import find_step, get_campaign
+from tidings.db import audit
 from tidings.db.models import message_id
+from tidings.errors import InvalidInput
 from tidings.rendering.compile import CompiledStep
 from tidings.rendering.message import Addressee, MessageBuilder, stored_sender
 from tidings.runtime import Runtime
@@ -19,7 +24,10 @@ from tidings.sending.dispatch import Dispatcher, DispatchResult
 from tidings.sending.routing import Lane, RateLimiter, Router, send_routed
 from tidings.sending.transports import OutgoingMessage, SendResult
 from tidings.states import SendOutcome
-from tidings.subscribers.validation import normalize_email
+from tidings.subscribers.validation import mask_email, normalize_email
+
+# Test sends to several addresses at once (the console's form): a few colleagues, not a list.
+MAX_TEST_ADDRESSES = 10
 
 
 def send_now(runtime: Runtime, delivery_ids: Sequence[int]) -> DispatchResult:
@@ -86,6 +94,41 @@ def send_test(
             i, SendOutcome.RETRY, "not sent: every server's cap is reached; try again later"
         )
     return [TestSend(keys[i], results[i]) for i in range(len(messages))]
+
+
+def send_tests(
+    runtime: Runtime,
+    session: Session,
+    now: datetime,
+    slug: str,
+    addresses: Sequence[str],
+    step_key: str | None = None,
+) -> list[tuple[str, TestSend]]:
+    """`send_test` to each of a few addresses (the console's Send a test), recorded in the
+    audit log through `session` (its transaction: the caller's unit of work) with the number
+    of addresses and the addresses masked. Every address is checked before anything is sent:
+    a malformed one is refused (InvalidInput naming it) and nothing goes out."""
+    if not addresses:
+        raise InvalidInput("to", "give at least one address")
+    if len(addresses) > MAX_TEST_ADDRESSES:
+        raise InvalidInput(
+            "to", f"at most {MAX_TEST_ADDRESSES} addresses at once, got {len(addresses)}"
+        )
+    checked = list(dict.fromkeys(normalize_email(a, field="to") for a in addresses))
+    sends = [(to, send) for to in checked for send in send_test(runtime, slug, to, step_key)]
+    keys = sorted({send.step_key for _, send in sends})
+    audit.record(
+        session,
+        now,
+        "campaign.test-send",
+        f"{slug}/{','.join(keys)}",
+        {
+            "addresses": len(checked),
+            "to": [mask_email(to) for to in checked],
+            "sent": sum(send.result.outcome == SendOutcome.SENT for _, send in sends),
+        },
+    )
+    return sends
 
 
 def _close(lanes: Sequence[Lane]) -> None:
