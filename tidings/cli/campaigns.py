@@ -310,10 +310,14 @@ def test_send(state: State, slug: str, to_address: str, step_key: str | None) ->
     Example:
       tidings campaigns test-send kap-benefits --to me@example.org --step all
     """
-    from tidings.sending.oneoff import send_test
+    from tidings.sending.oneoff import send_tests
     from tidings.states import SendOutcome
 
-    sends = send_test(state.runtime(), slug, to_address, step_key)
+    runtime = state.runtime()
+    with runtime.sessions.begin() as session:  # for the audit entry, written after the sends
+        now = runtime.clock.now()
+        sent = send_tests(runtime, session, now, slug, [to_address], step_key, field="--to")
+    sends = [send for _, send in sent]
     for send in sends:
         say(f"{send.step_key}: {send.result.outcome} ({send.result.reply})")
     failed = sum(send.result.outcome != SendOutcome.SENT for send in sends)

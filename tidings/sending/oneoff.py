@@ -103,8 +103,10 @@ def send_tests(
     slug: str,
     addresses: Sequence[str],
     step_key: str | None = None,
+    field: str = "to",
 ) -> list[tuple[str, TestSend]]:
-    """`send_test` to each of a few addresses (the console's Send a test), recorded in the
+    """`send_test` to each of a few addresses (the console's Send a test, and the CLI's
+    test-send; `field` names the input in messages), recorded in the
     audit log through `session` (its transaction: the caller's unit of work) with the number
     of addresses and the addresses masked. Every address is checked before anything is sent:
     a malformed one is refused (InvalidInput naming it) and nothing goes out."""
@@ -114,7 +116,7 @@ def send_tests(
         raise InvalidInput(
             "to", f"at most {MAX_TEST_ADDRESSES} addresses at once, got {len(addresses)}"
         )
-    checked = list(dict.fromkeys(normalize_email(a, field="to") for a in addresses))
+    checked = list(dict.fromkeys(normalize_email(a, field=field) for a in addresses))
     sends = [(to, send) for to in checked for send in send_test(runtime, slug, to, step_key)]
     keys = sorted({send.step_key for _, send in sends})
     audit.record(
