@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tidings.campaigns.sequencing import enroll_on_confirm, exit_enrollments
+from tidings.db import audit
 from tidings.db.bulk import affected
 from tidings.db.models import ConsentEvent, Delivery, Subscriber, queued_delivery
 from tidings.errors import Conflict, InvalidInput, NotFound
@@ -36,10 +37,16 @@ from tidings.states import (
     SubscriberStatus,
 )
 from tidings.subscribers import suppressions
-from tidings.subscribers.directory import find_subscriber
+from tidings.subscribers.directory import audit_target, find_subscriber, subscriber_by_id
 from tidings.subscribers.suppressions import check_detail, check_reason, suppression_reason
 from tidings.subscribers.tokens import new_subscriber_key
-from tidings.subscribers.validation import check_timezone, clean_name, normalize_email
+from tidings.subscribers.validation import (
+    check_timezone,
+    clean_name,
+    mask_addresses,
+    mask_email,
+    normalize_email,
+)
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,28 @@ def waiting_confirmations(session: Session, subscriber: Subscriber) -> list[int]
     )
 
 
+def resend_confirmation_by_operator(
+    session: Session, now: datetime, subscriber_id: int, message_domain: str
+) -> Delivery:
+    """Staff send a pending subscriber a new confirmation email (a fresh link). It is queued,
+    as every confirmation is, and the worker sends it at its next pass; one waiting already
+    is not doubled. Recorded in the audit log."""
+    subscriber = subscriber_by_id(session, subscriber_id)
+    if subscriber.status != SubscriberStatus.PENDING:
+        raise Conflict(
+            f"only a pending subscriber is sent a confirmation email (this one is "
+            f"{subscriber.status})"
+        )
+    if waiting_confirmations(session, subscriber):
+        raise Conflict(
+            "a confirmation email is already waiting to be sent: the worker sends it at its "
+            "next pass"
+        )
+    delivery = queue_confirmation(session, subscriber, now, message_domain)
+    audit.record(session, now, "subscriber.resend-confirmation", audit_target(subscriber))
+    return delivery
+
+
 def activate(
     session: Session, subscriber: Subscriber, consent: Consent, now: datetime
 ) -> list[str]:
@@ -374,10 +403,28 @@ def unsubscribe(session: Session, subscriber: Subscriber, source: str, now: date
 def unsubscribe_address(
     session: Session, email: str, source: str, now: datetime
 ) -> tuple[str, bool]:
-    """unsubscribe() by address (NotFound if nobody has it): the normalized address, and
-    whether it changed anything."""
+    """An operator unsubscribes someone by address (NotFound if nobody has it), recorded in
+    the audit log: the normalized address, and whether it changed anything."""
     subscriber = find_subscriber(session, email)
-    return subscriber.email, unsubscribe(session, subscriber, source, now)
+    return subscriber.email, _unsubscribe_for(session, subscriber, source, now)
+
+
+def unsubscribe_by_id(
+    session: Session, now: datetime, subscriber_id: int, source: str = "staff"
+) -> tuple[str, bool]:
+    """unsubscribe_address() for the subscriber with this id (the console's profile page)."""
+    subscriber = subscriber_by_id(session, subscriber_id)
+    return subscriber.email, _unsubscribe_for(session, subscriber, source, now)
+
+
+def _unsubscribe_for(session: Session, subscriber: Subscriber, source: str, now: datetime) -> bool:
+    """An operator unsubscribes someone on their behalf: unsubscribe(), and its audit entry."""
+    changed = unsubscribe(session, subscriber, source, now)
+    if changed:
+        audit.record(
+            session, now, "subscriber.unsubscribe", audit_target(subscriber), {"source": source}
+        )
+    return changed
 
 
 def skip_waiting_deliveries(session: Session, subscriber_id: int, why: str, now: datetime) -> int:
@@ -424,7 +471,20 @@ def suppress_address(
         now,
         evidence=f"suppressed by an operator ({entry.reason})",
     )
+    if added or stopped:
+        audit.record(
+            session,
+            now,
+            "suppression.add",
+            _suppression_target(normalized, subscriber),
+            {"reason": entry.reason, "added": added, "stopped": stopped, "source": source},
+            note=mask_addresses(entry.detail or ""),
+        )
     return Suppressed(normalized, added, entry.reason, stopped)
+
+
+def _suppression_target(email: str, subscriber: Subscriber | None) -> str:
+    return audit_target(subscriber) if subscriber is not None else mask_email(email)
 
 
 def lift_suppression(
@@ -449,4 +509,12 @@ def lift_suppression(
             Consent(source=source, evidence=f"was {entry.reason}; removed because: {why}"),
             now,
         )
+    audit.record(
+        session,
+        now,
+        "suppression.remove",
+        _suppression_target(normalized, subscriber),
+        {"was": entry.reason, "source": source},
+        note=mask_addresses(why),
+    )
     return entry.reason

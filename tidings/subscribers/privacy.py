@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tidings.db import audit
 from tidings.db.bulk import affected
 from tidings.db.models import (
     BounceEvent,
@@ -34,14 +35,16 @@ from tidings.db.models import (
 from tidings.errors import InvalidInput
 from tidings.states import StopReason, SubscriberStatus
 from tidings.subscribers.directory import (
+    audit_target,
     consent_events,
     deliveries_of,
     enrollments_of,
     find_subscriber,
     profile_row,
+    subscriber_by_id,
 )
 from tidings.subscribers.suppressions import add_entry, key_entry, suppression_of
-from tidings.subscribers.validation import normalize_email
+from tidings.subscribers.validation import mask_addresses, normalize_email
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 STREAM_CHUNK = 1000
@@ -89,6 +92,15 @@ def export_data(session: Session, email: str, now: datetime) -> dict[str, Any]:
         "bounce_reports": _bounce_reports_of(session, subscriber),
         "inbound_messages": _inbound_messages_of(session, subscriber),
     }
+
+
+def export_data_by_operator(session: Session, now: datetime, subscriber_id: int) -> dict[str, Any]:
+    """export_data() for the subscriber with this id, taken by a member of staff: recorded in
+    the audit log (who downloaded whose data), so it needs a unit of work that writes."""
+    subscriber = subscriber_by_id(session, subscriber_id)
+    data = export_data(session, subscriber.email, now)
+    audit.record(session, now, "subscriber.export-data", audit_target(subscriber))
+    return data
 
 
 def _consent_of(session: Session, subscriber: Subscriber) -> list[dict[str, Any]]:
@@ -240,6 +252,37 @@ def erase_everywhere(
     return replace(report, log_emptied=empty_the_write_ahead_log(engine))
 
 
+def erase_confirmed(
+    sessions: sessionmaker[Session],
+    now: datetime,
+    subscriber_id: int,
+    typed: str,
+    actor: str,
+    source: str = "staff",
+    note: str | None = None,
+) -> ErasureReport:
+    """The console's erasure: `erase_everywhere` for the subscriber with this id, on behalf of
+    `actor` (the audit log's), once the address typed to confirm it is theirs. Anything else
+    typed (another address, a malformed one, nothing) erases nothing: InvalidInput says so."""
+    with sessions.begin() as session:
+        audit.act_as(session, actor)
+        subscriber = subscriber_by_id(session, subscriber_id)
+        try:
+            same = normalize_email(typed) == subscriber.email
+        except InvalidInput:
+            same = False
+        if not same:
+            raise InvalidInput(
+                "confirm",
+                f"what was typed is not the address of subscriber #{subscriber_id}; "
+                "nothing was erased",
+            )
+        report = erase(session, subscriber.email, now, source, note)
+        engine = session.get_bind()
+    assert isinstance(engine, Engine)
+    return replace(report, log_emptied=empty_the_write_ahead_log(engine))
+
+
 def empty_the_write_ahead_log(engine: Engine) -> bool | None:
     """SQLite: copy every page of the write-ahead log into the database file, then truncate
     the log to zero bytes (PRAGMA wal_checkpoint(TRUNCATE)). It waits, up to the busy timeout,
@@ -302,9 +345,23 @@ def erase(
             .execution_options(synchronize_session=False)
         )
         counts[model] = affected(result)
+    target = audit_target(subscriber)  # while the address is known: masked, as the log keeps it
     session.delete(subscriber)
     suppression, added = _suppress_for_good(session, normalized, now)
     session.add(Erasure(erased_at=now, source=source, note=note))
+    audit.record(
+        session,
+        now,
+        "subscriber.erase",
+        target,
+        {
+            "source": source,
+            "consent_events": counts[ConsentEvent],
+            "enrollments": counts[Enrollment],
+            "deliveries": counts[Delivery],
+        },
+        note=mask_addresses(note or ""),
+    )
     session.flush()
     return ErasureReport(
         email=normalized,

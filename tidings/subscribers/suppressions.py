@@ -298,3 +298,36 @@ def _addresses_of(session: Session, rows: Iterable[Suppression]) -> dict[tuple[s
         if len(chunk) < 5000:
             return found
         after = chunk[-1][0]
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    """One page of the list for the console, newest first: entries as stored (a keyed hash
+    cannot name its address, so none is shown)."""
+
+    rows: list[dict[str, Any]]  # id, reason, detail, created_at, keyed
+    next_before: int | None  # the next page: the entries below this id; None: no more
+
+
+def entries_page(
+    session: Session, reason: str | None = None, before: int | None = None, size: int = 50
+) -> EntryPage:
+    """Entries newest first, `size` at a time, paged by id (the primary key): no count of
+    the whole list, and no hashing of every subscriber's address to name them."""
+    query = select(Suppression).order_by(Suppression.id.desc()).limit(size + 1)
+    if reason:
+        query = query.where(Suppression.reason == check_reason(reason))
+    if before is not None:
+        query = query.where(Suppression.id < before)
+    found = session.scalars(query).all()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": row.id,
+            "reason": row.reason,
+            "detail": row.detail,
+            "created_at": row.created_at,
+            "keyed": row.keyed,
+        }
+        for row in found[:size]
+    ]
+    return EntryPage(rows, found[size - 1].id if len(found) > size else None)
