@@ -295,6 +295,11 @@ def update_subscriber(
         subscriber.attributes = merged  # a new dict: JSON columns only notice reassignment
     if result.changes:
         subscriber.updated_at = now
+        # What changed, by field name only: the values are the person's data.
+        fields = sorted({change.split(":", 1)[0] for change in result.changes})
+        audit.record(
+            session, now, "subscriber.update", audit_target(subscriber), {"fields": fields}
+        )
     return result
 
 

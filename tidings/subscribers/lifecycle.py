@@ -203,6 +203,14 @@ def add_by_operator(
         confirmed=confirmed,
         message_domain=message_domain,
     )
+    session.flush()  # the id, for the audit entry
+    audit.record(
+        session,
+        now,
+        "subscriber.add",
+        audit_target(subscriber),
+        {"confirmed": confirmed, "source": consent.source},
+    )
     return Joined.of(session, subscriber, [])
 
 
@@ -355,6 +363,9 @@ def bring_back(
     what to tell the operator."""
     subscriber = find_subscriber(session, email)
     joined = resubscribe(session, subscriber, consent, now, message_domain, confirmed)
+    audit.record(
+        session, now, "subscriber.resubscribe", audit_target(subscriber), {"confirmed": confirmed}
+    )
     return Joined.of(session, subscriber, joined)
 
 

@@ -450,4 +450,8 @@ def prune_pending(
             .execution_options(synchronize_session=False)
         )
         totals["subscribers"] += affected(result)
+    if not dry_run and totals["subscribers"]:
+        audit.record(
+            session, now, "subscriber.prune", f"pending before {cutoff:%Y-%m-%d %H:%M} UTC", totals
+        )
     return PruneReport(cutoff=cutoff, **totals)
