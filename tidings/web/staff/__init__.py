@@ -24,7 +24,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from sqlalchemy.orm import Session
 
 from tidings.db.audit import act_as
@@ -134,7 +144,10 @@ def _guard() -> Any:
 def check_csrf(expected: str) -> None:
     given = request.form.get("csrf_token", "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        abort(400, "This form has expired or was sent from another site. Please reload the page.")
+        # A response of its own: the app's error pages show only a generic text per status.
+        message = "This form has expired or was sent from another site. Please reload the page."
+        page = render_template("staff/message.html", title="Not done", message=message)
+        abort(make_response(page, 400))
 
 
 def may(permission: str) -> bool:

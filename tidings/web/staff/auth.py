@@ -10,8 +10,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import g, redirect, render_template, request, url_for
+from sqlalchemy import text
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from tidings.db.audit import act_as
 from tidings.db.staff import StaffSession, StaffUser
 from tidings.errors import InvalidInput
 from tidings.staff import accounts, sessions
@@ -22,6 +24,7 @@ from tidings.web.staff import COOKIE, now, staff_route, unit_of_work
 WINDOW = timedelta(minutes=15)
 PER_ACCOUNT = 10  # sign-in attempts per address per 15 minutes
 PER_CLIENT = 30  # per client network
+ATTEMPTS_LOCK = 0x7374_6166  # PostgreSQL advisory lock key ("staf"): counting sign-in attempts
 
 
 def _set_cookie(response: WerkzeugResponse, value: str) -> WerkzeugResponse:
@@ -53,6 +56,16 @@ def _caps(email: str) -> list[Cap]:
     ]
 
 
+def _count_attempt(email: str) -> bool:
+    """Count one attempt (False: a cap is reached), in a short transaction of its own. On
+    PostgreSQL attempts take turns here: otherwise parallel requests all read the count
+    before any adds to it (READ COMMITTED), and a burst gets past the cap."""
+    with context().runtime.sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ATTEMPTS_LOCK})
+        return take(session, _caps(email), now())
+
+
 @staff_route("/login", permission=None, methods=("GET", "POST"))
 def login() -> Any:
     nxt = _safe_next(request.values.get("next"))
@@ -60,8 +73,9 @@ def login() -> Any:
         return render_template("staff/login.html", title="Sign in", next=nxt, email="")
     email = request.form.get("email", "")[:320]
     password = request.form.get("password", "")
+    allowed = _count_attempt(email)
     with context().runtime.sessions.begin() as session:
-        if not take(session, _caps(email), now()):
+        if not allowed:
             error = "Too many attempts: wait 15 minutes, then try again."
             user = None
         else:
@@ -71,6 +85,7 @@ def login() -> Any:
             except accounts.SignInFailed as exc:
                 user, error = None, str(exc).capitalize() + "."
         if user is not None:
+            act_as(session, f"staff:{user.email}")  # the audit log's actor: not the system
             second = user.totp_enabled
             if not second:
                 accounts.signed_in(session, now(), user)
@@ -91,11 +106,12 @@ def second_factor() -> Any:
         return redirect(nxt)
     if request.method == "GET":
         return render_template("staff/second_factor.html", title="Your code", next=nxt)
+    allowed = _count_attempt(g.staff.user.email)
     with unit_of_work() as session:
         user = session.get(StaffUser, g.staff.user.id)
         row = session.get(StaffSession, g.staff.row.id_sha256)
         assert user is not None and row is not None
-        if not take(session, _caps(user.email), now()):
+        if not allowed:
             ok, error = False, "Too many attempts: wait 15 minutes, then try again."
         else:
             ok = accounts.check_second_factor(session, now(), user, request.form.get("code", ""))
@@ -129,6 +145,7 @@ def set_password(token: str) -> Any:
             page = render_template("staff/message.html", title="Link not valid", message=str(exc))
             return page, 410
         if request.method == "POST":
+            act_as(session, f"staff:{user.email}")  # the person the link was made for
             first, again = request.form.get("password", ""), request.form.get("again", "")
             try:
                 if first != again:
