@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
 
+from tidings.campaigns.sequencing import enroll_addresses
 from tidings.campaigns.store import campaign_details, campaign_summaries, pause, resume
 from tidings.errors import InvalidInput, NotFound
 from tidings.ops.stats import stats
@@ -31,8 +33,13 @@ def campaign(slug: str) -> Any:
                 message=f"There is no campaign {slug!r}.",
             ), 404
         funnel = stats(session, now(), slug)["campaigns"][0]
+    enrolled = request.args.get("enrolled", type=int)
+    notice = None
+    if enrolled is not None:
+        already = request.args.get("already", 0, type=int)
+        notice = f"{enrolled} enrolled; {already} were in this series already."
     return render_template(
-        "staff/campaign.html", title=info["name"], info=info, funnel=funnel, error=None
+        "staff/campaign.html", title=info["name"], info=info, funnel=funnel, notice=notice
     )
 
 
@@ -51,3 +58,19 @@ def campaign_resume(slug: str) -> Any:
     with unit_of_work() as session:
         resume(session, now(), slug)
     return redirect(url_for("staff.campaign", slug=slug), 303)
+
+
+@staff_route("/campaigns/<slug>/enroll", permission="campaigns.enroll", methods=("POST",))
+def campaign_enroll(slug: str) -> Any:
+    """Start a series for subscribers who confirmed before it was loaded: the addresses
+    typed (one a line, or separated by commas), or every active subscriber."""
+    everyone = request.form.get("who") == "all-active"
+    typed = [a for a in re.split(r"[\s,;]+", request.form.get("addresses", "")) if a]
+    if not everyone and not typed:
+        raise InvalidInput("addresses", "type at least one address, or choose every active one")
+    with unit_of_work() as session:
+        result = enroll_addresses(session, slug, None if everyone else typed, now())
+    return redirect(
+        url_for("staff.campaign", slug=slug, enrolled=result.added, already=result.already),
+        303,
+    )
