@@ -79,12 +79,14 @@ def add_staff(runtime: Runtime, email: str, role: str, password: str | None = PA
         )
 
 
-def turn_on_totp(runtime: Runtime, email: str) -> tuple[pyotp.TOTP, list[str]]:
+def turn_on_totp(
+    runtime: Runtime, email: str, password: str = PASSWORD
+) -> tuple[pyotp.TOTP, list[str]]:
     """Two-factor on, as the account page does it; returns the app and the recovery codes."""
     now = runtime.clock.now()
     with runtime.sessions.begin() as session:
         user = accounts.find(session, email)
-        accounts.start_totp(user)
+        accounts.start_totp(user, password)
         assert user.totp_secret is not None
         app = pyotp.TOTP(user.totp_secret)
         codes = accounts.confirm_totp(session, now, user, app.at(now))
@@ -378,8 +380,15 @@ def test_required_two_factor_sends_an_account_without_it_to_its_setup(app_of, ru
     assert setup.status_code == 200
     assert "asks every account to use two-factor" in setup.get_data(as_text=True)
 
+    # Setting it up asks for the password again (a session left open is not enough).
+    refused = browser.post(
+        "/staff/account",
+        data={"csrf_token": browser.csrf(), "action": "totp-start", "current": "not it"},
+    )
+    assert refused.status_code == 400 and "current password" in error_of(refused)
     started = browser.post(
-        "/staff/account", data={"csrf_token": browser.csrf(), "action": "totp-start"}
+        "/staff/account",
+        data={"csrf_token": browser.csrf(), "action": "totp-start", "current": PASSWORD},
     )
     assert started.status_code == 200
     html = started.get_data(as_text=True)
@@ -921,3 +930,38 @@ def test_the_walk_fills_parameters_with_real_values():
     assert fill("/staff/set-password/<token>", values) == "/staff/set-password/1.1.abc.def"
     assert fill("/staff/users/<int:user_id>/disable", values) == "/staff/users/3/disable"
     assert fill("/staff/users/<email>", values) == "/staff/users/target@center.example.org"
+
+
+def test_signing_in_again_ends_the_browsers_earlier_session(app, runtime):
+    add_staff(runtime, ANN, "editor")
+    browser = Staff(app)
+    assert goes_to(browser.sign_in(ANN), "/staff/")
+    first = browser.cookie()
+    assert goes_to(browser.sign_in(ANN), "/staff/")
+    assert browser.cookie() != first
+    # The earlier cookie, kept by someone else, opens nothing.
+    stolen = Staff(app)
+    assert first is not None
+    stolen.use_cookie(first)
+    assert not stolen.signed_in()
+
+
+def test_a_totp_code_signs_in_once(app, runtime, clock):
+    add_staff(runtime, ANN, "editor")
+    totp, _ = turn_on_totp(runtime, ANN)
+    clock.advance(minutes=1)
+    code = totp.at(clock.now())
+    first = Staff(app)
+    first.sign_in(ANN)
+    entered = first.post(
+        "/staff/login/code", data={"csrf_token": first.csrf("/staff/login/code"), "code": code}
+    )
+    assert goes_to(entered, "/staff/")
+    # The same code seen over a shoulder, typed within its 30 seconds elsewhere: refused.
+    second = Staff(app)
+    second.sign_in(ANN)
+    replay = second.post(
+        "/staff/login/code", data={"csrf_token": second.csrf("/staff/login/code"), "code": code}
+    )
+    assert replay.status_code == 401
+    assert goes_to(second.get("/staff/"), "/staff/login/code")  # still waiting for a code

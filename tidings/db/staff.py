@@ -33,6 +33,9 @@ class StaffUser(Base):
     credentials_version: Mapped[int] = mapped_column(Integer, default=1)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
     totp_enabled: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The last 30-second TOTP step a code was accepted for: a code seen once (over a
+    # shoulder, in a phishing proxy) is not accepted again.
+    totp_last_step: Mapped[int | None]
     created_at: Mapped[datetime]
     disabled_at: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]

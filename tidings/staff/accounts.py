@@ -207,13 +207,17 @@ def signed_in(session: Session, now: datetime, user: StaffUser) -> None:
 # ----------------------------------------------------------------------------- two factors
 
 
-def start_totp(user: StaffUser) -> str:
+def start_totp(user: StaffUser, password: str) -> str:
     """A new TOTP seed for the account (not on until confirmed with a code from the app);
-    returns the otpauth:// URI the authenticator app reads."""
+    returns the otpauth:// URI the authenticator app reads. Asks for the password again: a
+    session left open on someone's desk must not be able to move the second factor."""
     import pyotp
 
+    if not passwords.verify(user.password_hash, password):
+        raise InvalidInput("current password", "that is not it")
     user.totp_secret = pyotp.random_base32()
     user.totp_enabled = False
+    user.totp_last_step = None
     return str(
         pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
     )
@@ -222,7 +226,7 @@ def start_totp(user: StaffUser) -> str:
 def confirm_totp(session: Session, now: datetime, user: StaffUser, code: str) -> list[str]:
     """Turn two-factor on with a first code from the app; returns the recovery codes, shown
     once (only their hashes are kept)."""
-    if not user.totp_secret or not _totp_ok(user.totp_secret, code, now):
+    if not user.totp_secret or not _totp_ok(user, code, now):
         raise InvalidInput("code", "not the code your app shows now; try the next one")
     user.totp_enabled = True
     session.execute(update(RecoveryCode).where(RecoveryCode.user_id == user.id).values(used_at=now))
@@ -235,7 +239,7 @@ def confirm_totp(session: Session, now: datetime, user: StaffUser, code: str) ->
 def check_second_factor(session: Session, now: datetime, user: StaffUser, code: str) -> bool:
     """A TOTP code, or an unused recovery code (which is then used up)."""
     code = code.strip().replace(" ", "")
-    if user.totp_secret and user.totp_enabled and _totp_ok(user.totp_secret, code, now):
+    if user.totp_secret and user.totp_enabled and _totp_ok(user, code, now):
         return True
     recovery = session.scalar(
         select(RecoveryCode).where(
@@ -251,10 +255,20 @@ def check_second_factor(session: Session, now: datetime, user: StaffUser, code: 
     return True
 
 
-def _totp_ok(seed: str, code: str, now: datetime) -> bool:
+def _totp_ok(user: StaffUser, code: str, now: datetime) -> bool:
+    """The code of the current 30-second step or of the one before or after (clocks drift),
+    and of a later step than any accepted before (a code works once)."""
     import pyotp
 
-    return bool(pyotp.TOTP(seed).verify(code, for_time=now, valid_window=1))
+    assert user.totp_secret is not None
+    totp = pyotp.TOTP(user.totp_secret)
+    current = totp.timecode(now)
+    for step in (current - 1, current, current + 1):
+        fresh = user.totp_last_step is None or step > user.totp_last_step
+        if fresh and hmac.compare_digest(totp.generate_otp(step), code.strip()):
+            user.totp_last_step = step
+            return True
+    return False
 
 
 def _sha(text: str) -> str:

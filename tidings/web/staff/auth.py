@@ -89,6 +89,8 @@ def login() -> Any:
             second = user.totp_enabled
             if not second:
                 accounts.signed_in(session, now(), user)
+            # A browser signing in again leaves no older session of its own behind.
+            sessions.close(session, request.cookies.get(COOKIE))
             cookie = sessions.open_session(session, now(), user, needs_second_factor=second)
     if user is None:
         page = render_template(
@@ -186,7 +188,7 @@ def account() -> Any:
                 response.delete_cookie(COOKIE, path="/staff")
                 return response
             if action == "totp-start":
-                accounts.start_totp(user)
+                accounts.start_totp(user, request.form.get("current", ""))
             elif action == "totp-confirm":
                 codes = accounts.confirm_totp(session, now(), user, request.form.get("code", ""))
                 notice = "Two-factor sign-in is on."

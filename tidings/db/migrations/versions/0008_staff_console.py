@@ -3,8 +3,8 @@
 Revision ID: 0008
 Revises: 0007
 
-The audit log refuses UPDATE and DELETE in the database itself (a trigger on each), so no
-code path, ours or a mistaken one, can rewrite what staff did.
+The audit log refuses UPDATE and DELETE in the database itself (a trigger on each; on
+PostgreSQL TRUNCATE too), so no code path, ours or a mistaken one, can rewrite what staff did.
 """
 
 from collections.abc import Sequence
@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("credentials_version", sa.Integer(), nullable=False),
         sa.Column("totp_secret", sa.String(length=64), nullable=True),
         sa.Column("totp_enabled", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("totp_last_step", sa.Integer(), nullable=True),
         sa.Column("created_at", WHEN(), nullable=False),
         sa.Column("disabled_at", WHEN(), nullable=True),
         sa.Column("last_login_at", WHEN(), nullable=True),
@@ -107,6 +108,10 @@ def _append_only(table: str) -> None:
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
         )
+        op.execute(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {table}_append_only()"
+        )
     else:
         for verb in ("UPDATE", "DELETE"):
             op.execute(
@@ -117,6 +122,7 @@ def _append_only(table: str) -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
         op.execute("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
         op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
     op.drop_index("ix_audit_log_actor", table_name="audit_log")
