@@ -114,7 +114,7 @@ def run_demo(
     outbox = directory / "outbox"
 
     with LocalSMTPServer(MaildirHandler(outbox)) as smtp:
-        settings = demo_settings(directory, smtp.url, day_seconds)
+        settings = demo_settings(directory, smtp.url, day_seconds, base_url)
         upgrade(settings.database_url)
         start = start or demo_start(RealClock().now().date())
         with Runtime.open(settings, FixedClock(start)) as runtime:
