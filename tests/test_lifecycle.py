@@ -14,13 +14,12 @@ from tidings.states import DeliveryStatus, EnrollmentStatus, StopReason, Subscri
 from tidings.subscribers.directory import find_subscriber
 from tidings.subscribers.lifecycle import (
     Consent,
-    add_by_operator,
     add_subscriber,
-    bring_back,
     stop,
     suppress_address,
     unsubscribe,
 )
+from tidings.subscribers.operators import add_by_operator, bring_back
 from tidings.subscribers.suppressions import suppression_of
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,8 +21,9 @@ from tidings.db.staff import AuditEntry
 from tidings.runtime import Runtime
 from tidings.scheduler import Worker
 from tidings.staff.accounts import add_user
-from tidings.subscribers.directory import SubscriberFilter, search_page
+from tidings.subscribers.directory import SubscriberFilter
 from tidings.subscribers.lifecycle import Consent, activate, add_subscriber
+from tidings.subscribers.profiles import search_page
 from tidings.web import create_app
 
 PASSWORD = "Quiet-harbor-lantern-7291"

@@ -1,6 +1,7 @@
 """Finding subscribers, and changing what they told us (name, timezone, attributes): what
 admins (and the console) do to the list beyond joining and leaving, which are
-`subscribers.lifecycle`'s. One person's data rights and retention are `subscribers.privacy`.
+`subscribers.lifecycle`'s. One person's data rights and retention are `subscribers.privacy`;
+what the staff console shows (its search page, a profile) is `subscribers.profiles`.
 
 Each function works inside the caller's transaction and takes `now` from the caller's clock,
 except the streaming ones, which read in chunks so a list of any size fits in memory.
@@ -12,8 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from time import perf_counter
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.orm import Session
@@ -21,18 +21,9 @@ from sqlalchemy.orm import Session
 from tidings.campaigns.store import get_campaign
 from tidings.campaigns.windows import parse_delay
 from tidings.db import audit
-from tidings.db.models import (
-    BounceEvent,
-    Campaign,
-    ConsentEvent,
-    Delivery,
-    Enrollment,
-    Step,
-    Subscriber,
-)
+from tidings.db.models import Campaign, ConsentEvent, Delivery, Enrollment, Step, Subscriber
 from tidings.errors import InvalidInput, NotFound
 from tidings.states import SubscriberStatus
-from tidings.subscribers.suppressions import suppression_of
 from tidings.subscribers.validation import (
     check_timezone,
     clean_name,
@@ -385,237 +376,3 @@ def find_subscribers(session: Session, emails: Sequence[str] | None) -> list[Sub
             session.scalars(select(Subscriber).where(Subscriber.status == SubscriberStatus.ACTIVE))
         )
     return [find_subscriber(session, email) for email in emails]
-
-
-# ----------------------------------------------------------------------------- the console
-
-PAGE_SIZE = 50
-# No index answers "contains" (nor "joined since", nor a small campaign's members), so a
-# filtered page walks the primary key down, SEARCH_CHUNK ids per query, until its page is full
-# or it has spent SEARCH_BUDGET seconds; then it says how far down it looked and offers to go
-# on. A search whose text is nowhere in a list of millions thus answers in bounded time, under
-# any load, instead of scanning the whole table on every request.
-SEARCH_CHUNK = 25_000
-SEARCH_BUDGET = 0.03
-HISTORY_CAP = 200  # emails and bounce reports shown on a profile, newest first
-
-
-@dataclass(frozen=True)
-class SubscriberPage:
-    """One page of the console's subscriber search, newest first."""
-
-    rows: list[dict[str, Any]]  # id, email, name, status, created_at
-    # Where the next page starts (the ids below this one), or None: nothing older to look at.
-    next_before: int | None
-    full: bool  # the page is full: more may match below it
-    # When the page stopped short of full because its time was up: the lowest id it looked
-    # at (the next page looks below it).
-    searched_down_to: int | None
-    exact: bool  # the text was a whole address and matched one subscriber's exactly
-    campaigns: list[tuple[str, str]]  # (slug, name) of every campaign: the filter's choices
-
-
-def search_page(
-    session: Session,
-    filters: SubscriberFilter,
-    before: int | None = None,
-    size: int = PAGE_SIZE,
-    chunk: int = SEARCH_CHUNK,
-    budget: float = SEARCH_BUDGET,
-) -> SubscriberPage:
-    """Subscribers matching `filters`, newest first, `size` at a time, paged by id (`before`:
-    the ids below it). Never counts the whole list: a page says whether more may follow.
-
-    A whole address is looked up by its unique index first. Otherwise the page walks the
-    primary key down from `before`; with a filter no index answers (text, campaign, joined
-    since) it reads `chunk` ids at a time and stops after `budget` seconds of looking (a
-    deadline for this request's latency, not a time of the business: hence not the clock's),
-    saying where it stopped. A status alone has its index."""
-    campaigns = [
-        (slug, name)
-        for slug, name in session.execute(
-            select(Campaign.slug, Campaign.name).order_by(Campaign.name, Campaign.slug)
-        )
-    ]
-    listing = cast(
-        "Select[Any]",
-        select(
-            Subscriber.id,
-            Subscriber.email,
-            Subscriber.name,
-            Subscriber.status,
-            Subscriber.created_at,
-        ),
-    )
-    text = (filters.search or "").strip().lower()
-    if "@" in text and " " not in text and before is None:
-        others = SubscriberFilter(filters.statuses, filters.campaign, filters.since)
-        exact = others.apply(session, listing.where(Subscriber.email == text))
-        found = session.execute(exact).all()
-        if found:
-            rows = [row._asdict() for row in found]
-            return SubscriberPage(rows, None, False, None, True, campaigns)
-    query = filters.apply(session, listing).order_by(Subscriber.id.desc())
-    if not (filters.search or filters.campaign or filters.since is not None):
-        if before is not None:
-            query = query.where(Subscriber.id < before)
-        found = session.execute(query.limit(size + 1)).all()
-        rows = [row._asdict() for row in found[:size]]
-        full = len(found) > size
-        return SubscriberPage(rows, rows[-1]["id"] if full else None, full, None, False, campaigns)
-    lowest = session.scalar(select(func.min(Subscriber.id)))
-    newest = session.scalar(select(func.max(Subscriber.id)))
-    top = (newest or 0) + 1 if before is None else before
-    deadline = perf_counter() + budget
-    rows = []
-    while lowest is not None and top > lowest:
-        floor = max(top - chunk, lowest)
-        window = query.where(Subscriber.id < top, Subscriber.id >= floor)
-        rows += [row._asdict() for row in session.execute(window.limit(size + 1 - len(rows)))]
-        if len(rows) > size:
-            return SubscriberPage(rows[:size], rows[size - 1]["id"], True, None, False, campaigns)
-        top = floor
-        if top > lowest and perf_counter() >= deadline:
-            return SubscriberPage(rows, top, False, top, False, campaigns)
-    return SubscriberPage(rows, None, False, None, False, campaigns)
-
-
-def subscriber_profile(
-    session: Session, subscriber_id: int, cap: int = HISTORY_CAP
-) -> dict[str, Any]:
-    """Everything the console's profile page shows of one subscriber: status, consent history
-    with its evidence, their place in each campaign, their emails (newest first, at most `cap`)
-    with each one's outcome, and the bounce reports about them. Every query is by the
-    subscriber's id, through an index on it."""
-    subscriber = subscriber_by_id(session, subscriber_id)
-    suppression = suppression_of(session, subscriber.email)
-    consent = [
-        {
-            "at": e.created_at,
-            "kind": e.kind,
-            "source": e.source,
-            "evidence": e.evidence,
-            "consent_text_sha256": e.consent_text_sha256,
-            "ip": e.ip,
-            "user_agent": e.user_agent,
-            "seconds_after_email": e.seconds_after_email,
-        }
-        for e in consent_events(session, subscriber.id)
-    ]
-    enrolled = enrollments_of(session, subscriber.id)
-    campaign_ids = [e.campaign_id for e, _slug, _name in enrolled]
-    step_counts = dict(
-        session.execute(
-            select(Step.campaign_id, func.count())
-            .where(Step.campaign_id.in_(campaign_ids), Step.position.is_not(None))
-            .group_by(Step.campaign_id)
-        ).all()
-    )
-    next_steps = {
-        (campaign_id, position): (key, subject)
-        for campaign_id, position, key, subject in session.execute(
-            select(Step.campaign_id, Step.position, Step.key, Step.subject).where(
-                Step.campaign_id.in_(campaign_ids)
-            )
-        )
-    }
-    enrollments = []
-    for e, slug, name in enrolled:
-        key, subject = next_steps.get((e.campaign_id, e.next_position), (None, None))
-        enrollments.append(
-            {
-                "campaign": slug,
-                "campaign_name": name,
-                "status": e.status,
-                "next_step": e.next_position,
-                "steps": step_counts.get(e.campaign_id, 0),
-                "next_key": key,
-                "next_subject": subject,
-                "next_due_at": e.next_due_at,
-                "enrolled_at": e.created_at,
-                "ended_at": e.ended_at,
-            }
-        )
-    deliveries = [
-        {
-            "id": d.id,
-            "kind": d.kind,
-            "campaign": slug,
-            "step": key,
-            "subject": subject,
-            "status": d.status,
-            "attempts": d.attempts,
-            "queued_at": d.created_at,
-            "sent_at": d.sent_at,
-            "server": d.server,
-            "outcome": d.outcome,
-        }
-        for d, slug, key, subject in session.execute(
-            select(Delivery, Campaign.slug, Step.key, Step.subject)
-            .outerjoin(Campaign, Campaign.id == Delivery.campaign_id)
-            .outerjoin(Step, Step.id == Delivery.step_id)
-            .where(Delivery.subscriber_id == subscriber.id)
-            .order_by(Delivery.id.desc())
-            .limit(cap + 1)
-        )
-    ]
-    bounces = [
-        {
-            "received_at": b.created_at,
-            "kind": b.kind,
-            "status": b.status,
-            "diagnostic": b.diagnostic,
-            "campaign": slug,
-            "delivery_id": b.delivery_id,
-        }
-        for b, slug in session.execute(
-            select(BounceEvent, Campaign.slug)
-            .join(Delivery, Delivery.id == BounceEvent.delivery_id)
-            .outerjoin(Campaign, Campaign.id == BounceEvent.campaign_id)
-            .where(Delivery.subscriber_id == subscriber.id)
-            .order_by(BounceEvent.id.desc())
-            .limit(cap)
-        )
-    ]
-    return {
-        "id": subscriber.id,
-        "email": subscriber.email,
-        "name": subscriber.name,
-        "timezone": subscriber.timezone,
-        "status": subscriber.status,
-        "created_at": subscriber.created_at,
-        "confirmed_at": subscriber.confirmed_at,
-        "unsubscribed_at": subscriber.unsubscribed_at,
-        "paused_until": subscriber.paused_until,
-        "soft_bounces": subscriber.soft_bounces,
-        "attributes": dict(subscriber.attributes or {}),
-        "suppression": (
-            None
-            if suppression is None
-            else {"reason": suppression.reason, "since": suppression.created_at}
-        ),
-        "consent": consent,
-        "enrollments": enrollments,
-        "deliveries": deliveries[:cap],
-        "more_deliveries": len(deliveries) > cap,
-        "bounces": bounces,
-        "cap": cap,
-    }
-
-
-def pause_by_operator(session: Session, now: datetime, subscriber_id: int, weeks: int) -> datetime:
-    """Staff pause an active subscriber's emails for `weeks` weeks on their behalf: the pause
-    of their own preferences page (forms.pause), recorded in the audit log."""
-    # forms imports lifecycle, which imports this module: imported on use.
-    from tidings.subscribers.forms import pause
-
-    subscriber = subscriber_by_id(session, subscriber_id)
-    until = pause(session, subscriber, weeks, now)
-    audit.record(
-        session,
-        now,
-        "subscriber.pause",
-        audit_target(subscriber),
-        {"weeks": weeks, "until": until.isoformat(timespec="seconds")},
-    )
-    return until

@@ -9,7 +9,8 @@ complaint, an operator's suppression): the status, the suppression entry, the co
 the enrollments and the emails still waiting all change together, the same way each time.
 
 Each function works inside the caller's transaction (one unit of work) and takes `now` from
-the caller's clock.
+the caller's clock. The CLI's and the console's one-call actions on one subscriber (add,
+bring back, resend a confirmation, pause) are `subscribers.operators`, which calls these.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tidings.states import (
     SubscriberStatus,
 )
 from tidings.subscribers import suppressions
-from tidings.subscribers.directory import audit_target, find_subscriber, subscriber_by_id
+from tidings.subscribers.directory import audit_target, find_subscriber
 from tidings.subscribers.suppressions import check_detail, check_reason, suppression_reason
 from tidings.subscribers.tokens import new_subscriber_key
 from tidings.subscribers.validation import (
@@ -165,55 +166,6 @@ def add_subscriber(
     return subscriber
 
 
-@dataclass(frozen=True)
-class Joined:
-    """Someone added or brought back, as the operator is told: address, status, the campaigns
-    they are (back) in, and their confirmation or come-back emails waiting (to send at once)."""
-
-    email: str
-    status: str
-    campaigns: list[str]
-    waiting: list[int]
-
-    @classmethod
-    def of(cls, session: Session, subscriber: Subscriber, campaigns: list[str]) -> Joined:
-        waiting = waiting_confirmations(session, subscriber)
-        return cls(subscriber.email, subscriber.status, campaigns, waiting)
-
-
-def add_by_operator(
-    session: Session,
-    now: datetime,
-    email: str,
-    consent: Consent,
-    *,
-    name: str | None,
-    timezone: str | None,
-    confirmed: bool,
-    message_domain: str,
-) -> Joined:
-    """`tidings subscribers add`: add_subscriber, and what to tell the operator."""
-    subscriber = add_subscriber(
-        session,
-        now,
-        email,
-        consent,
-        name=name,
-        timezone=timezone,
-        confirmed=confirmed,
-        message_domain=message_domain,
-    )
-    session.flush()  # the id, for the audit entry
-    audit.record(
-        session,
-        now,
-        "subscriber.add",
-        audit_target(subscriber),
-        {"confirmed": confirmed, "source": consent.source},
-    )
-    return Joined.of(session, subscriber, [])
-
-
 def queue_confirmation(
     session: Session, subscriber: Subscriber, now: datetime, message_domain: str
 ) -> Delivery:
@@ -261,28 +213,6 @@ def waiting_confirmations(session: Session, subscriber: Subscriber) -> list[int]
             )
         )
     )
-
-
-def resend_confirmation_by_operator(
-    session: Session, now: datetime, subscriber_id: int, message_domain: str
-) -> Delivery:
-    """Staff send a pending subscriber a new confirmation email (a fresh link). It is queued,
-    as every confirmation is, and the worker sends it at its next pass; one waiting already
-    is not doubled. Recorded in the audit log."""
-    subscriber = subscriber_by_id(session, subscriber_id)
-    if subscriber.status != SubscriberStatus.PENDING:
-        raise Conflict(
-            f"only a pending subscriber is sent a confirmation email (this one is "
-            f"{subscriber.status})"
-        )
-    if waiting_confirmations(session, subscriber):
-        raise Conflict(
-            "a confirmation email is already waiting to be sent: the worker sends it at its "
-            "next pass"
-        )
-    delivery = queue_confirmation(session, subscriber, now, message_domain)
-    audit.record(session, now, "subscriber.resend-confirmation", audit_target(subscriber))
-    return delivery
 
 
 def activate(
@@ -351,24 +281,6 @@ def resubscribe(
     return activate(session, subscriber, consent, now)
 
 
-def bring_back(
-    session: Session,
-    email: str,
-    consent: Consent,
-    now: datetime,
-    message_domain: str,
-    confirmed: bool,
-) -> Joined:
-    """`tidings subscribers resubscribe`: `resubscribe` the subscriber with this address, and
-    what to tell the operator."""
-    subscriber = find_subscriber(session, email)
-    joined = resubscribe(session, subscriber, consent, now, message_domain, confirmed)
-    audit.record(
-        session, now, "subscriber.resubscribe", audit_target(subscriber), {"confirmed": confirmed}
-    )
-    return Joined.of(session, subscriber, joined)
-
-
 # ----------------------------------------------------------------------------- leaving
 
 
@@ -417,18 +329,12 @@ def unsubscribe_address(
     """An operator unsubscribes someone by address (NotFound if nobody has it), recorded in
     the audit log: the normalized address, and whether it changed anything."""
     subscriber = find_subscriber(session, email)
-    return subscriber.email, _unsubscribe_for(session, subscriber, source, now)
+    return subscriber.email, unsubscribe_on_behalf(session, subscriber, source, now)
 
 
-def unsubscribe_by_id(
-    session: Session, now: datetime, subscriber_id: int, source: str = "staff"
-) -> tuple[str, bool]:
-    """unsubscribe_address() for the subscriber with this id (the console's profile page)."""
-    subscriber = subscriber_by_id(session, subscriber_id)
-    return subscriber.email, _unsubscribe_for(session, subscriber, source, now)
-
-
-def _unsubscribe_for(session: Session, subscriber: Subscriber, source: str, now: datetime) -> bool:
+def unsubscribe_on_behalf(
+    session: Session, subscriber: Subscriber, source: str, now: datetime
+) -> bool:
     """An operator unsubscribes someone on their behalf: unsubscribe(), and its audit entry."""
     changed = unsubscribe(session, subscriber, source, now)
     if changed:

@@ -307,13 +307,52 @@ def erase(
     is ever sent to them again (not even by a later import), and record that an erasure
     happened, without the address."""
     normalized = normalize_email(email)
+    note = _erasure_note(note, normalized)
+    subscriber = find_subscriber(session, normalized)
+    counts = _delete_their_rows(session, subscriber)
+    target = audit_target(subscriber)  # while the address is known: masked, as the log keeps it
+    session.delete(subscriber)
+    suppression, added = _suppress_for_good(session, normalized, now)
+    session.add(Erasure(erased_at=now, source=source, note=note))
+    audit.record(
+        session,
+        now,
+        "subscriber.erase",
+        target,
+        {
+            "source": source,
+            "consent_events": counts[ConsentEvent],
+            "enrollments": counts[Enrollment],
+            "deliveries": counts[Delivery],
+        },
+        note=mask_addresses(note or ""),
+    )
+    session.flush()
+    return ErasureReport(
+        email=normalized,
+        consent_events=counts[ConsentEvent],
+        enrollments=counts[Enrollment],
+        deliveries=counts[Delivery],
+        suppression_reason=suppression.reason,
+        suppression_added=added,
+    )
+
+
+def _erasure_note(note: str | None, address: str) -> str | None:
+    """The operator's note on an erasure, checked: one line, and not the address."""
     note = (note or "").strip() or None
     if note is not None:
-        if normalized in note.lower():
+        if address in note.lower():
             raise InvalidInput("--note", "must not contain the address: the point is to forget it")
         if _CONTROL.search(note) or len(note) > 500:
             raise InvalidInput("--note", "must be one line of at most 500 characters")
-    subscriber = find_subscriber(session, normalized)
+    return note
+
+
+def _delete_their_rows(session: Session, subscriber: Subscriber) -> dict[Any, int]:
+    """Delete their sign-up requests, emails, enrollments and consent events, and detach the
+    bounce reports and messages about them (their own row is the caller's to delete). Returns
+    how many rows went, by model."""
     sid = subscriber.id
     theirs = _their_deliveries(subscriber)
     # Bounce reports about their emails quote the address in the server's diagnostic: the
@@ -345,32 +384,7 @@ def erase(
             .execution_options(synchronize_session=False)
         )
         counts[model] = affected(result)
-    target = audit_target(subscriber)  # while the address is known: masked, as the log keeps it
-    session.delete(subscriber)
-    suppression, added = _suppress_for_good(session, normalized, now)
-    session.add(Erasure(erased_at=now, source=source, note=note))
-    audit.record(
-        session,
-        now,
-        "subscriber.erase",
-        target,
-        {
-            "source": source,
-            "consent_events": counts[ConsentEvent],
-            "enrollments": counts[Enrollment],
-            "deliveries": counts[Delivery],
-        },
-        note=mask_addresses(note or ""),
-    )
-    session.flush()
-    return ErasureReport(
-        email=normalized,
-        consent_events=counts[ConsentEvent],
-        enrollments=counts[Enrollment],
-        deliveries=counts[Delivery],
-        suppression_reason=suppression.reason,
-        suppression_added=added,
-    )
+    return counts
 
 
 def _suppress_for_good(session: Session, email: str, now: datetime) -> tuple[Suppression, bool]:

@@ -77,7 +77,8 @@ def add(
       tidings subscribers add ann@example.org --name Ann --timezone Europe/Paris
       tidings subscribers add bob@example.org --confirmed --evidence "signed form, 2026-11-02"
     """
-    from tidings.subscribers.lifecycle import Consent, add_by_operator
+    from tidings.subscribers.lifecycle import Consent
+    from tidings.subscribers.operators import add_by_operator
 
     if evidence and not confirmed:
         raise click.UsageError("--evidence goes with --confirmed")
@@ -345,7 +346,8 @@ def resubscribe(state: State, email: str, evidence: str | None, double_opt_in: b
     """
     from tidings.errors import InvalidInput
     from tidings.subscribers.importing import check_evidence
-    from tidings.subscribers.lifecycle import Consent, bring_back
+    from tidings.subscribers.lifecycle import Consent
+    from tidings.subscribers.operators import bring_back
 
     if bool(evidence) == double_opt_in:
         raise click.UsageError(

@@ -17,21 +17,16 @@ from flask import current_app, redirect, render_template, request, url_for
 
 from tidings.errors import Conflict, InvalidInput, NotFound, TidingsError
 from tidings.states import StopReason, SubscriberStatus
-from tidings.subscribers.directory import (
-    PAGE_SIZE,
-    SubscriberFilter,
-    pause_by_operator,
-    search_page,
-    subscriber_profile,
-)
+from tidings.subscribers.directory import SubscriberFilter
 from tidings.subscribers.forms import PAUSE_WEEKS
-from tidings.subscribers.lifecycle import (
-    lift_suppression,
+from tidings.subscribers.lifecycle import lift_suppression, suppress_address
+from tidings.subscribers.operators import (
+    pause_by_operator,
     resend_confirmation_by_operator,
-    suppress_address,
     unsubscribe_by_id,
 )
 from tidings.subscribers.privacy import erase_confirmed, export_data_by_operator
+from tidings.subscribers.profiles import PAGE_SIZE, search_page, subscriber_profile
 from tidings.subscribers.suppressions import DETAIL_MAX_CHARS, entries_page
 from tidings.web.app import context
 from tidings.web.staff import actor, now, reading, staff_route, unit_of_work
