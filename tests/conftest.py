@@ -110,7 +110,9 @@ def postgres_url(postgres_database: str) -> str:
     return postgres_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The PostgreSQL run of each test is in the full suite; the fast tier (-m "not slow") runs the
+# SQLite one, so that it stays under two minutes.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Runs the test twice: on SQLite and on PostgreSQL."""
     return request.getfixturevalue(f"{request.param.replace('postgresql', 'postgres')}_url")

@@ -419,6 +419,7 @@ def test_required_two_factor_sends_an_account_without_it_to_its_setup(app_of, ru
 # ----------------------------------------------------------------------------- rate limits
 
 
+@pytest.mark.slow  # dozens of argon2 checks: seconds
 def test_the_eleventh_attempt_for_one_account_in_15_minutes_is_refused(app, runtime, clock, ann):
     browser = Staff(app)
     for attempt in range(10):
@@ -444,6 +445,7 @@ def test_the_eleventh_attempt_for_one_account_in_15_minutes_is_refused(app, runt
     assert browser.signed_in()
 
 
+@pytest.mark.slow  # dozens of argon2 checks: seconds
 def test_a_burst_of_parallel_attempts_gets_no_more_than_the_cap(app, runtime, ann):
     """Attempts sent all at once (waitress serves them on parallel threads) are counted one
     after the other: on PostgreSQL they once all read the count before any added to it."""
@@ -465,6 +467,7 @@ def test_a_burst_of_parallel_attempts_gets_no_more_than_the_cap(app, runtime, an
     assert sorted(outcomes) == sorted([REFUSED] * 10 + [TOO_MANY] * (burst - 10))
 
 
+@pytest.mark.slow  # dozens of argon2 checks: seconds
 def test_thirty_attempts_from_one_network_in_15_minutes(app, runtime, clock, ann):
     crowd = Staff(app, ip="203.0.113.9")
     for n in range(30):
