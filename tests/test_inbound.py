@@ -454,6 +454,7 @@ def test_the_smtp_listener_acts_on_a_bounce_to_its_verp_address(listener, runtim
         assert len(session.scalars(select(InboundMessage)).all()) == 1
 
 
+@pytest.mark.slow  # a real process that waits for its port: 5 s
 def test_inbox_serve_on_a_busy_port_says_so(tidings_sqlite):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -231,6 +231,7 @@ def test_without_redis_each_process_counts_its_own(engine_with):
 # ----------------------------------------------------------------------------- workers
 
 
+@pytest.mark.slow  # PostgreSQL only, several workers: 15 s
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_several_workers_decide_each_request_exactly_once(runtime, settings, clock):
     with runtime.sessions.begin() as session:
