@@ -4,14 +4,14 @@ why, and the bounce and complaint rates against their limits."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tidings.db.models import BounceEvent, Campaign, ConsentEvent, Delivery, Enrollment
-from tidings.ops.stats import sends_per_day
+from tidings.ops.stats import count_per_day, sends_per_day
 from tidings.ops.status import collect_status
 from tidings.runtime import Runtime
 from tidings.states import (
@@ -103,27 +103,15 @@ def _rates(session: Session, runtime: Runtime, now: datetime) -> dict[str, Any]:
 def signups_per_day(session: Session, now: datetime, days: int) -> list[dict[str, Any]]:
     """Sign-ups asked for and confirmed per UTC day (counts only), zeros included."""
     first = now.astimezone(UTC).date() - timedelta(days=days - 1)
-    start = datetime.combine(first, time(), tzinfo=UTC)
-    day = func.date(ConsentEvent.created_at)
-    counts: dict[tuple[str, str], int] = {
-        (str(d), kind): n
-        for d, kind, n in session.execute(
-            select(day, ConsentEvent.kind, func.count())
-            .where(
-                ConsentEvent.kind.in_((ConsentKind.REQUESTED, ConsentKind.CONFIRMED)),
-                ConsentEvent.created_at >= start,
-            )
-            .group_by(day, ConsentEvent.kind)
-        )
-    }
-    out = []
-    for i in range(days):
-        iso = (first + timedelta(days=i)).isoformat()
-        out.append(
-            {
-                "date": iso,
-                "requested": counts.get((iso, ConsentKind.REQUESTED), 0),
-                "confirmed": counts.get((iso, ConsentKind.CONFIRMED), 0),
-            }
-        )
-    return out
+    requested, confirmed = (
+        count_per_day(session, ConsentEvent.created_at, [ConsentEvent.kind == kind], first, days)
+        for kind in (ConsentKind.REQUESTED, ConsentKind.CONFIRMED)
+    )
+    return [
+        {
+            "date": (first + timedelta(days=i)).isoformat(),
+            "requested": requested[i],
+            "confirmed": confirmed[i],
+        }
+        for i in range(days)
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import and_, distinct, exists, func, or_, select
+from sqlalchemy import and_, distinct, exists, func, select, text
 from sqlalchemy.orm import Session, aliased
 
 from tidings.campaigns.store import get_campaign, list_campaigns
@@ -112,39 +112,48 @@ def _sent_before_leaving(campaign_id: int, delivery: Any) -> Any:
 
 def _unsubscribed_after(session: Session, campaign_id: int) -> list[tuple[int, int]]:
     """(step id, people) for each step that was the last email of this campaign someone
-    received before they unsubscribed."""
-    last = aliased(Delivery)
-    later = aliased(Delivery)
-    query = (
-        select(last.step_id, func.count(distinct(ConsentEvent.subscriber_id)))
-        .select_from(ConsentEvent)
-        .join(last, _sent_before_leaving(campaign_id, last))
-        .where(
-            ConsentEvent.kind.in_(WITHDRAWN),
-            ~exists().where(
-                _sent_before_leaving(campaign_id, later),
-                or_(
-                    later.sent_at > last.sent_at,
-                    and_(later.sent_at == last.sent_at, later.id > last.id),
-                ),
-            ),
-        )
-        .group_by(last.step_id)
+    received before they unsubscribed.
+
+    Each withdrawal's last email is looked up on its own, newest first in the index on
+    (subscriber, campaign, status, sent_at, id, step), and the first one found is it: the
+    work grows with the number of people who left, not with the campaign's part of the ledger
+    (a test that no later email exists read that part again for each of them)."""
+    sent = aliased(Delivery)
+    last_step = (
+        select(sent.step_id)
+        .where(_sent_before_leaving(campaign_id, sent))
+        .order_by(sent.sent_at.desc(), sent.id.desc())
+        .limit(1)
+        .correlate(ConsentEvent)
+        .scalar_subquery()
+        .label("step_id")
     )
+    left = (
+        select(ConsentEvent.subscriber_id, last_step)
+        .where(ConsentEvent.kind.in_(WITHDRAWN))
+        .subquery()
+    )
+    query = select(left.c.step_id, func.count(distinct(left.c.subscriber_id))).group_by(
+        left.c.step_id
+    )
+    # None: nothing of this campaign was sent before they left (or not as a step).
     return [(step_id, count) for step_id, count in session.execute(query) if step_id is not None]
 
 
 def _unsubscribed_before_first(session: Session, campaign_id: int) -> int:
+    # EXISTS over an id, not *: SQLite then reads the indexes alone, not the rows.
     sent = aliased(Delivery)
     return (
         session.scalar(
             select(func.count(distinct(ConsentEvent.subscriber_id))).where(
                 ConsentEvent.kind.in_(WITHDRAWN),
-                exists().where(
+                select(Enrollment.id)
+                .where(
                     Enrollment.subscriber_id == ConsentEvent.subscriber_id,
                     Enrollment.campaign_id == campaign_id,
-                ),
-                ~exists().where(_sent_before_leaving(campaign_id, sent)),
+                )
+                .exists(),
+                ~select(sent.id).where(_sent_before_leaving(campaign_id, sent)).exists(),
             )
         )
         or 0
@@ -155,23 +164,47 @@ def sends_per_day(
     session: Session, now: datetime, days: int, campaign_id: int | None = None
 ) -> list[dict[str, Any]]:
     """Emails sent per UTC day over the last `days` days (today included), zeros included."""
-    today = now.astimezone(UTC).date()
-    first = today - timedelta(days=days - 1)
-    start = datetime.combine(first, time(), tzinfo=UTC)
-    day = func.date(Delivery.sent_at)
-    query = (
-        select(day, func.count())
-        .where(Delivery.status == DeliveryStatus.SENT, Delivery.sent_at >= start)
-        .group_by(day)
-    )
+    first = now.astimezone(UTC).date() - timedelta(days=days - 1)
+    conditions = [Delivery.status == DeliveryStatus.SENT]
     if campaign_id is not None:
-        query = query.where(Delivery.campaign_id == campaign_id)
-    # SQLite gives the day as text, PostgreSQL as a date.
-    counts = {str(d): n for d, n in session.execute(query)}
-    return [
-        {"date": (first + timedelta(days=i)).isoformat(), "sent": counts.get(_iso(first, i), 0)}
-        for i in range(days)
-    ]
+        conditions.append(Delivery.campaign_id == campaign_id)
+    counts = count_per_day(session, Delivery.sent_at, conditions, first, days)
+    return [{"date": _iso(first, i), "sent": n} for i, n in enumerate(counts)]
+
+
+def count_per_day(
+    session: Session, stamp: Any, conditions: list[Any], first: date, days: int
+) -> list[int]:
+    """How many rows meet `conditions` with `stamp` on each UTC day from `first`, `days` of
+    them, each a range of an index that starts with the conditions' columns and `stamp`.
+
+    PostgreSQL groups the rows by day in a hash table as it reads the range, planned for the
+    bounds it is given: once a connection has run the statement five times, the driver
+    prepares it and PostgreSQL would reuse a plan made for any bounds, which counts a month
+    of sends alone instead of in parallel (950 ms instead of 550 for 6.7 million). SQLite
+    would sort every row by its day first (seconds for millions of rows): it gets one count
+    per day instead, each read off the index without the table, all in one statement."""
+    start = datetime.combine(first, time(), tzinfo=UTC)
+    bounds = [start + timedelta(days=i) for i in range(days + 1)]
+    if session.get_bind().dialect.name == "sqlite":
+        counts = [
+            select(func.count())
+            .where(*conditions, stamp >= bounds[i], stamp < bounds[i + 1])
+            .scalar_subquery()
+            for i in range(days)
+        ]
+        return [n or 0 for n in session.execute(select(*counts)).one()]
+    session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    day = func.date(stamp)
+    found = {
+        str(d): n  # a date on PostgreSQL
+        for d, n in session.execute(
+            select(day, func.count())
+            .where(*conditions, stamp >= bounds[0], stamp < bounds[-1])
+            .group_by(day)
+        )
+    }
+    return [found.get(_iso(first, i), 0) for i in range(days)]
 
 
 def _iso(first: date, offset: int) -> str:
