@@ -8,9 +8,15 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 
 from tidings.campaigns.sequencing import enroll_addresses
-from tidings.campaigns.store import campaign_details, campaign_summaries, pause, resume
+from tidings.campaigns.store import (
+    campaign_details,
+    campaign_summaries,
+    get_campaign,
+    pause,
+    resume,
+)
 from tidings.errors import InvalidInput, NotFound
-from tidings.ops.stats import stats
+from tidings.ops.stats import campaign_stats
 from tidings.web.staff import now, reading, staff_route, unit_of_work
 
 
@@ -32,7 +38,8 @@ def campaign(slug: str) -> Any:
                 title="No such campaign",
                 message=f"There is no campaign {slug!r}.",
             ), 404
-        funnel = stats(session, now(), slug)["campaigns"][0]
+        # Only this campaign's funnel: not the list-wide counts `tidings stats` adds.
+        funnel = campaign_stats(session, get_campaign(session, slug))
     enrolled = request.args.get("enrolled", type=int)
     notice = None
     if enrolled is not None:
